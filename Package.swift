@@ -1,0 +1,101 @@
+// swift-tools-version: 6.2
+// cmk — the confidential multikernel.
+//
+// Modules follow the data flow and depend one way (docs/architecture.md):
+//   C boxes (COpenSSL, CTSS2, CCBOR) -> BinaryFormat -> Firmware, TPM2 -> Attestation
+//   -> AttestationResults -> Coordinator -> cmk (thin executable).
+import PackageDescription
+
+let package = Package(
+    name: "cmk",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cmk", targets: ["cmk"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "AttestationResults", targets: ["AttestationResults"]),
+        .library(name: "Coordinator", targets: ["Coordinator"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
+    ],
+    targets: [
+        // MARK: C libraries, each in its box: a module map and a shim header, nothing else.
+        .systemLibrary(
+            name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CTSS2", path: "Sources/CTSS2", pkgConfig: "tss2-mu",
+            providers: [.apt(["libtss2-dev"])]),
+        .systemLibrary(
+            name: "CCBOR", path: "Sources/CCBOR", pkgConfig: "libcbor",
+            providers: [.apt(["libcbor-dev"])]),
+
+        // MARK: Formats: pure values, no I/O.
+        .target(name: "BinaryFormat"),
+        .target(name: "Firmware", dependencies: ["BinaryFormat"]),
+        .target(name: "TPM2", dependencies: ["BinaryFormat", "CTSS2"]),
+
+        // MARK: Verification.
+        .target(
+            name: "Attestation",
+            dependencies: [
+                "BinaryFormat", "COpenSSL",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .target(
+            name: "AttestationResults",
+            dependencies: [
+                "CCBOR",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
+        // MARK: The host side.
+        .target(name: "Coordinator", dependencies: ["Firmware", "Attestation"]),
+
+        // MARK: Executables (thin).
+        .executableTarget(
+            name: "cmk",
+            dependencies: [
+                "Coordinator", "Attestation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // MARK: Test support, shipped like a product so every test target shares it.
+        .target(name: "CMKTesting", dependencies: []),
+
+        // MARK: Tests.
+        .testTarget(name: "BinaryFormatTests", dependencies: ["BinaryFormat", "CMKTesting"]),
+        .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "CMKTesting"]),
+        .testTarget(name: "TPM2Tests", dependencies: ["TPM2", "CMKTesting"]),
+        .testTarget(
+            name: "AttestationTests",
+            dependencies: [
+                "Attestation", "BinaryFormat", "CMKTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .testTarget(
+            name: "AttestationResultsTests",
+            dependencies: [
+                "AttestationResults", "CMKTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
+    ]
+)
+
+// One place for the language settings of every target.
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(contentsOf: [
+        .swiftLanguageMode(.v6),
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("InternalImportsByDefault"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+    ])
+    target.swiftSettings = settings
+}

@@ -1,0 +1,50 @@
+public import Foundation
+
+/// One AMD product's root certificates: the ARK (self-signed root), the ASK (signs VCEKs) and the
+/// ASVK (signs VLEKs), each an RSA-4096 key and every signature RSASSA-PSS SHA-384 with a 48-byte salt
+/// (AMD SEV-SNP ABI §2.2; AMD KDS interface spec §4).
+public struct AMDRootCertificates: Sendable, Hashable {
+    public let product: AMDProduct
+    public let ark: AttestationCertificate
+    public let ask: AttestationCertificate
+    public let asvk: AttestationCertificate?
+
+    public init(product: AMDProduct, ark: AttestationCertificate, ask: AttestationCertificate, asvk: AttestationCertificate?) {
+        self.product = product
+        self.ark = ark
+        self.ask = ask
+        self.asvk = asvk
+    }
+
+    /// Verifies the root structure at `time`: the ARK is self-signed, the ASK and ASVK are signed by it,
+    /// every signature uses AMD's exact RSA-PSS parameters, every key is RSA-4096, names are the
+    /// product's, each is a CA, and each certificate is valid at `time`.
+    public func verify(at time: Date) throws(AttestationError) {
+        try expect(ark, commonName: product.arkCommonName, role: "ARK")
+        try ark.verifySignature(issuedBy: ark, requiredAlgorithm: .rsaPSS(.amdSEV))
+        try expect(ask, commonName: product.askCommonName, role: "ASK")
+        try ask.verifySignature(issuedBy: ark, requiredAlgorithm: .rsaPSS(.amdSEV))
+        if let asvk {
+            try expect(asvk, commonName: product.asvkCommonName, role: "ASVK")
+            try asvk.verifySignature(issuedBy: ark, requiredAlgorithm: .rsaPSS(.amdSEV))
+        }
+        for certificate in [ark, ask] + (asvk.map { [$0] } ?? []) {
+            try certificate.checkValidity(at: time)
+        }
+    }
+
+    private func expect(_ certificate: AttestationCertificate, commonName: String, role: String) throws(AttestationError) {
+        guard certificate.subjectCommonName == commonName else {
+            throw AttestationError(
+                .untrustedRoot,
+                "the \(product.rawValue) \(role) must be named '\(commonName)', this one is '\(certificate.subjectCommonName ?? "?")'")
+        }
+        try certificate.checkCriticalExtensions()
+        guard try certificate.isCertificateAuthority() else {
+            throw AttestationError(.untrustedRoot, "the \(product.rawValue) \(role) is not marked as a certificate authority")
+        }
+        guard try certificate.rsaKeyBits() == 4096 else {
+            throw AttestationError(.unsupportedPublicKey, "the \(product.rawValue) \(role) key must be RSA-4096")
+        }
+    }
+}

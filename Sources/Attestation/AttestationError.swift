@@ -1,0 +1,58 @@
+/// Why evidence, a certificate or a trust anchor was not accepted: the Attestation module's one error.
+///
+/// Every code is distinct and stable, so callers (and the CLI's JSON) can act on it; ``reason`` is a
+/// sentence for a person; ``nativeCode`` keeps a C library's own error code where one was involved.
+public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure; extensible, so new cases never break a caller's `switch`.
+    public struct Code: Sendable, Hashable, CustomStringConvertible, Codable {
+        public let name: String
+        public init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        public init(from decoder: any Decoder) throws { name = try decoder.singleValueContainer().decode(String.self) }
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(name)
+        }
+
+        /// DER, PEM or a certificate structure could not be parsed.
+        public static let malformedCertificate = Code("malformed-certificate")
+        /// A certificate uses a signature algorithm or parameters cmk does not accept.
+        public static let unsupportedSignatureAlgorithm = Code("unsupported-signature-algorithm")
+        /// A signature did not verify.
+        public static let badSignature = Code("bad-signature")
+        /// The certificate's issuer name is not its issuer's subject name.
+        public static let issuerMismatch = Code("issuer-mismatch")
+        /// The validation time lies before notBefore.
+        public static let certificateNotYetValid = Code("certificate-not-yet-valid")
+        /// The validation time lies after notAfter.
+        public static let certificateExpired = Code("certificate-expired")
+        /// A certificate carries a critical extension cmk does not understand.
+        public static let unhandledCriticalExtension = Code("unhandled-critical-extension")
+        /// A public key could not be read, or is not of the kind the chain requires.
+        public static let unsupportedPublicKey = Code("unsupported-public-key")
+        /// A trust anchor file is missing, unreadable or does not match its manifest.
+        public static let trustAnchor = Code("trust-anchor")
+        /// A chain ends in a root cmk was not told to trust.
+        public static let untrustedRoot = Code("untrusted-root")
+        /// A C library failed for a reason other than a bad signature.
+        public static let cryptoLibrary = Code("crypto-library")
+    }
+
+    public let code: Code
+    /// A sentence a person can act on.
+    public let reason: String
+    /// A C library's native error code, when one was involved.
+    public let nativeCode: UInt64?
+    /// Where in cmk the error was raised.
+    public let location: String
+
+    public init(_ code: Code, _ reason: String, nativeCode: UInt64? = nil, file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.reason = reason
+        self.nativeCode = nativeCode
+        self.location = "\(file):\(line)"
+    }
+
+    public var description: String { "\(reason) [\(code)]" }
+}
