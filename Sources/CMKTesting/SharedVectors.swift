@@ -46,3 +46,61 @@ public enum SharedVectors {
     /// The project's `attestation/` folder.
     public static var attestationDirectory: URL { repositoryRoot.appendingPathComponent("attestation") }
 }
+
+/// Runs the built `cmk` executable the way a user does.
+public enum BuiltCMK {
+    /// The `cmk` binary beside the running test bundle (`swift build --build-tests` builds both).
+    public static func executable() throws -> URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("cmk")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        let fallback = SharedVectors.repositoryRoot.appendingPathComponent(".build/debug/cmk")
+        guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: fallback.path])
+        }
+        return fallback
+    }
+
+    /// What one run of `cmk` printed and returned.
+    public struct Output: Sendable {
+        public let status: Int32
+        public let standardOutput: String
+        public let standardError: String
+    }
+
+    /// Runs `cmk arguments...` with standard input closed.
+    public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> Output {
+        let process = Process()
+        process.executableURL = try executable()
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Read standard error on another thread so that neither pipe can fill up and block the child.
+        let stderrBox = DataBox()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            stderrBox.data = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let stderr = stderrBox.data
+        process.waitUntilExit()
+        return Output(
+            status: process.terminationStatus, standardOutput: String(decoding: stdout, as: UTF8.self),
+            standardError: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+private final class DataBox: @unchecked Sendable {
+    var data = Data()
+}

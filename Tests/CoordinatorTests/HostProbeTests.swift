@@ -12,7 +12,7 @@ struct HostProbeTests {
         #expect(outcome.passed, "\(outcome.detail)")
     }
 
-    @Test("a boot sector with the marker removed does not count as a passed probe")
+    @Test("the probe boot sector is 512 bytes, ends in the boot signature, and points at its marker")
     func bootSectorLayout() {
         let sector = ProbeGuest.bootSector
         #expect(sector.count == 512)
@@ -23,7 +23,7 @@ struct HostProbeTests {
         #expect(markerBytes == Array(ProbeGuest.marker.utf8))
     }
 
-    @Test("KVM on this machine: the node exists but a guest does not run, so it is not usable", .timeLimit(.minutes(1)))
+    @Test("KVM counts as usable only after a probe guest ran under it", .timeLimit(.minutes(1)))
     func kvmReportedAsNotUsable() async throws {
         let probe = HostProbe(probeTimeout: .seconds(6))
         let status = await probe.probeKVM(qemuAvailable: true)
@@ -32,10 +32,6 @@ struct HostProbeTests {
             #expect(status.detail.contains("ran under kvm"))
         } else {
             #expect(!status.detail.isEmpty)
-        }
-        if ProcessInfo.processInfo.environment["CMK_EXPECT_KVM_UNUSABLE"] == "1" {
-            #expect(status.deviceNodePresent)
-            #expect(!status.usable)
         }
     }
 
