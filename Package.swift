@@ -37,12 +37,13 @@ let package = Package(
         .target(name: "BinaryFormat"),
         .target(name: "Firmware", dependencies: ["BinaryFormat"]),
         .target(name: "TPM2", dependencies: ["BinaryFormat", "CTSS2"]),
+        .target(name: "SEVSNP", dependencies: ["BinaryFormat"]),
 
         // MARK: Verification.
         .target(
             name: "Attestation",
             dependencies: [
-                "BinaryFormat", "COpenSSL",
+                "BinaryFormat", "COpenSSL", "SEVSNP",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -72,10 +73,11 @@ let package = Package(
         .testTarget(name: "BinaryFormatTests", dependencies: ["BinaryFormat", "CMKTesting"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "CMKTesting"]),
         .testTarget(name: "TPM2Tests", dependencies: ["TPM2", "CMKTesting"]),
+        .testTarget(name: "SEVSNPTests", dependencies: ["SEVSNP", "BinaryFormat", "CMKTesting"]),
         .testTarget(
             name: "AttestationTests",
             dependencies: [
-                "Attestation", "BinaryFormat", "CMKTesting",
+                "Attestation", "BinaryFormat", "SEVSNP", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

@@ -3,6 +3,7 @@ import BinaryFormat
 import CMKTesting
 import Crypto
 import Foundation
+import SEVSNP
 import Testing
 
 @Suite("AMD roots through OpenSSL RSA-PSS")

@@ -1,6 +1,7 @@
 import Attestation
 import CMKTesting
 import Foundation
+import SEVSNP
 import Testing
 
 @Suite("Trust anchors shipped in attestation/")

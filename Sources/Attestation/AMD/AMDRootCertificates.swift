@@ -1,4 +1,5 @@
 public import Foundation
+public import SEVSNP
 
 /// One AMD product's root certificates: the ARK (self-signed root), the ASK (signs VCEKs) and the
 /// ASVK (signs VLEKs), each an RSA-4096 key and every signature RSASSA-PSS SHA-384 with a 48-byte salt

@@ -1,4 +1,5 @@
 public import Foundation
+public import SEVSNP
 import BinaryFormat
 import Crypto
 
