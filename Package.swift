@@ -2,8 +2,9 @@
 // cmk — the confidential multikernel.
 //
 // Modules follow the data flow and depend one way (docs/architecture.md):
-//   C boxes (COpenSSL, CTSS2, CCBOR) -> BinaryFormat -> Firmware, TPM2 -> Attestation
-//   -> AttestationResults -> Coordinator -> cmk (thin executable).
+//   BinaryFormat -> Firmware, SEVSNP, TPM2 (formats, pure values) -> Attestation (chains, verifiers, claims)
+//   -> Coordinator -> cmk (thin executable); AttestationResults (COSE/EAR) beside Attestation.
+//   C libraries stay in their boxes: COpenSSL (Attestation), CTSS2 (TPM2), CCBOR (AttestationResults).
 import PackageDescription
 
 let package = Package(
@@ -56,7 +57,9 @@ let package = Package(
             ]),
 
         // MARK: The host side.
-        .target(name: "Coordinator", dependencies: ["Firmware", "Attestation"]),
+        .target(
+            name: "Coordinator",
+            dependencies: ["BinaryFormat", "Firmware", "Attestation", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Executables (thin).
         .executableTarget(
@@ -66,7 +69,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        // MARK: Test support, shipped like a product so every test target shares it.
+        // MARK: Test support shared by every test target (vector locations, running the built cmk).
         .target(name: "CMKTesting", dependencies: []),
 
         // MARK: Tests.

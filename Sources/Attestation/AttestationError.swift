@@ -37,6 +37,30 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
         public static let untrustedRoot = Code("untrusted-root")
         /// A C library failed for a reason other than a bad signature.
         public static let cryptoLibrary = Code("crypto-library")
+
+        // Evidence.
+        /// The evidence itself could not be parsed (wrong size, unknown version, reserved bytes set ...).
+        public static let malformedEvidence = Code("malformed-evidence")
+        /// The report's signature does not verify under the endorsement key (VCEK/VLEK, PCK ...).
+        public static let reportSignatureInvalid = Code("report-signature-invalid")
+        /// The product could not be determined, or is not one cmk knows.
+        public static let unknownProduct = Code("unknown-product")
+        /// Two sources name different products (CPUID bytes, certificate, caller).
+        public static let productMismatch = Code("product-mismatch")
+        /// The endorsement certificate's TCB differs from the TCB the report says it was signed at.
+        public static let tcbMismatch = Code("tcb-mismatch")
+        /// The VCEK's hwID is not the report's CHIP_ID.
+        public static let chipIDMismatch = Code("chip-id-mismatch")
+        /// An AMD certificate extension is missing, malformed, or unknown.
+        public static let endorsementExtension = Code("endorsement-extension")
+        /// The endorsement key is of the wrong kind for the report (a VLEK for a VCEK-signed report ...).
+        public static let signerMismatch = Code("signer-mismatch")
+        /// Collateral the verification needs (VCEK, chain, CRL ...) is not available.
+        public static let missingCollateral = Code("missing-collateral")
+        /// A certificate in the chain is listed in its issuer's CRL.
+        public static let certificateRevoked = Code("certificate-revoked")
+        /// A CRL is malformed, not signed by the root, or outside its validity.
+        public static let crlInvalid = Code("crl-invalid")
     }
 
     public let code: Code

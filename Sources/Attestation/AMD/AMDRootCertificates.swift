@@ -17,10 +17,10 @@ public struct AMDRootCertificates: Sendable, Hashable {
         self.asvk = asvk
     }
 
-    /// Verifies the root structure at `time`: the ARK is self-signed, the ASK and ASVK are signed by it,
-    /// every signature uses AMD's exact RSA-PSS parameters, every key is RSA-4096, names are the
-    /// product's, each is a CA, and each certificate is valid at `time`.
-    public func verify(at time: Date) throws(AttestationError) {
+    /// Verifies the root structure: the ARK is self-signed, the ASK and ASVK are signed by it, every
+    /// signature uses AMD's exact RSA-PSS parameters, every key is RSA-4096, names are the product's, each is
+    /// a CA, and (when `time` is given) each certificate is valid at `time`.
+    public func verify(at time: Date?) throws(AttestationError) {
         try expect(ark, commonName: product.arkCommonName, role: "ARK")
         try ark.verifySignature(issuedBy: ark, requiredAlgorithm: .rsaPSS(.amdSEV))
         try expect(ask, commonName: product.askCommonName, role: "ASK")
@@ -29,8 +29,10 @@ public struct AMDRootCertificates: Sendable, Hashable {
             try expect(asvk, commonName: product.asvkCommonName, role: "ASVK")
             try asvk.verifySignature(issuedBy: ark, requiredAlgorithm: .rsaPSS(.amdSEV))
         }
-        for certificate in [ark, ask] + (asvk.map { [$0] } ?? []) {
-            try certificate.checkValidity(at: time)
+        if let time {
+            for certificate in [ark, ask] + (asvk.map { [$0] } ?? []) {
+                try certificate.checkValidity(at: time)
+            }
         }
     }
 

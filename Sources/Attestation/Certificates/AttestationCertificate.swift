@@ -158,7 +158,7 @@ private struct TBSFields {
             guard let start = inner.next(), let end = inner.next(), inner.next() == nil else {
                 throw AttestationError(.malformedCertificate, "validity must hold exactly notBefore and notAfter")
             }
-            return (try Self.readTime(start), try Self.readTime(end))
+            return (try X509Time.read(start), try X509Time.read(end))
         }
         subject = try DistinguishedName(derEncoded: &nodes)
         guard let spki = nodes.next(), spki.identifier == .sequence else {
@@ -209,7 +209,11 @@ private struct TBSFields {
         }
     }
 
-    static func readTime(_ node: ASN1Node) throws -> Date {
+}
+
+/// X.509 Time (RFC 5280 §4.1.2.5): UTCTime or GeneralizedTime, always UTC.
+enum X509Time {
+    static func read(_ node: ASN1Node) throws -> Date {
         let parts: (year: Int, month: Int, day: Int, hours: Int, minutes: Int, seconds: Int)
         switch node.identifier {
         case .utcTime:
@@ -221,7 +225,7 @@ private struct TBSFields {
         default:
             throw AttestationError(.malformedCertificate, "validity time has tag \(node.identifier)")
         }
-        // Days from the civil date (proleptic Gregorian), H. Hinnant's algorithm; UTC by definition.
+        // Days from the civil date (proleptic Gregorian), H. Hinnant's algorithm.
         let y = parts.month <= 2 ? parts.year - 1 : parts.year
         let era = (y >= 0 ? y : y - 399) / 400
         let yearOfEra = y - era * 400

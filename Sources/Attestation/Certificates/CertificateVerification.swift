@@ -26,33 +26,14 @@ extension AttestationCertificate {
                 .unsupportedSignatureAlgorithm,
                 "certificate '\(subjectCommonName ?? "?")' is signed with \(signatureAlgorithm); the chain requires \(requiredAlgorithm)")
         }
-        let valid: Bool
-        switch signatureAlgorithm {
-        case .rsaPSS(let parameters):
-            let key = try OpenSSLPublicKey(subjectPublicKeyInfo: issuer.subjectPublicKeyInfo)
-            valid = try key.verifyRSAPSS(signature: signature, message: tbsBytes, parameters: parameters)
-        case .ecdsaWithSHA256:
-            valid = try Self.verifyECDSA(signature: signature, digest: SHA256.hash(data: tbsBytes), spki: issuer.subjectPublicKeyInfo)
-        case .ecdsaWithSHA384:
-            valid = try Self.verifyECDSA(signature: signature, digest: SHA384.hash(data: tbsBytes), spki: issuer.subjectPublicKeyInfo)
-        }
+        let valid = try SignatureVerification.verify(
+            algorithm: signatureAlgorithm, signature: signature, message: tbsBytes,
+            issuerPublicKey: issuer.subjectPublicKeyInfo)
         guard valid else {
             throw AttestationError(
                 .badSignature,
                 "the signature on '\(subjectCommonName ?? "?")' does not verify under the key of '\(issuer.subjectCommonName ?? "?")'")
         }
-    }
-
-    private static func verifyECDSA<D: Digest>(signature: [UInt8], digest: D, spki: [UInt8]) throws(AttestationError) -> Bool {
-        if let key = try? P256.Signing.PublicKey(derRepresentation: spki) {
-            guard let sig = try? P256.Signing.ECDSASignature(derRepresentation: signature) else { return false }
-            return key.isValidSignature(sig, for: digest)
-        }
-        if let key = try? P384.Signing.PublicKey(derRepresentation: spki) {
-            guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: signature) else { return false }
-            return key.isValidSignature(sig, for: digest)
-        }
-        throw AttestationError(.unsupportedPublicKey, "the issuer key is not an ECDSA P-256 or P-384 key")
     }
 
     /// Throws unless `time` lies within [notBefore, notAfter] (RFC 5280 §4.1.2.5, both ends inclusive).
@@ -121,4 +102,34 @@ extension AttestationCertificate {
 public enum ExtensionOIDs {
     public static let basicConstraints: ASN1ObjectIdentifier = [2, 5, 29, 19]
     public static let keyUsage: ASN1ObjectIdentifier = [2, 5, 29, 15]
+}
+
+/// Signature checks shared by certificates, CRLs and signed collateral.
+enum SignatureVerification {
+    /// Verifies `signature` over `message` with the key in `issuerPublicKey` (SubjectPublicKeyInfo DER).
+    static func verify(
+        algorithm: CertificateSignatureAlgorithm, signature: [UInt8], message: [UInt8], issuerPublicKey: [UInt8]
+    ) throws(AttestationError) -> Bool {
+        switch algorithm {
+        case .rsaPSS(let parameters):
+            let key = try OpenSSLPublicKey(subjectPublicKeyInfo: issuerPublicKey)
+            return try key.verifyRSAPSS(signature: signature, message: message, parameters: parameters)
+        case .ecdsaWithSHA256:
+            return try verifyECDSA(signature: signature, digest: SHA256.hash(data: message), spki: issuerPublicKey)
+        case .ecdsaWithSHA384:
+            return try verifyECDSA(signature: signature, digest: SHA384.hash(data: message), spki: issuerPublicKey)
+        }
+    }
+
+    private static func verifyECDSA<D: Digest>(signature: [UInt8], digest: D, spki: [UInt8]) throws(AttestationError) -> Bool {
+        if let key = try? P256.Signing.PublicKey(derRepresentation: spki) {
+            guard let sig = try? P256.Signing.ECDSASignature(derRepresentation: signature) else { return false }
+            return key.isValidSignature(sig, for: digest)
+        }
+        if let key = try? P384.Signing.PublicKey(derRepresentation: spki) {
+            guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: signature) else { return false }
+            return key.isValidSignature(sig, for: digest)
+        }
+        throw AttestationError(.unsupportedPublicKey, "the issuer key is not an ECDSA P-256 or P-384 key")
+    }
 }
