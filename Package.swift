@@ -90,6 +90,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
+        .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
     ]
 )
 

@@ -39,6 +39,8 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
         public static let cryptoLibrary = Code("crypto-library")
 
         // Evidence.
+        /// An input file could not be read.
+        public static let unreadableInput = Code("unreadable-input")
         /// The evidence itself could not be parsed (wrong size, unknown version, reserved bytes set ...).
         public static let malformedEvidence = Code("malformed-evidence")
         /// The report's signature does not verify under the endorsement key (VCEK/VLEK, PCK ...).
@@ -79,4 +81,10 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
     }
 
     public var description: String { "\(reason) [\(code)]" }
+
+    /// Whether the error is about the input's form (unreadable, unparseable) rather than its verdict:
+    /// the CLI exits 2 for these and 1 for evidence that parsed but did not verify.
+    public var isInputError: Bool {
+        [.unreadableInput, .malformedEvidence, .malformedCertificate].contains(code)
+    }
 }

@@ -33,9 +33,7 @@ extension CMK {
             }
             let report = await probe.run()
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                print(try JSONOutput.encode(report))
             } else {
                 print(DoctorTable.render(report))
             }

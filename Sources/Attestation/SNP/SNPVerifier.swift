@@ -148,7 +148,7 @@ public struct SNPVerifier: Sendable {
 
         // 4. Revocation.
         let revocation = try checkRevocation(product: product, signer: signer, roots: roots, issuer: issuer, leaf: leaf, options: options)
-        if revocation != "checked" { warnings.append("revocation was not checked: \(revocation)") }
+        if revocation != "checked" { warnings.append("revocation was " + revocation.replacingOccurrences(of: "not-checked: ", with: "not checked: ")) }
 
         // 5. The report signature.
         guard let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.rawSignature),
