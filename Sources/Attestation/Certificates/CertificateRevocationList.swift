@@ -105,8 +105,13 @@ public struct CertificateRevocationList: Sendable, Hashable {
         }
     }
 
-    /// Checks the CRL was signed by `issuer` and is current at `time`.
-    public func verify(issuedBy issuerCertificate: AttestationCertificate, at time: Date) throws(AttestationError) {
+    /// Checks the CRL was signed by `issuer` (with exactly `requiredAlgorithm`, when given) and is current at `time`.
+    public func verify(
+        issuedBy issuerCertificate: AttestationCertificate, at time: Date, requiredAlgorithm: CertificateSignatureAlgorithm? = nil
+    ) throws(AttestationError) {
+        if let requiredAlgorithm, requiredAlgorithm != signatureAlgorithm {
+            throw AttestationError(.crlInvalid, "the CRL is signed with \(signatureAlgorithm); \(requiredAlgorithm) is required")
+        }
         guard issuer == issuerCertificate.subject else {
             throw AttestationError(.crlInvalid, "the CRL was issued by another authority than '\(issuerCertificate.subjectCommonName ?? "?")'")
         }
