@@ -69,6 +69,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
+        .executableTarget(
+            name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Benchmarks/cmk-bench"),
+
         // MARK: Test support shared by every test target (vector locations, running the built cmk).
         .target(name: "CMKTesting", dependencies: []),
 

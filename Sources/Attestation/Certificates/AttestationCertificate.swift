@@ -1,6 +1,7 @@
 public import Foundation
 public import X509
 public import SwiftASN1
+import Crypto
 
 /// An X.509 certificate as attestation chains carry it (RFC 5280 §4.1), with the exact signed bytes kept.
 ///
@@ -35,6 +36,12 @@ public struct AttestationCertificate: Sendable, Hashable {
     /// The DER of the SubjectPublicKeyInfo.
     public let subjectPublicKeyInfo: [UInt8]
     public let extensions: [Extension]
+    /// SHA-256 of ``der``: the certificate's identity in caches and audit records.
+    public let fingerprint: [UInt8]
+    /// The subject's common name, if it has one.
+    public let subjectCommonName: String?
+    /// The issuer's common name, if it has one.
+    public let issuerCommonName: String?
 
     /// Parses a DER certificate; rejects trailing bytes, unknown signature algorithms and
     /// mismatched inner/outer algorithm identifiers.
@@ -94,6 +101,9 @@ public struct AttestationCertificate: Sendable, Hashable {
         self.notAfter = fields.notAfter
         self.subjectPublicKeyInfo = fields.subjectPublicKeyInfo
         self.extensions = fields.extensions
+        self.fingerprint = Array(SHA256.hash(data: der))
+        self.subjectCommonName = Self.commonName(of: fields.subject)
+        self.issuerCommonName = Self.commonName(of: fields.issuer)
     }
 
     /// Parses the first certificate of a PEM document.
@@ -101,11 +111,6 @@ public struct AttestationCertificate: Sendable, Hashable {
         try self.init(der: try PEMDocuments.certificates(in: pem).first.orThrow(
             AttestationError(.malformedCertificate, "no CERTIFICATE block in the PEM text")))
     }
-
-    /// The subject's common name, if it has one.
-    public var subjectCommonName: String? { Self.commonName(of: subject) }
-    /// The issuer's common name, if it has one.
-    public var issuerCommonName: String? { Self.commonName(of: issuer) }
 
     /// The extension with `oid`, if present.
     public func `extension`(_ oid: ASN1ObjectIdentifier) -> Extension? {

@@ -58,6 +58,34 @@ public struct SNPVerificationOptions: Sendable {
     }
 }
 
+/// Whether revocation was checked. Serialised as `checked` or `not-checked: <why>`.
+public enum RevocationStatus: Sendable, Hashable, Codable, CustomStringConvertible {
+    case checked
+    /// Soft mode only: no usable CRL, and why.
+    case notChecked(String)
+
+    public var notCheckedReason: String? {
+        if case .notChecked(let reason) = self { reason } else { nil }
+    }
+
+    public var description: String {
+        switch self {
+        case .checked: "checked"
+        case .notChecked(let reason): "not-checked: " + reason
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        self = text == "checked" ? .checked : .notChecked(String(text.dropFirst("not-checked: ".count)))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
 /// A certificate of a verified chain, summarised for results and audit records.
 public struct CertificateSummary: Sendable, Hashable, Codable {
     public let role: String
@@ -89,8 +117,8 @@ public struct SNPVerificationResult: Sendable, Hashable, Codable {
     public let reportedTCBMatchesCertificate: Bool
     /// nil when there is nothing to compare (VLEK, or CHIP_ID masked by the host).
     public let chipIDMatchesHardwareID: Bool?
-    /// `checked`, or `not-checked: <why>` in soft mode.
-    public let revocation: String
+    /// Whether revocation was checked, and if not (soft mode only), why.
+    public let revocation: RevocationStatus
     public let validationTime: Date
     /// Facts a person should know that did not make the evidence invalid.
     public let warnings: [String]
@@ -148,7 +176,7 @@ public struct SNPVerifier: Sendable {
 
         // 4. Revocation.
         let revocation = try checkRevocation(product: product, signer: signer, roots: roots, issuer: issuer, leaf: leaf, options: options)
-        if revocation != "checked" { warnings.append("revocation was " + revocation.replacingOccurrences(of: "not-checked: ", with: "not checked: ")) }
+        if let reason = revocation.notCheckedReason { warnings.append("revocation was not checked: " + reason) }
 
         // 5. The report signature.
         guard let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.rawSignature),
@@ -171,44 +199,47 @@ public struct SNPVerifier: Sendable {
             simulated: trustAnchors.isSimulated(root: product.rootName), cspID: verified.extensions.cspID)
         return SNPVerificationResult(
             claims: claims,
-            chain: [
-                CertificateSummary(role: signer.name, leaf),
-                CertificateSummary(role: signer == .vlek ? "ASVK" : "ASK", issuer),
-                CertificateSummary(role: "ARK", roots.ark),
-            ],
+            chain: verified.chain,
             signatureValid: true, chainValid: true, reportedTCBMatchesCertificate: true,
             chipIDMatchesHardwareID: chipMatch, revocation: revocation, validationTime: time, warnings: warnings)
     }
 
     func determineProduct(report: SNPReport, certificate: AttestationCertificate?, requested: AMDProduct?) throws(AttestationError) -> AMDProduct {
-        var sources: [(String, AMDProduct)] = []
+        enum Source { case cpuid, issuer, productName, caller }
+        var sources: [(Source, AMDProduct)] = []
+        sources.reserveCapacity(4)
         if let cpuid = report.cpuid {
             guard let product = AMDProduct.identify(family: cpuid.family, model: cpuid.model) else {
                 throw AttestationError(
                     .unknownProduct,
                     "CPUID family 0x\(String(cpuid.family, radix: 16)) model 0x\(String(cpuid.model, radix: 16)) is not a product cmk knows (Milan, Genoa, Turin)")
             }
-            sources.append(("the report's CPUID", product))
+            sources.append((.cpuid, product))
         }
+        var facts: VerifiedChainCache.Facts?
         if let certificate {
-            let issuerName = certificate.issuerCommonName ?? ""
-            let line = issuerName.replacingOccurrences(of: "SEV-VLEK-", with: "").replacingOccurrences(of: "SEV-", with: "")
-            if let product = AMDProduct(rawValue: line) { sources.append(("the certificate issuer '\(issuerName)'", product)) }
-            if let extensions = try? VCEKExtensions(certificate: certificate),
-                let product = AMDProduct.fromCertificateProductName(extensions.productName)
-            {
-                sources.append(("the certificate productName '\(extensions.productName)'", product))
-            }
+            let known = cache.facts(for: certificate)
+            facts = known
+            if let product = known.issuerProduct { sources.append((.issuer, product)) }
+            if let product = known.productNameProduct { sources.append((.productName, product)) }
         }
-        if let requested { sources.append(("the caller", requested)) }
+        if let requested { sources.append((.caller, requested)) }
         guard let first = sources.first else {
             throw AttestationError(
                 .unknownProduct,
                 "a version \(report.version) report does not name its product and no certificate or --product says it")
         }
         if let other = sources.first(where: { $0.1 != first.1 }) {
+            func name(_ source: Source) -> String {
+                switch source {
+                case .cpuid: "the report's CPUID"
+                case .issuer: "the certificate issuer '\(facts?.issuerName ?? "")'"
+                case .productName: "the certificate productName '\(facts?.extensions?.productName ?? "")'"
+                case .caller: "the caller"
+                }
+            }
             throw AttestationError(
-                .productMismatch, "\(first.0) says \(first.1.rawValue) but \(other.0) says \(other.1.rawValue)")
+                .productMismatch, "\(name(first.0)) says \(first.1.rawValue) but \(name(other.0)) says \(other.1.rawValue)")
         }
         return first.1
     }
@@ -236,7 +267,7 @@ public struct SNPVerifier: Sendable {
     func checkRevocation(
         product: AMDProduct, signer: SNPSignerInfo.SigningKey, roots: AMDRootCertificates, issuer: AttestationCertificate,
         leaf: AttestationCertificate, options: SNPVerificationOptions
-    ) throws(AttestationError) -> String {
+    ) throws(AttestationError) -> RevocationStatus {
         let crl: CertificateRevocationList?
         do {
             crl = try collateral?.crl(product: product, signer: signer)
@@ -248,7 +279,7 @@ public struct SNPVerifier: Sendable {
             if options.revocation == .hard {
                 throw AttestationError(.missingCollateral, reason + "; fetch it, or verify with the soft revocation mode")
             }
-            return "not-checked: " + reason
+            return .notChecked(reason)
         }
         do {
             try crl.verify(issuedBy: roots.ark, at: options.validationTime, requiredAlgorithm: .rsaPSS(.amdSEV))
@@ -258,7 +289,7 @@ public struct SNPVerifier: Sendable {
             if stale && options.revocation == .soft && crl.signatureAlgorithm == .rsaPSS(.amdSEV),
                 (try? crl.verify(issuedBy: roots.ark, at: crl.thisUpdate, requiredAlgorithm: .rsaPSS(.amdSEV))) != nil
             {
-                return "not-checked: " + error.reason
+                return .notChecked(error.reason)
             }
             throw error
         }
@@ -266,7 +297,7 @@ public struct SNPVerifier: Sendable {
             throw AttestationError(
                 .certificateRevoked, "'\(certificate.subjectCommonName ?? "?")' (serial \(Hex.encode(certificate.serialNumber))) is revoked by the ARK's CRL")
         }
-        return "checked"
+        return .checked
     }
 
     func checkTCB(report: SNPReport, extensions: VCEKExtensions, product: AMDProduct) throws(AttestationError) {
@@ -320,23 +351,49 @@ public struct SNPVerifier: Sendable {
 /// and every report-side check still run each time.
 final class VerifiedChainCache: Sendable {
     struct Entry: Sendable {
+        let issuerFingerprint: [UInt8]
         let publicKey: P384.Signing.PublicKey
         let extensions: VCEKExtensions
+        /// Leaf, issuer, root.
+        let chain: [CertificateSummary]
+    }
+
+    /// What a certificate says about its product, read once per certificate.
+    struct Facts: Sendable {
+        let issuerName: String
+        let issuerProduct: AMDProduct?
+        let extensions: VCEKExtensions?
+        let productNameProduct: AMDProduct?
     }
 
     private let entries = Mutex<[[UInt8]: Entry]>([:])
+    private let facts = Mutex<[[UInt8]: Facts]>([:])
     private let verifiedRoots = Mutex<Set<[UInt8]>>([])
     static let capacity = 4096
+
+    func facts(for certificate: AttestationCertificate) -> Facts {
+        if let known = facts.withLock({ $0[certificate.fingerprint] }) { return known }
+        let issuerName = certificate.issuerCommonName ?? ""
+        let line = issuerName.replacingOccurrences(of: "SEV-VLEK-", with: "").replacingOccurrences(of: "SEV-", with: "")
+        let extensions = try? VCEKExtensions(certificate: certificate)
+        let result = Facts(
+            issuerName: issuerName, issuerProduct: AMDProduct(rawValue: line), extensions: extensions,
+            productNameProduct: extensions.flatMap { AMDProduct.fromCertificateProductName($0.productName) })
+        facts.withLock { cache in
+            if cache.count >= Self.capacity { cache.removeAll() }
+            cache[certificate.fingerprint] = result
+        }
+        return result
+    }
 
     func entry(
         leaf: AttestationCertificate, issuer: AttestationCertificate, roots: AMDRootCertificates,
         signer: SNPSignerInfo.SigningKey, product: AMDProduct
     ) throws(AttestationError) -> Entry {
-        let key = leaf.der + issuer.der
-        if let cached = entries.withLock({ $0[key] }) { return cached }
+        if let cached = entries.withLock({ $0[leaf.fingerprint] }), cached.issuerFingerprint == issuer.fingerprint { return cached }
 
         // The roots' structure (self-signature, ASK/ASVK under ARK, names, CA bits, key sizes) once per set.
-        let rootKey = roots.ark.der + roots.ask.der + (roots.asvk?.der ?? [])
+        let rootKey = roots.ark.fingerprint + roots.ask.fingerprint + (roots.asvk?.fingerprint ?? [])
         if !verifiedRoots.withLock({ $0.contains(rootKey) }) {
             try roots.verify(at: nil)
             verifiedRoots.withLock { _ = $0.insert(rootKey) }
@@ -367,10 +424,16 @@ final class VerifiedChainCache: Sendable {
         } catch {
             throw AttestationError(.unsupportedPublicKey, "the \(signer.name) key is not an ECDSA P-384 key")
         }
-        let entry = Entry(publicKey: publicKey, extensions: extensions)
+        let entry = Entry(
+            issuerFingerprint: issuer.fingerprint, publicKey: publicKey, extensions: extensions,
+            chain: [
+                CertificateSummary(role: signer.name, leaf),
+                CertificateSummary(role: signer == .vlek ? "ASVK" : "ASK", issuer),
+                CertificateSummary(role: "ARK", roots.ark),
+            ])
         entries.withLock { cache in
             if cache.count >= Self.capacity { cache.removeAll() }
-            cache[key] = entry
+            cache[leaf.fingerprint] = entry
         }
         return entry
     }
