@@ -59,13 +59,13 @@ let package = Package(
         // MARK: The host side.
         .target(
             name: "Coordinator",
-            dependencies: ["BinaryFormat", "Firmware", "Attestation", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Executables (thin).
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation",
+                "Coordinator", "Attestation", "SEVSNP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -96,6 +96,9 @@ let package = Package(
             ]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
+        .testTarget(
+            name: "FuzzTests",
+            dependencies: ["Attestation", "AttestationResults", "BinaryFormat", "Firmware", "SEVSNP", "TPM2", "CMKTesting"]),
     ]
 )
 

@@ -1,6 +1,6 @@
 // cmk-bench: throughput of cmk's verifiers, each figure next to a baseline measured in the same run.
 //
-//   swift run -c release cmk-bench [--vectors ../shared/vectors] [--seconds 2] [--json]
+//   swift run -c release cmk-bench [--vectors ../shared/vectors] [--seconds 2] [--rounds 5] [--json]
 //
 // SEV-SNP: full verification of a real Genoa report (parse, product, pinned chain from the cache, validity,
 // revocation in soft mode, ECDSA P-384 signature, TCB and chip-id checks) against the raw P-384 verify rate

@@ -82,9 +82,10 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
 
     public var description: String { "\(reason) [\(code)]" }
 
-    /// Whether the error is about the input's form (unreadable, unparseable) rather than its verdict:
-    /// the CLI exits 2 for these and 1 for evidence that parsed but did not verify.
+    /// Whether the error is about the input's form (unreadable, unparseable) or cmk's own setup (its trust
+    /// anchors) rather than a verdict on the evidence: the CLI exits 2 for these and 1 for evidence that parsed
+    /// but did not verify.
     public var isInputError: Bool {
-        [.unreadableInput, .malformedEvidence, .malformedCertificate].contains(code)
+        [.unreadableInput, .malformedEvidence, .malformedCertificate, .trustAnchor].contains(code)
     }
 }

@@ -94,7 +94,7 @@ public enum BuiltCMK {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         let stderr = stderrBox.data
-        process.waitUntilExit()
+        waitForExit(process)
         return Output(
             status: process.terminationStatus, standardOutput: String(decoding: stdout, as: UTF8.self),
             standardError: String(decoding: stderr, as: UTF8.self))
@@ -103,4 +103,17 @@ public enum BuiltCMK {
 
 private final class DataBox: @unchecked Sendable {
     var data = Data()
+}
+
+/// Waits for a child process by polling `isRunning` (bounded), instead of `waitUntilExit`, which can stall
+/// when called from a Swift concurrency thread. Kills the child if it outlives `timeout` seconds.
+public func waitForExit(_ process: Process, timeout: TimeInterval = 120) {
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    if process.isRunning {
+        process.terminate()
+        Thread.sleep(forTimeInterval: 1)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }
+    }
 }

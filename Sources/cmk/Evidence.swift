@@ -17,7 +17,7 @@ extension CMK.Evidence {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print every field of an SEV-SNP report, decoded.",
-            discussion: "Exit status: 0 decoded, 2 the file is unreadable or not a report.")
+            discussion: "Exit status: 0 decoded, 1 --product contradicts the report's CPUID, 2 the file is unreadable or not a report.")
 
         @Argument(help: "The raw 1184-byte ATTESTATION_REPORT.")
         var report: String

@@ -193,8 +193,10 @@ struct SNPVerifierTests {
     func hardRevocationNeedsCRL() throws {
         let v = try SNPVector("turin-v5-oak")
         let hard = SNPVerificationOptions(validationTime: v.time, revocation: .hard)
+        #expect(code { _ = try verifier().verify(v.evidence, options: hard) } == .missingCollateral)
+        let empty = SNPCollateralStore(directory: FileManager.default.temporaryDirectory.appendingPathComponent("cmk-none-\(UUID().uuidString)"))
         do {
-            _ = try verifier().verify(v.evidence, options: hard)
+            _ = try verifier(collateral: empty).verify(v.evidence, options: hard)
             Issue.record("hard mode without a CRL must fail")
         } catch let error as AttestationError {
             #expect(error.code == .missingCollateral)

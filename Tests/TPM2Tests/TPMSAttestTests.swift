@@ -48,7 +48,7 @@ struct TPMSAttestTests {
         process.standardOutput = pipe
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        waitForExit(process)
         #expect(process.terminationStatus == 0)
         #expect(output.contains("magic: ff544347"))
         #expect(output.contains("type: 8018"))

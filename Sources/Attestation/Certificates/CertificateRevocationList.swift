@@ -105,9 +105,10 @@ public struct CertificateRevocationList: Sendable, Hashable {
         }
     }
 
-    /// Checks the CRL was signed by `issuer` (with exactly `requiredAlgorithm`, when given) and is current at `time`.
+    /// Checks the CRL was signed by `issuer` (with exactly `requiredAlgorithm`, when given) and, when `time` is
+    /// given, that it has not passed its nextUpdate. A CRL issued after `time` is accepted: it can only know more.
     public func verify(
-        issuedBy issuerCertificate: AttestationCertificate, at time: Date, requiredAlgorithm: CertificateSignatureAlgorithm? = nil
+        issuedBy issuerCertificate: AttestationCertificate, at time: Date?, requiredAlgorithm: CertificateSignatureAlgorithm? = nil
     ) throws(AttestationError) {
         if let requiredAlgorithm, requiredAlgorithm != signatureAlgorithm {
             throw AttestationError(.crlInvalid, "the CRL is signed with \(signatureAlgorithm); \(requiredAlgorithm) is required")
@@ -124,10 +125,7 @@ public struct CertificateRevocationList: Sendable, Hashable {
             throw AttestationError(.crlInvalid, "the CRL signature cannot be checked: \(error.reason)")
         }
         guard valid else { throw AttestationError(.crlInvalid, "the CRL signature does not verify under '\(issuerCertificate.subjectCommonName ?? "?")'") }
-        if time < thisUpdate {
-            throw AttestationError(.crlInvalid, "the CRL is only valid from \(thisUpdate.ISO8601Format())")
-        }
-        if let nextUpdate, time > nextUpdate {
+        if let time, let nextUpdate, time > nextUpdate {
             throw AttestationError(.crlInvalid, "the CRL expired at \(nextUpdate.ISO8601Format()); fetch a current one")
         }
     }

@@ -12,7 +12,9 @@ public enum AMDKDS {
 
     /// The VCEK for a chip at a TCB. Milan/Genoa: the 64-byte CHIP_ID and bl/tee/snp/ucode SPLs;
     /// Turin: the first 8 bytes of CHIP_ID (16 hex digits) and fmcSPL as well.
-    public static func vcekURL(product: AMDProduct, chipID: [UInt8], reportedTCB: SNPTCBVersion) -> String {
+    public static func vcekURL(
+        product: AMDProduct, chipID: [UInt8], reportedTCB: SNPTCBVersion, baseURL: String = AMDKDS.baseURL
+    ) -> String {
         let tcb = reportedTCB.components(product.tcbLayout)
         let hardwareID = Hex.encode(chipID.prefix(product.chipIDLength))
         var query = [
@@ -23,12 +25,14 @@ public enum AMDKDS {
     }
 
     /// ASK then ARK (VCEK), or ASVK then ARK (VLEK), PEM.
-    public static func certificateChainURL(product: AMDProduct, signer: SNPSignerInfo.SigningKey) -> String {
+    public static func certificateChainURL(
+        product: AMDProduct, signer: SNPSignerInfo.SigningKey, baseURL: String = AMDKDS.baseURL
+    ) -> String {
         "\(baseURL)/\(signer == .vlek ? "vlek" : "vcek")/v1/\(product.rawValue)/cert_chain"
     }
 
     /// The ARK-signed CRL, DER.
-    public static func crlURL(product: AMDProduct, signer: SNPSignerInfo.SigningKey) -> String {
+    public static func crlURL(product: AMDProduct, signer: SNPSignerInfo.SigningKey, baseURL: String = AMDKDS.baseURL) -> String {
         "\(baseURL)/\(signer == .vlek ? "vlek" : "vcek")/v1/\(product.rawValue)/crl"
     }
 }
@@ -43,7 +47,7 @@ public protocol CollateralFetcher: Sendable {
 ///
 /// Layout under the folder (stable, so an operator can fill it by hand from another machine):
 /// ```
-/// amd/<Product>/vcek/<hwid hex>/<reported TCB hex>.der
+/// amd/<Product>/vcek/<hwid hex>/<REPORTED_TCB as 16 hex digits>.der
 /// amd/<Product>/{vcek|vlek}/cert_chain.pem
 /// amd/<Product>/{vcek|vlek}/crl.der
 /// ```
@@ -60,7 +64,7 @@ public struct SNPCollateralStore: Sendable {
     public func vcekPath(product: AMDProduct, chipID: [UInt8], reportedTCB: SNPTCBVersion) -> URL {
         productFolder(product, .vcek)
             .appendingPathComponent(Hex.encode(chipID.prefix(product.chipIDLength)))
-            .appendingPathComponent(String(reportedTCB.raw, radix: 16) + ".der")
+            .appendingPathComponent(Hex.encode((0..<8).reversed().map { UInt8(truncatingIfNeeded: reportedTCB.raw >> (8 * UInt64($0))) }) + ".der")
     }
 
     public func crlPath(product: AMDProduct, signer: SNPSignerInfo.SigningKey) -> URL {
@@ -97,13 +101,17 @@ public struct SNPCollateralStore: Sendable {
 
     /// Fetches what verifying `report` needs and is not cached yet: the VCEK (for VCEK-signed reports with
     /// an unmasked CHIP_ID), the chain and the CRL. Returns the addresses fetched.
-    public func fetchMissing(for report: SNPReport, product: AMDProduct, using fetcher: some CollateralFetcher) async throws -> [String] {
+    ///
+    /// - Parameter baseURL: AMD KDS, or a mirror that serves the same paths.
+    public func fetchMissing(
+        for report: SNPReport, product: AMDProduct, using fetcher: some CollateralFetcher, baseURL: String = AMDKDS.baseURL
+    ) async throws -> [String] {
         var fetched: [String] = []
         let signer = report.signerInfo.signingKey
         if signer == .vcek, !report.chipIDIsMasked {
             let path = vcekPath(product: product, chipID: report.chipID, reportedTCB: report.reportedTCB)
             if !FileManager.default.fileExists(atPath: path.path) {
-                let url = AMDKDS.vcekURL(product: product, chipID: report.chipID, reportedTCB: report.reportedTCB)
+                let url = AMDKDS.vcekURL(product: product, chipID: report.chipID, reportedTCB: report.reportedTCB, baseURL: baseURL)
                 let der = try await fetcher.fetch(url)
                 _ = try AttestationCertificate(der: der)  // never cache what does not parse
                 try write(der, to: path)
@@ -111,10 +119,17 @@ public struct SNPCollateralStore: Sendable {
             }
         }
         for (url, path) in [
-            (AMDKDS.certificateChainURL(product: product, signer: signer), chainPath(product: product, signer: signer)),
-            (AMDKDS.crlURL(product: product, signer: signer), crlPath(product: product, signer: signer)),
+            (AMDKDS.certificateChainURL(product: product, signer: signer, baseURL: baseURL), chainPath(product: product, signer: signer)),
+            (AMDKDS.crlURL(product: product, signer: signer, baseURL: baseURL), crlPath(product: product, signer: signer)),
         ] where !FileManager.default.fileExists(atPath: path.path) {
             let bytes = try await fetcher.fetch(url)
+            if path.lastPathComponent == "crl.der" {
+                _ = try CertificateRevocationList(der: bytes)
+            } else {
+                guard try PEMDocuments.certificates(in: String(decoding: bytes, as: UTF8.self)).count >= 2 else {
+                    throw AttestationError(.missingCollateral, "\(url) did not return a PEM chain of two certificates")
+                }
+            }
             try write(bytes, to: path)
             fetched.append(url)
         }

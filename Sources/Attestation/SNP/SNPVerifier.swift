@@ -128,7 +128,7 @@ public struct SNPVerificationResult: Sendable, Hashable, Codable {
 /// signature (ECDSA P-384), and the endorsement certificate's TCB and chip id against the report.
 ///
 /// It checks the evidence only; whether the claims are acceptable is the policy layer's decision. Each
-/// failure is an ``AttestationError`` with a distinct code and a sentence a person can act on.
+/// failure is an ``AttestationError`` whose code names the kind of failure and whose reason names the check.
 public struct SNPVerifier: Sendable {
     public let trustAnchors: TrustAnchorStore
     public let collateral: SNPCollateralStore?
@@ -164,7 +164,8 @@ public struct SNPVerifier: Sendable {
         default:
             issuer = roots.ask
         }
-        for presented in evidence.presentedChain where presented.der != issuer.der && presented.der != roots.ark.der {
+        let pinned = Set([roots.ark.fingerprint, roots.ask.fingerprint] + (roots.asvk.map { [$0.fingerprint] } ?? []))
+        for presented in evidence.presentedChain where !pinned.contains(presented.fingerprint) {
             throw AttestationError(
                 .untrustedRoot,
                 "the evidence carries '\(presented.subjectCommonName ?? "?")', which is not cmk's pinned \(product.rawValue) certificate; only attestation/ roots are trusted")
@@ -175,7 +176,7 @@ public struct SNPVerifier: Sendable {
         }
 
         // 4. Revocation.
-        let revocation = try checkRevocation(product: product, signer: signer, roots: roots, issuer: issuer, leaf: leaf, options: options)
+        let revocation = try checkRevocation(product: product, signer: signer, roots: roots, issuer: issuer, options: options)
         if let reason = revocation.notCheckedReason { warnings.append("revocation was not checked: " + reason) }
 
         // 5. The report signature.
@@ -227,7 +228,7 @@ public struct SNPVerifier: Sendable {
         guard let first = sources.first else {
             throw AttestationError(
                 .unknownProduct,
-                "a version \(report.version) report does not name its product and no certificate or --product says it")
+                "a version \(report.version) report does not name its product, and neither a certificate nor the caller says it")
         }
         if let other = sources.first(where: { $0.1 != first.1 }) {
             func name(_ source: Source) -> String {
@@ -266,11 +267,18 @@ public struct SNPVerifier: Sendable {
 
     func checkRevocation(
         product: AMDProduct, signer: SNPSignerInfo.SigningKey, roots: AMDRootCertificates, issuer: AttestationCertificate,
-        leaf: AttestationCertificate, options: SNPVerificationOptions
+        options: SNPVerificationOptions
     ) throws(AttestationError) -> RevocationStatus {
+        guard let collateral else {
+            let reason = "no collateral cache is configured, so no CRL is available"
+            if options.revocation == .hard {
+                throw AttestationError(.missingCollateral, reason + "; configure one, or verify with the soft revocation mode")
+            }
+            return .notChecked(reason)
+        }
         let crl: CertificateRevocationList?
         do {
-            crl = try collateral?.crl(product: product, signer: signer)
+            crl = try collateral.crl(product: product, signer: signer)
         } catch {
             throw AttestationError(.crlInvalid, "the cached \(product.rawValue) CRL cannot be read: \(error.reason)")
         }
@@ -281,29 +289,29 @@ public struct SNPVerifier: Sendable {
             }
             return .notChecked(reason)
         }
-        do {
-            try crl.verify(issuedBy: roots.ark, at: options.validationTime, requiredAlgorithm: .rsaPSS(.amdSEV))
-        } catch {
-            // An out-of-date CRL is an availability problem (soft mode tolerates it); a forged one never is.
-            let stale = crl.nextUpdate.map { options.validationTime > $0 } ?? false
-            if stale && options.revocation == .soft && crl.signatureAlgorithm == .rsaPSS(.amdSEV),
-                (try? crl.verify(issuedBy: roots.ark, at: crl.thisUpdate, requiredAlgorithm: .rsaPSS(.amdSEV))) != nil
-            {
-                return .notChecked(error.reason)
-            }
-            throw error
-        }
-        for certificate in [issuer, leaf] where crl.isRevoked(certificate) {
+        // The signature and parameters first: a forged CRL is never tolerated, in either mode.
+        try crl.verify(issuedBy: roots.ark, at: nil, requiredAlgorithm: .rsaPSS(.amdSEV))
+        // A listed certificate is rejected even when the CRL is out of date: staleness can only hide revocations.
+        // AMD's CRLs are the ARK's, so they list what the ARK issued: the ASK or ASVK.
+        if crl.isRevoked(issuer) {
             throw AttestationError(
-                .certificateRevoked, "'\(certificate.subjectCommonName ?? "?")' (serial \(Hex.encode(certificate.serialNumber))) is revoked by the ARK's CRL")
+                .certificateRevoked, "'\(issuer.subjectCommonName ?? "?")' (serial \(Hex.encode(issuer.serialNumber))) is revoked by the ARK's CRL")
+        }
+        if let nextUpdate = crl.nextUpdate, options.validationTime > nextUpdate {
+            let reason = "the \(product.rawValue) CRL expired at \(nextUpdate.ISO8601Format()); fetch a current one"
+            if options.revocation == .hard { throw AttestationError(.crlInvalid, reason) }
+            return .notChecked(reason)
         }
         return .checked
     }
 
     func checkTCB(report: SNPReport, extensions: VCEKExtensions, product: AMDProduct) throws(AttestationError) {
         let layout = product.tcbLayout
-        guard report.reportedTCB.reservedBytesAreZero(in: layout) else {
-            throw AttestationError(.tcbMismatch, "REPORTED_TCB \(report.reportedTCB) sets bytes the \(product.rawValue) layout reserves")
+        for (name, tcb) in [
+            ("REPORTED_TCB", report.reportedTCB), ("CURRENT_TCB", report.currentTCB), ("COMMITTED_TCB", report.committedTCB),
+            ("LAUNCH_TCB", report.launchTCB),
+        ] where !tcb.reservedBytesAreZero(in: layout) {
+            throw AttestationError(.tcbMismatch, "\(name) \(tcb) sets bytes the \(product.rawValue) layout reserves")
         }
         let reported = report.reportedTCB.components(layout)
         let certified = extensions.tcb
@@ -413,7 +421,7 @@ final class VerifiedChainCache: Sendable {
         let expectedStruct = product == .turin ? 1 : 0
         guard extensions.structVersion == expectedStruct else {
             throw AttestationError(
-                .endorsementExtension, "a \(product.rawValue) certificate has structVersion \(expectedStruct), this one \(extensions.structVersion)")
+                .endorsementExtension, "a \(product.rawValue) certificate must have structVersion \(expectedStruct); this one has \(extensions.structVersion)")
         }
         guard (product == .turin) == (extensions.fmcSPL != nil), product != .turin || extensions.spl4 == nil else {
             throw AttestationError(.endorsementExtension, "the certificate's SPL extensions do not follow the \(product.rawValue) layout")

@@ -61,12 +61,14 @@ public enum CommandRunner {
         } catch {
             throw CommandError(executable: executable, reason: "\(error)")
         }
+        // Blocking reads and the wait run on threads of their own, never on a shared queue whose few workers
+        // they could all occupy (on a 2-core host the timeout would then never get to run).
         let result: CommandResult = await withCheckedContinuation { continuation in
-            let group = DispatchGroup()
             let collected = OutputBox()
+            let readers = DispatchGroup()
             for (index, pipe) in [stdout, stderr].enumerated() {
-                group.enter()
-                DispatchQueue.global().async {
+                readers.enter()
+                Thread.detachNewThread {
                     let handle = pipe.fileHandleForReading
                     var kept: [UInt8] = []
                     while true {
@@ -75,14 +77,17 @@ public enum CommandRunner {
                         if kept.count < outputLimit { kept += chunk.prefix(outputLimit - kept.count) }
                     }
                     collected.set(index, kept)
-                    group.leave()
+                    readers.leave()
                 }
             }
             let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { box.terminateIfRunning() }
-            DispatchQueue.global().async {
-                box.process.waitUntilExit()
-                group.wait()
+            Thread.detachNewThread {
+                let deadline = Date().addingTimeInterval(seconds)
+                while box.process.isRunning {
+                    if Date() >= deadline { box.terminateIfRunning() }
+                    Thread.sleep(forTimeInterval: 0.01)
+                }
+                readers.wait()
                 continuation.resume(returning: CommandResult(
                     exitCode: box.process.terminationStatus, standardOutput: collected.get(0),
                     standardError: collected.get(1), timedOut: box.didTimeOut))
@@ -97,20 +102,24 @@ private final class ProcessBox: @unchecked Sendable {
     let process: Process
     private let lock = NSLock()
     private var timedOut = false
+    private var terminatedAt: Date?
 
     init(_ process: Process) { self.process = process }
 
     var didTimeOut: Bool { lock.withLock { timedOut } }
 
+    /// SIGTERM once; SIGKILL if the process is still there two seconds later.
     func terminateIfRunning() {
+        let now = Date()
         lock.withLock {
             guard process.isRunning else { return }
-            timedOut = true
-            process.terminate()
-        }
-        let pid = process.processIdentifier
-        DispatchQueue.global().asyncAfter(deadline: .now() + 2) { [self] in
-            if process.isRunning { kill(pid, SIGKILL) }
+            if !timedOut {
+                timedOut = true
+                terminatedAt = now
+                process.terminate()
+            } else if let terminatedAt, now.timeIntervalSince(terminatedAt) > 2 {
+                kill(process.processIdentifier, SIGKILL)
+            }
         }
     }
 }

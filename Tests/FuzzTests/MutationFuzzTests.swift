@@ -1,0 +1,97 @@
+import Attestation
+import AttestationResults
+import BinaryFormat
+import CMKTesting
+import Firmware
+import Foundation
+import SEVSNP
+import TPM2
+import Testing
+
+/// SplitMix64: a small, seedable generator, so a failing case can be replayed from its seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Mutates `input` the way fuzzers do: bit flips, byte sets, interesting values, truncation, insertion,
+/// duplication of a range.
+func mutate(_ input: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
+    var bytes = input
+    for _ in 0..<Int.random(in: 1...4, using: &rng) {
+        let choice = Int.random(in: 0..<7, using: &rng)
+        if bytes.isEmpty { bytes = [UInt8.random(in: 0...255, using: &rng)]; continue }
+        let index = Int.random(in: 0..<bytes.count, using: &rng)
+        switch choice {
+        case 0: bytes[index] ^= 1 << UInt8.random(in: 0..<8, using: &rng)
+        case 1: bytes[index] = UInt8.random(in: 0...255, using: &rng)
+        case 2: bytes[index] = [0x00, 0x01, 0x7F, 0x80, 0xFF][Int.random(in: 0..<5, using: &rng)]
+        case 3: bytes = Array(bytes.prefix(index))
+        case 4: bytes.insert(contentsOf: (0..<Int.random(in: 1...16, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }, at: index)
+        case 5:
+            let length = min(Int.random(in: 1...64, using: &rng), bytes.count - index)
+            bytes.insert(contentsOf: bytes[index..<(index + length)], at: index)
+        default: bytes.removeSubrange(index..<min(bytes.count, index + Int.random(in: 1...32, using: &rng)))
+        }
+    }
+    return bytes
+}
+
+/// Runs `parse` on `iterations` mutations of `seed`; any trap fails the whole test run, which is the point.
+func fuzz(_ seedInput: [UInt8], seed: UInt64, iterations: Int, _ parse: ([UInt8]) -> Bool) -> Int {
+    var rng = SeededGenerator(state: seed)
+    var accepted = 0
+    for _ in 0..<iterations where parse(mutate(seedInput, &rng)) { accepted += 1 }
+    return accepted
+}
+
+@Suite("Mutation fuzzing of every parser (seeded, replayable)")
+struct MutationFuzzTests {
+    @Test("SEV-SNP reports: mutations never trap, and only layout-preserving ones parse")
+    func reports() throws {
+        let seed = try SharedVectors.bytes("snp/turin-v5-oak/report.bin")
+        let accepted = fuzz(seed, seed: 1, iterations: 10_000) { (try? SNPReport(bytes: $0)) != nil }
+        #expect(accepted < 10_000)
+    }
+
+    @Test("certificate tables, certificates and CRLs: mutations never trap")
+    func certificates() throws {
+        let vcek = try SharedVectors.bytes("snp/genoa-v5-oak/vcek.der")
+        let table = SNPCertificateTable(entries: [try .init(guid: SNPCertificateTable.GUID.vcek, data: vcek)]).encoded()
+        _ = fuzz(table, seed: 2, iterations: 5_000) { (try? SNPCertificateTable(bytes: $0)) != nil }
+        _ = fuzz(vcek, seed: 3, iterations: 5_000) { bytes in
+            guard let certificate = try? AttestationCertificate(der: bytes) else { return false }
+            _ = try? VCEKExtensions(certificate: certificate)
+            return true
+        }
+        let crl = try SharedVectors.bytes("tdx/dcapqvl-v4-uptodate/pck_crl.der")
+        _ = fuzz(crl, seed: 4, iterations: 5_000) { (try? CertificateRevocationList(der: $0)) != nil }
+    }
+
+    @Test("CBOR and COSE_Sign1: mutations never trap")
+    func cbor() throws {
+        let message = try COSESign1(
+            protectedHeader: [0xA1, 0x01, 0x26], unprotectedHeader: [CBORMapEntry(.int(4), .bytes([0x31]))],
+            payload: Array("payload".utf8), signature: [UInt8](repeating: 7, count: 64)
+        ).encoded()
+        _ = fuzz(message, seed: 5, iterations: 10_000) { (try? COSESign1(encoded: $0)) != nil }
+    }
+
+    @Test("OVMF metadata and TPMS_ATTEST: mutations never trap")
+    func firmwareAndTPM() throws {
+        let firmware = try SharedVectors.bytes("snp-measure/ovmf_AmdSev_suffix.bin")
+        _ = fuzz(firmware, seed: 6, iterations: 3_000) { (try? OVMFImage(bytes: $0)) != nil }
+        let attest = try TPMSAttest(
+            qualifiedSigner: [0, 11] + [UInt8](repeating: 1, count: 32), extraData: [1, 2, 3],
+            clockInfo: .init(clock: 1, resetCount: 2, restartCount: 3, safe: true), firmwareVersion: 4,
+            attested: .quote(pcrSelection: [.init(hashAlgorithm: 11, pcrs: [0, 7])], pcrDigest: [UInt8](repeating: 9, count: 32))
+        ).marshalled()
+        _ = fuzz(attest, seed: 7, iterations: 10_000) { (try? TPMSAttest(marshalled: $0)) != nil }
+    }
+}
