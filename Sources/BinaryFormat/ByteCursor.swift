@@ -7,20 +7,23 @@ public struct ByteCursor: Sendable {
     /// The whole buffer the cursor reads.
     public let bytes: [UInt8]
     /// The absolute offset of the next byte to read.
-    public private(set) var offset: Int
+    public var offset: Int { position }
+    @usableFromInline
+    var position: Int
     /// The absolute offset one past the last readable byte.
     public let endOffset: Int
 
     /// Creates a cursor over all of `bytes`.
     public init(_ bytes: [UInt8]) {
         self.bytes = bytes
-        self.offset = 0
+        self.position = 0
         self.endOffset = bytes.count
     }
 
-    private init(bytes: [UInt8], offset: Int, endOffset: Int) {
+    @usableFromInline
+    init(bytes: [UInt8], offset: Int, endOffset: Int) {
         self.bytes = bytes
-        self.offset = offset
+        self.position = offset
         self.endOffset = endOffset
     }
 
@@ -30,7 +33,8 @@ public struct ByteCursor: Sendable {
     /// Whether every byte has been read.
     public var isAtEnd: Bool { offset == endOffset }
 
-    private func require(_ count: Int, _ field: String) throws(BinaryFormatError) {
+    @usableFromInline
+    func require(_ count: Int, _ field: String) throws(BinaryFormatError) {
         guard count >= 0 else {
             throw BinaryFormatError(.invalidValue, field: field, offset: offset, "negative length \(count)")
         }
@@ -42,10 +46,11 @@ public struct ByteCursor: Sendable {
     }
 
     /// Reads `count` bytes.
+    @inlinable
     public mutating func readBytes(_ count: Int, field: String) throws(BinaryFormatError) -> [UInt8] {
         try require(count, field)
         let value = Array(bytes[offset..<(offset + count)])
-        offset += count
+        position += count
         return value
     }
 
@@ -57,16 +62,17 @@ public struct ByteCursor: Sendable {
                 .reservedNonZero, field: field, offset: index,
                 "reserved byte is 0x\(Hex.encode([bytes[index]])), must be zero")
         }
-        offset += count
+        position += count
     }
 
     /// Moves past `count` bytes without interpreting them.
     public mutating func skip(_ count: Int, field: String) throws(BinaryFormatError) {
         try require(count, field)
-        offset += count
+        position += count
     }
 
     /// Reads a little-endian unsigned integer.
+    @inlinable
     public mutating func readLittleEndian<T: FixedWidthInteger & UnsignedInteger>(
         _: T.Type = T.self, field: String
     ) throws(BinaryFormatError) -> T {
@@ -76,11 +82,12 @@ public struct ByteCursor: Sendable {
         for index in 0..<size {
             value |= T(bytes[offset + index]) << (8 * index)
         }
-        offset += size
+        position += size
         return value
     }
 
     /// Reads a big-endian unsigned integer.
+    @inlinable
     public mutating func readBigEndian<T: FixedWidthInteger & UnsignedInteger>(
         _: T.Type = T.self, field: String
     ) throws(BinaryFormatError) -> T {
@@ -90,11 +97,12 @@ public struct ByteCursor: Sendable {
         for index in 0..<size {
             value = (value << 8) | T(bytes[offset + index])
         }
-        offset += size
+        position += size
         return value
     }
 
     /// Reads a single byte.
+    @inlinable
     public mutating func readUInt8(field: String) throws(BinaryFormatError) -> UInt8 {
         try readLittleEndian(UInt8.self, field: field)
     }
@@ -105,7 +113,7 @@ public struct ByteCursor: Sendable {
     public mutating func readCursor(_ count: Int, field: String) throws(BinaryFormatError) -> ByteCursor {
         try require(count, field)
         let child = ByteCursor(bytes: bytes, offset: offset, endOffset: offset + count)
-        offset += count
+        position += count
         return child
     }
 

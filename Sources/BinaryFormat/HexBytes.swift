@@ -33,6 +33,7 @@ public struct HexBytes: Sendable, Hashable, Codable, CustomStringConvertible, Ex
 
 /// Compares two byte strings in time that depends only on their lengths, never on where they differ:
 /// for MACs, digests and anything an attacker could probe byte by byte.
+@inlinable
 public func constantTimeEqual(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
