@@ -38,7 +38,10 @@ let package = Package(
         .target(name: "BinaryFormat"),
         .target(name: "Firmware", dependencies: ["BinaryFormat"]),
         .target(name: "TPM2", dependencies: ["BinaryFormat", "CTSS2"]),
-        .target(name: "SEVSNP", dependencies: ["BinaryFormat"]),
+        .target(
+            name: "SEVSNP",
+            dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "EventLog", dependencies: ["BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Verification.
         .target(
@@ -65,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "SEVSNP",
+                "Coordinator", "Attestation", "SEVSNP", "EventLog", "Firmware", "BinaryFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -81,7 +84,10 @@ let package = Package(
         .testTarget(name: "BinaryFormatTests", dependencies: ["BinaryFormat", "CMKTesting"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "CMKTesting"]),
         .testTarget(name: "TPM2Tests", dependencies: ["TPM2", "CMKTesting"]),
-        .testTarget(name: "SEVSNPTests", dependencies: ["SEVSNP", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "SEVSNPTests",
+            dependencies: ["SEVSNP", "BinaryFormat", "Firmware", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "BinaryFormat", "CMKTesting"]),
         .testTarget(
             name: "AttestationTests",
             dependencies: [

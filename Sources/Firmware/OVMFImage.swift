@@ -48,6 +48,17 @@ public struct OVMFImage: Sendable {
             case cpuid = 3
             case svsmCallingArea = 4
             case snpKernelHashes = 0x10
+
+            /// The name the SEV metadata specification and sev-snp-measure use.
+            public var specName: String {
+                switch self {
+                case .snpSecureMemory: "SNP_SEC_MEM"
+                case .snpSecrets: "SNP_SECRETS"
+                case .cpuid: "CPUID"
+                case .svsmCallingArea: "SVSM_CAA"
+                case .snpKernelHashes: "SNP_KERNEL_HASHES"
+                }
+            }
         }
         public let gpa: UInt32
         public let size: UInt32
