@@ -8,18 +8,6 @@ import SEVSNP
 import TPM2
 import Testing
 
-/// SplitMix64: a small, seedable generator, so a failing case can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Mutates `input` the way fuzzers do: bit flips, byte sets, interesting values, truncation, insertion,
 /// duplication of a range.
 func mutate(_ input: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
