@@ -52,6 +52,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .target(name: "CollateralHTTP", dependencies: ["Attestation"]),
         .target(
             name: "AttestationResults",
             dependencies: [
@@ -91,7 +92,7 @@ let package = Package(
         .testTarget(
             name: "AttestationTests",
             dependencies: [
-                "Attestation", "BinaryFormat", "SEVSNP", "CMKTesting",
+                "Attestation", "BinaryFormat", "SEVSNP", "CollateralHTTP", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

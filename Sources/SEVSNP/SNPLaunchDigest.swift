@@ -62,12 +62,17 @@ public struct SNPLaunchDigestContext: Sendable {
 
     /// Chains one PAGE_INFO: LD ‖ CONTENTS ‖ LENGTH ‖ PAGE_TYPE ‖ IS_IMI ‖ VMPL3/2/1 perms ‖ reserved ‖ GPA.
     public mutating func update(_ type: PageType, gpa: UInt64, contents: some Sequence<UInt8>) {
-        var pageInfo = [UInt8]()
-        pageInfo.reserveCapacity(Int(Self.pageInfoLength))
-        pageInfo += digest
-        pageInfo += contents
-        pageInfo += [UInt8(Self.pageInfoLength & 0xFF), UInt8(Self.pageInfoLength >> 8), type.rawValue, 0, 0, 0, 0, 0]
-        for index in 0..<8 { pageInfo.append(UInt8(truncatingIfNeeded: gpa >> (8 * UInt64(index)))) }
+        var pageInfo = [UInt8](repeating: 0, count: Int(Self.pageInfoLength))
+        pageInfo.withUnsafeMutableBufferPointer { info in
+            var index = 0
+            for byte in digest { info[index] = byte; index += 1 }
+            for byte in contents where index < 96 { info[index] = byte; index += 1 }
+            info[96] = UInt8(Self.pageInfoLength & 0xFF)
+            info[97] = UInt8(Self.pageInfoLength >> 8)
+            info[98] = type.rawValue
+            // IS_IMI, VMPL3/2/1 permissions and the reserved byte stay zero.
+            for byte in 0..<8 { info[104 + byte] = UInt8(truncatingIfNeeded: gpa >> (8 * UInt64(byte))) }
+        }
         digest = Array(SHA384.hash(data: pageInfo))
         updates += 1
     }
@@ -76,11 +81,13 @@ public struct SNPLaunchDigestContext: Sendable {
 
     /// Measures `data` as NORMAL pages from `gpa` on; `data` must be whole pages.
     public mutating func updateNormalPages(gpa: UInt64, data: ArraySlice<UInt8>) {
-        var offset = data.startIndex
-        while offset < data.endIndex {
-            let page = data[offset..<min(offset + Self.pageSize, data.endIndex)]
-            update(.normal, gpa: gpa + UInt64(offset - data.startIndex), contents: SHA384.hash(data: page))
-            offset += Self.pageSize
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let page = UnsafeRawBufferPointer(rebasing: buffer[offset..<min(offset + Self.pageSize, buffer.count)])
+                update(.normal, gpa: gpa + UInt64(offset), contents: SHA384.hash(data: page))
+                offset += Self.pageSize
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 import Attestation
+import CollateralHTTP
 import CMKTesting
 import Foundation
 import SEVSNP

@@ -1,7 +1,4 @@
 public import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 public import SEVSNP
 import BinaryFormat
 
@@ -137,18 +134,3 @@ public struct SNPCollateralStore: Sendable {
     }
 }
 
-/// Fetches over HTTPS with Foundation's URLSession.
-public struct HTTPCollateralFetcher: CollateralFetcher {
-    public init() {}
-
-    public func fetch(_ url: String) async throws -> [UInt8] {
-        guard let address = URL(string: url) else {
-            throw AttestationError(.missingCollateral, "'\(url)' is not a URL")
-        }
-        let (data, response) = try await URLSession.shared.data(from: address)
-        if let http = response as? HTTPURLResponse, http.statusCode != 200 {
-            throw AttestationError(.missingCollateral, "\(url) answered HTTP \(http.statusCode)")
-        }
-        return [UInt8](data)
-    }
-}
