@@ -41,6 +41,7 @@ let package = Package(
         .target(
             name: "SEVSNP",
             dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "TDX", dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "EventLog", dependencies: ["BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Verification.
@@ -69,7 +70,8 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "SEVSNP", "EventLog", "Firmware", "BinaryFormat",
+                "Coordinator", "Attestation", "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -88,6 +90,7 @@ let package = Package(
         .testTarget(
             name: "SEVSNPTests",
             dependencies: ["SEVSNP", "BinaryFormat", "Firmware", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "TDXTests", dependencies: ["TDX", "Firmware", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "BinaryFormat", "CMKTesting"]),
         .testTarget(
             name: "AttestationTests",
