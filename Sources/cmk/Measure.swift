@@ -2,13 +2,15 @@ import ArgumentParser
 import BinaryFormat
 import Foundation
 import SEVSNP
+import TDX
+import Crypto
 
 extension CMK {
     /// `cmk measure`: what a correct launch of given artifacts must measure.
     struct Measure: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Compute expected launch measurements from boot artifacts.",
-            subcommands: [Snp.self])
+            subcommands: [Snp.self, IdBlock.self, Tdx.self, Replay.self])
     }
 }
 
@@ -151,4 +153,140 @@ struct MeasureOutput: Encodable {
     let firmwareDigest: HexBytes
     let vcpuSignature: String?
     let steps: [SNPLaunchMeasurement.Step]?
+}
+
+extension CMK.Measure {
+    struct IdBlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "id-block",
+            abstract: "Build an SNP ID block and ID auth for QEMU's sev-snp-guest id-block/id-auth.",
+            discussion: """
+                Prints `id-block=<base64>,id-auth=<base64>` and the ID_KEY_DIGEST / AUTHOR_KEY_DIGEST a report of \
+                that launch will carry. Keys are P-384 private keys in PEM.
+                Exit status: 0 built, 2 usage error or unreadable key.
+                """)
+
+        @Option(help: "The launch digest (MEASUREMENT), hex.")
+        var measurement: String
+
+        @Option(help: "The ID key, a P-384 private key in PEM.")
+        var idKey: String
+
+        @Option(help: "The author key, a P-384 private key in PEM (optional).")
+        var authorKey: String?
+
+        @Option(help: "FAMILY_ID, 16 bytes hex.")
+        var familyID: String = String(repeating: "0", count: 32)
+
+        @Option(help: "IMAGE_ID, 16 bytes hex.")
+        var imageID: String = String(repeating: "0", count: 32)
+
+        @Option(help: "GUEST_SVN.")
+        var guestSVN: UInt32 = 0
+
+        @Option(help: "The guest POLICY, hex.")
+        var policy: String = "0x30000"
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        func validate() throws {
+            guard Hex.decode(measurement)?.count == 48 else { throw ValidationError("--measurement must be 48 bytes of hex") }
+            guard Hex.decode(familyID)?.count == 16, Hex.decode(imageID)?.count == 16 else {
+                throw ValidationError("--family-id and --image-id must be 16 bytes of hex")
+            }
+            guard Snp.hex64(policy) != nil else { throw ValidationError("--policy must be hex") }
+        }
+
+        func key(_ path: String) throws -> P384.Signing.PrivateKey {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                let key = try? P384.Signing.PrivateKey(pemRepresentation: text)
+            else {
+                FileHandle.standardError.write(Data("error: '\(path)' is not a readable P-384 private key in PEM\n".utf8))
+                throw ExitCode(2)
+            }
+            return key
+        }
+
+        func run() async throws {
+            let idPrivateKey = try key(idKey)
+            let authorPrivateKey = try authorKey.map(key)
+            let block: SNPIDBlock
+            do {
+                block = try SNPIDBlock(
+                    launchDigest: Hex.decode(measurement) ?? [], familyID: Hex.decode(familyID) ?? [],
+                    imageID: Hex.decode(imageID) ?? [], guestSVN: guestSVN, policy: Snp.hex64(policy) ?? 0)
+            } catch {
+                FileHandle.standardError.write(Data("error [\(error.code)]: \(error.reason)\n".utf8))
+                throw ExitCode(2)
+            }
+            let auth = try SNPIDAuth(signing: block, idKey: idPrivateKey, authorKey: authorPrivateKey)
+            let output = IDBlockOutput(
+                idBlock: Data(block.bytes).base64EncodedString(), idAuth: Data(auth.bytes).base64EncodedString(),
+                idKeyDigest: HexBytes(AMDPublicKeyFormat.digest(idPrivateKey.publicKey)),
+                authorKeyDigest: authorPrivateKey.map { HexBytes(AMDPublicKeyFormat.digest($0.publicKey)) })
+            if json {
+                print(try JSONOutput.encode(output))
+            } else {
+                print("id-block=\(output.idBlock),id-auth=\(output.idAuth)")
+                print("ID_KEY_DIGEST     \(output.idKeyDigest)")
+                if let author = output.authorKeyDigest { print("AUTHOR_KEY_DIGEST \(author)") }
+            }
+        }
+    }
+}
+
+struct IDBlockOutput: Encodable {
+    let idBlock: String
+    let idAuth: String
+    let idKeyDigest: HexBytes
+    let authorKeyDigest: HexBytes?
+}
+
+extension CMK.Measure {
+    struct Tdx: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The TDX MRTD of a TDVF/OVMF firmware, from its TDVF metadata.",
+            discussion: """
+                A running SHA-384 over the TDX module's PAGE.ADD and MR.EXTEND records for every TDVF section \
+                (PAGE.AUG sections are not measured). Not yet checked against a real TD's quote here: no TD with \
+                a firmware at hand was available. Exit status: 0 computed, 1 the firmware cannot launch a TD, 2 usage \
+                error or unreadable input.
+                """)
+
+        @Option(help: "The TDVF/OVMF firmware image.")
+        var firmware: String
+
+        @Option(help: "The SEAMCALL order of the VMM: per-page (KVM/QEMU) or per-section.")
+        var order: String = TDXMRTD.Order.perPage.rawValue
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        func validate() throws {
+            guard TDXMRTD.Order(rawValue: order) != nil else { throw ValidationError("--order must be per-page or per-section") }
+        }
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: firmware) else {
+                FileHandle.standardError.write(Data("error: cannot read the firmware '\(firmware)'\n".utf8))
+                throw ExitCode(2)
+            }
+            let result: Result<TDXMRTD, TDXMeasurementError> = Result { () throws(TDXMeasurementError) in
+                try TDXMRTD(firmware: [UInt8](data), order: TDXMRTD.Order(rawValue: order) ?? .perPage)
+            }
+            switch result {
+            case .success(let mrtd):
+                if json {
+                    print(try JSONOutput.encode(["mrtd": mrtd.digest.description, "order": order,
+                                                 "pagesAdded": "\(mrtd.pagesAdded)", "chunksExtended": "\(mrtd.chunksExtended)"]))
+                } else {
+                    print(mrtd.digest)
+                }
+            case .failure(let error):
+                FileHandle.standardError.write(Data("error: \(error.reason)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
 }

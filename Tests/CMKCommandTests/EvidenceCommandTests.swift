@@ -94,7 +94,7 @@ struct EvidenceCommandTests {
         for argument in arguments {
             if let bytes = files[argument] {
                 let path = folder.appendingPathComponent(argument).path
-                fm.createFile(atPath: path, contents: Data(bytes))
+                #expect(fm.createFile(atPath: path, contents: Data(bytes)))
                 resolved.append(path)
             } else {
                 resolved.append(argument)
@@ -131,5 +131,54 @@ struct EvidenceCommandTests {
         let output = try BuiltCMK.run(["evidence", "show", vectorFile("turin-v5-oak", "report.bin"), "--product", "milan"])
         #expect(output.status == 1)
         #expect(output.standardError.contains("product-mismatch"))
+    }
+}
+
+@Suite("cmk measure, run as a user runs it")
+struct MeasureCommandTests {
+    @Test("replay of the CCEL vector prints the quote's RTMRs; a broken log is exit 2")
+    func replayCCEL() throws {
+        let folder = SharedVectors.url("tdx/gotdxguest-gcp-cos113-ccel")
+        let output = try BuiltCMK.run([
+            "measure", "replay", folder.appendingPathComponent("ccel_data.bin").path,
+            "--ccel-table", folder.appendingPathComponent("ccel_table.bin").path, "--json",
+        ])
+        #expect(output.status == 0, "\(output.standardError)")
+        let expected = try SharedVectors.json("tdx/gotdxguest-gcp-cos113-ccel/expected.json")
+        let expect = try #require(expected["expect"] as? [String: Any])
+        for rtmr in ["rtmr0", "rtmr1", "rtmr2"] {
+            let value = try #require(expect[rtmr] as? String)
+            #expect(output.standardOutput.contains(value.lowercased()), "\(rtmr)")
+        }
+        let quote = try BuiltCMK.run(["measure", "replay", folder.appendingPathComponent("quote.bin").path])
+        #expect(quote.status == 2)
+        #expect(quote.standardError.contains("error"))
+    }
+
+    @Test("measure snp reproduces a recorded sev-snp-measure digest and refuses a kernel the firmware cannot measure")
+    func snp() throws {
+        let output = try BuiltCMK.run(["measure", "snp", "--firmware", "/usr/share/ovmf/OVMF.fd", "--vcpus", "4", "--vcpu-type", "EPYC-Genoa"])
+        #expect(output.status == 0)
+        #expect(output.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            == "a509186122f6e4e095ebab39abf4aea568d9949b9e929d0759f45a3983dfc2df71404de97367aba26c08ddeebc3d7ba0")
+        let kernel = try BuiltCMK.run([
+            "measure", "snp", "--firmware", "/usr/share/ovmf/OVMF.fd", "--vcpus", "1", "--vcpu-type", "EPYC-v4",
+            "--kernel", "/usr/share/ovmf/OVMF.fd", "--json",
+        ])
+        #expect(kernel.status == 1)
+        #expect(kernel.standardOutput.contains("no-kernel-hashes"))
+        let usage = try BuiltCMK.run(["measure", "snp", "--firmware", "/usr/share/ovmf/OVMF.fd", "--vcpu-type", "Pentium"])
+        #expect(usage.status == 2)
+        let missing = try BuiltCMK.run(["measure", "snp", "--firmware", "/nonexistent", "--vcpu-type", "EPYC"])
+        #expect(missing.status == 2)
+    }
+
+    @Test("measure tdx prints MRTD for Debian's OVMF and refuses a firmware without TDVF metadata")
+    func tdx() throws {
+        let output = try BuiltCMK.run(["measure", "tdx", "--firmware", "/usr/share/ovmf/OVMF.fd"])
+        #expect(output.status == 0)
+        #expect(output.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).count == 96)
+        let refused = try BuiltCMK.run(["measure", "tdx", "--firmware", "/usr/share/OVMF/OVMF_CODE_4M.fd"])
+        #expect(refused.status == 1)
     }
 }
