@@ -131,3 +131,14 @@ public struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
+
+extension SharedVectors {
+    /// The project's cache folder, where scripts/setup puts the guest kernel and the sev-snp-measure venv:
+    /// `$CMK_CACHE_DIR`, else `.cache` in the repository.
+    public static var cacheDirectory: URL {
+        if let explicit = ProcessInfo.processInfo.environment["CMK_CACHE_DIR"], !explicit.isEmpty {
+            return URL(fileURLWithPath: explicit)
+        }
+        return repositoryRoot.appendingPathComponent(".cache")
+    }
+}

@@ -34,19 +34,11 @@ struct MeasuredBoot {
         """
     }
 
-    /// The cache the setup scripts fill (`$CMK_CACHE_DIR`, else `.cache/` in the source tree), as CMKPaths finds it.
-    static var cacheDirectory: URL {
-        if let explicit = ProcessInfo.processInfo.environment["CMK_CACHE_DIR"], !explicit.isEmpty {
-            return URL(fileURLWithPath: explicit)
-        }
-        return SharedVectors.repositoryRoot.appendingPathComponent(".cache")
-    }
-
     let work: URL
     let kernelRoot: URL
 
     init() throws {
-        kernelRoot = Self.cacheDirectory.appendingPathComponent("guest-kernel")
+        kernelRoot = SharedVectors.cacheDirectory.appendingPathComponent("guest-kernel")
         work = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmk-evl-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
     }

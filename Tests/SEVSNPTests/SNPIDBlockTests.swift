@@ -15,8 +15,7 @@ struct SNPIDBlockTests {
         defer { try? fm.removeItem(at: folder) }
         try idKey.pemRepresentation.write(to: folder.appendingPathComponent("id.pem"), atomically: true, encoding: .utf8)
         try authorKey.pemRepresentation.write(to: folder.appendingPathComponent("author.pem"), atomically: true, encoding: .utf8)
-        let cache = ProcessInfo.processInfo.environment["CMK_CACHE_DIR"].map { URL(fileURLWithPath: $0) }
-            ?? SharedVectors.repositoryRoot.appendingPathComponent(".cache")
+        let cache = SharedVectors.cacheDirectory
         let process = Process()
         process.executableURL = cache.appendingPathComponent("venv/bin/snp-create-id-block")
         process.arguments = [

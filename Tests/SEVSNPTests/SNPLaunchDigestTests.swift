@@ -48,8 +48,7 @@ enum MeasureInputs {
         if name == "/dev/null" { return [] }
         if name == "ovmf_AmdSev_suffix.bin" || name == "initrd.cpio" { return try? SharedVectors.bytes("snp-measure/\(name)") }
         if name.hasPrefix("vmlinuz-") {
-            let cache = ProcessInfo.processInfo.environment["CMK_CACHE_DIR"].map { URL(fileURLWithPath: $0) }
-                ?? SharedVectors.repositoryRoot.appendingPathComponent(".cache")
+            let cache = SharedVectors.cacheDirectory
             return FileManager.default.contents(atPath: cache.appendingPathComponent("guest-kernel/boot/\(name)").path).map { [UInt8]($0) }
         }
         if name.hasPrefix("trixie:") { return nil }

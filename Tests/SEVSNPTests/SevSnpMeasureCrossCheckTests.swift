@@ -7,8 +7,7 @@ import Testing
 /// Runs the reference implementation, sev-snp-measure 0.0.13 from PyPI, installed by scripts/setup into
 /// .cache/venv, and returns what it printed.
 func sevSnpMeasure(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let cache = ProcessInfo.processInfo.environment["CMK_CACHE_DIR"].map { URL(fileURLWithPath: $0) }
-        ?? SharedVectors.repositoryRoot.appendingPathComponent(".cache")
+    let cache = SharedVectors.cacheDirectory
     let tool = cache.appendingPathComponent("venv/bin/sev-snp-measure")
     let process = Process()
     process.executableURL = tool
