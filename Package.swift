@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "Attestation",
             dependencies: [
-                "BinaryFormat", "COpenSSL", "SEVSNP",
+                "BinaryFormat", "COpenSSL", "SEVSNP", "TDX",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -77,7 +77,7 @@ let package = Package(
 
         // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
         .executableTarget(
-            name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", .product(name: "Crypto", package: "swift-crypto")],
+            name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", "TDX", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")],
             path: "Benchmarks/cmk-bench"),
 
         // MARK: Test support shared by every test target (vector locations, running the built cmk).

@@ -9,6 +9,8 @@
 // verify:  full SEV-SNP verification of a real Genoa report (parse, product, pinned chain from the cache,
 //          validity, revocation in soft mode, ECDSA P-384 signature, TCB and chip-id checks) against the raw
 //          P-384 verify rate of the same signature with the same key.
+// tdx:     full TDX quote verification (parse, PCK chain from the cache, CRLs, prepared TCB Info and QE Identity,
+//          QE report and quote signatures, TCB status) against two raw P-256 verifies of the same signatures.
 // measure: the SNP launch digest of Debian's OVMF.fd with 4 EPYC-Genoa vCPUs, in-process digests/s against plain
 //          SHA-384 over the same firmware bytes; and whole-process `cmk measure snp` against sev-snp-measure
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
@@ -18,6 +20,7 @@ import BinaryFormat
 import Crypto
 import Foundation
 import SEVSNP
+import TDX
 
 struct Options {
     var suite = "all"
@@ -30,14 +33,14 @@ struct Options {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "measure", "all": suite = argument
+            case "verify", "tdx", "measure", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|measure|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -178,7 +181,45 @@ func wallTime(_ executable: String, _ arguments: [String]) throws -> Double {
     }
 }
 
+@MainActor func benchmarkTDX() throws {
+    let folder = options.vectors.appendingPathComponent("tdx/gotdxguest-v5-td15")
+    let quoteBytes = [UInt8](try Data(contentsOf: folder.appendingPathComponent("quote.bin")))
+    let quote = try TDXQuote(bytes: quoteBytes)
+    let verifier = TDXVerifier(trustAnchors: try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory()))
+    let prepared = try verifier.prepare(try TDXCollateral(directory: folder))
+    let evaluation = TDXVerificationOptions(evaluationTime: ISO8601DateFormatter().date(from: "2026-02-20T00:00:00Z")!)
+    guard try verifier.verify(quote, prepared: prepared, options: evaluation).valid else { fatalError("the vector must verify") }
+    // The baseline: the two P-256 verifications a quote needs (QE report by the PCK key, quote by the attestation key).
+    let leaf = try AttestationCertificate(pem: quote.pckCertificateChainPEM)
+    let pckKey = try P256.Signing.PublicKey(derRepresentation: leaf.subjectPublicKeyInfo)
+    let attestationKey = try P256.Signing.PublicKey(rawRepresentation: quote.attestationKey)
+    let qeSignature = try P256.Signing.ECDSASignature(rawRepresentation: quote.qeReportSignature)
+    let quoteSignature = try P256.Signing.ECDSASignature(rawRepresentation: quote.signature)
+    let qeReport = quote.qeReport.bytes
+    let signed = Array(quote.signedBytes)
+    let (raw, full) = try alternate(rounds: options.rounds, label: "tdx", quiet: options.json, {
+        rate(seconds: options.seconds) {
+            _ = pckKey.isValidSignature(qeSignature, for: qeReport)
+            _ = attestationKey.isValidSignature(quoteSignature, for: signed)
+        }
+    }, {
+        try rate(seconds: options.seconds) {
+            _ = try verifier.verify(try TDXQuote(bytes: quoteBytes), prepared: prepared, options: evaluation)
+        }
+    })
+    results.append([
+        "benchmark": "tdx-full-verification", "vector": "gotdxguest-v5-td15", "baseline": "two raw ECDSA P-256 verifies",
+        "baseline_per_second": raw, "cmk_per_second": full, "ratio": full / raw,
+    ])
+    if !options.json {
+        print("TDX quote verification, collateral prepared (gotdxguest-v5-td15), one core, median of \(options.rounds) rounds:")
+        print(String(format: "  two raw ECDSA P-256 verifies  %8.0f /s   (baseline, same keys and bytes)", raw))
+        print(String(format: "  full quote verification       %8.0f /s   %.1f %% of the baseline", full, full / raw * 100))
+    }
+}
+
 if options.suite == "verify" || options.suite == "all" { try benchmarkVerification() }
+if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
 if options.json {
     print(String(decoding: try JSONSerialization.data(withJSONObject: results, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))

@@ -220,7 +220,7 @@ public struct TDXQuote: Sendable, Hashable {
         var chain = try q.readBytes(chainSize, field: "PCK certificate chain")
         try q.expectEnd(field: "QE report certification data")
         if chain.last == 0 { chain.removeLast() }
-        guard let text = String(validating: chain, as: UTF8.self), !text.contains("\0") else {
+        guard !chain.contains(0), let text = String(validating: chain, as: UTF8.self) else {
             throw BinaryFormatError(.invalidValue, field: "PCK certificate chain", offset: innerTypeOffset + 6, "the PCK chain is not PEM text")
         }
         pckCertificateChainPEM = text

@@ -3,6 +3,8 @@ import Attestation
 import Coordinator
 import Foundation
 import SEVSNP
+import TDX
+import BinaryFormat
 
 extension CMK {
     /// `cmk evidence`: look at and verify attestation evidence.
@@ -16,22 +18,44 @@ extension CMK {
 extension CMK.Evidence {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print every field of an SEV-SNP report, decoded.",
-            discussion: "Exit status: 0 decoded, 1 --product contradicts the report's CPUID, 2 the file is unreadable or not a report.")
+            abstract: "Print every field of an SEV-SNP report or a TDX quote, decoded.",
+            discussion: """
+                The kind is recognised from the bytes: a 1184-byte file is an SEV-SNP report, a file that starts with \
+                a version 4 or 5 TDX quote header is a TDX quote.
+                Exit status: 0 decoded, 1 --product contradicts the report's CPUID, 2 the file is unreadable or neither.
+                """)
 
-        @Argument(help: "The raw 1184-byte ATTESTATION_REPORT.")
-        var report: String
+        @Argument(help: "The raw 1184-byte ATTESTATION_REPORT, or a TDX quote.")
+        var evidence: String
 
-        @Option(help: "The product (milan, genoa, turin), to decode TCBs of version 2 reports.")
+        @Option(help: "The product (milan, genoa, turin), to decode TCBs of version 2 SEV-SNP reports.")
         var product: ProductArgument?
 
         @Flag(help: "Print JSON.")
         var json = false
 
         func run() async throws {
+            let bytes: [UInt8]
+            do {
+                bytes = try SNPEvidenceFiles.read(evidence, what: "evidence")
+            } catch {
+                throw EvidenceFailure.report(error, json: json)
+            }
+            if bytes.count != SNPReport.Layout.size, bytes.count > 8, bytes[4] == 0x81, bytes[0] == 4 || bytes[0] == 5 {
+                let quote: TDXQuote
+                do {
+                    quote = try TDXQuote(bytes: bytes)
+                } catch {
+                    throw EvidenceFailure.report(
+                        AttestationError(.malformedEvidence, "'\(evidence)' is not a TDX quote: \(error.description)"), json: json)
+                }
+                let document = TDXQuoteDocument(quote: quote)
+                print(json ? try JSONOutput.encode(document) : document.lines.joined(separator: "\n"))
+                return
+            }
             let parsed: SNPReport
             do {
-                parsed = try SNPEvidenceFiles.report(report)
+                parsed = try SNPEvidenceFiles.report(evidence)
             } catch {
                 throw EvidenceFailure.report(error, json: json)
             }
@@ -60,8 +84,11 @@ extension CMK.Evidence {
                 JSON), 2 usage error or unreadable input.
                 """)
 
-        @Option(name: .customLong("snp"), help: "The raw 1184-byte ATTESTATION_REPORT.")
-        var report: String
+        @Option(name: .customLong("snp"), help: "An SEV-SNP report: the raw 1184-byte ATTESTATION_REPORT.")
+        var report: String?
+
+        @Option(name: .customLong("tdx"), help: "A TDX DCAP quote (v4 or v5).")
+        var tdxQuote: String?
 
         @Option(help: "The extended-report certificate table (configfs-tsm auxblob).")
         var certTable: String?
@@ -81,13 +108,17 @@ extension CMK.Evidence {
         @Option(help: "The product (milan, genoa, turin); it must agree with the evidence.")
         var product: ProductArgument?
 
-        @Option(help: "The offline collateral cache (VCEKs, CRLs). Default: the cmk cache folder.")
+        @Option(help: "The collateral: for SEV-SNP the offline cache (VCEKs, CRLs); for TDX a folder with tcbinfo.json, qeidentity.json, their issuer chains and the CRLs, or the cache holding intel/tdx/<fmspc>/. Default: the cmk cache folder.")
         var collateral: String?
 
         @Flag(help: "Print JSON.")
         var json = false
 
         func validate() throws {
+            if (report == nil) == (tdxQuote == nil) { throw ValidationError("give exactly one of --snp REPORT or --tdx QUOTE") }
+            if tdxQuote != nil && (certTable != nil || vcek != nil || chain != nil || product != nil) {
+                throw ValidationError("--cert-table, --vcek, --chain and --product are for SEV-SNP reports")
+            }
             if certTable != nil && (vcek != nil || chain != nil) {
                 throw ValidationError("give either --cert-table or --vcek/--chain, not both")
             }
@@ -101,6 +132,11 @@ extension CMK.Evidence {
 
         func run() async throws {
             let time = at.flatMap { ISO8601DateFormatter().date(from: $0) } ?? Date()
+            if let tdxQuote {
+                try verifyTDX(tdxQuote, time: time)
+                return
+            }
+            guard let report else { throw ExitCode(2) }
             let evidence: SNPEvidence
             let verifier: SNPVerifier
             do {
@@ -139,6 +175,56 @@ extension CMK.Evidence {
             }
         }
     }
+}
+
+extension CMK.Evidence.Verify {
+    func verifyTDX(_ path: String, time: Date) throws {
+        let quote: TDXQuote
+        let verifier: TDXVerifier
+        let collateralSet: TDXCollateral?
+        do {
+            let bytes = try SNPEvidenceFiles.read(path, what: "quote")
+            do {
+                quote = try TDXQuote(bytes: bytes)
+            } catch {
+                throw AttestationError(.malformedEvidence, "'\(path)' is not a TDX quote: \(error.description)")
+            }
+            verifier = TDXVerifier(trustAnchors: try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory()))
+            let base = collateral.map { URL(fileURLWithPath: $0) } ?? CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
+            let direct = FileManager.default.fileExists(atPath: base.appendingPathComponent("tcbinfo.json").path)
+            let fmspc = try? PCKExtensions(certificate: AttestationCertificate(pem: quote.pckCertificateChainPEM)).fmspc.bytes
+            let folder = direct ? base : TDXCollateral.cacheFolder(base, fmspc: fmspc ?? [])
+            collateralSet = FileManager.default.fileExists(atPath: folder.path) ? try TDXCollateral(directory: folder) : nil
+        } catch {
+            throw EvidenceFailure.report(error, json: json)
+        }
+        let result: TDXVerificationResult
+        do {
+            result = try verifier.verify(
+                quote, collateral: collateralSet, options: TDXVerificationOptions(evaluationTime: time, revocation: crl.value))
+        } catch {
+            throw EvidenceFailure.report(error, json: json)
+        }
+        if json {
+            print(try JSONOutput.encode(TDXVerifyOutput(valid: result.valid, result: result)))
+        } else {
+            let c = result.claims
+            print("\(result.valid ? "VALID" : "INVALID"): TDX quote v\(c.quoteVersion), TCB status \(result.tcbStatus ?? "not evaluated")"
+                + (result.advisoryIDs.isEmpty ? "" : " (advisories \(result.advisoryIDs.joined(separator: ", ")))"))
+            print("  MRTD         \(c.mrTD)")
+            print("  REPORTDATA   \(c.reportData)")
+            print("  attributes   0x\(String(c.tdAttributes, radix: 16)) [\(c.tdAttributeFlags.joined(separator: " "))]\(c.debug ? " DEBUG" : "")")
+            print("  checked at   \(time.ISO8601Format())")
+            for (name, reason) in result.failures.sorted(by: { $0.key < $1.key }) { print("  FAILED \(name): \(reason)") }
+            for warning in result.warnings { print("  note: \(warning)") }
+        }
+        if !result.valid { throw ExitCode(1) }
+    }
+}
+
+struct TDXVerifyOutput: Encodable {
+    let valid: Bool
+    let result: TDXVerificationResult
 }
 
 /// The JSON shape of `cmk evidence verify --json`.

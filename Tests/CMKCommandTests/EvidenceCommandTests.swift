@@ -182,3 +182,40 @@ struct MeasureCommandTests {
         #expect(refused.status == 1)
     }
 }
+
+@Suite("cmk evidence with TDX quotes, run as a user runs it")
+struct TDXEvidenceCommandTests {
+    static let vectors = ["gotdxguest-spr-e4-v4", "dcapqvl-v4-uptodate", "dcapqvl-v5-td15-no-matching-tcb", "gotdxguest-v5-td15"]
+
+    @Test("verify --tdx with the vector's collateral folder: exit 0 only for UpToDate, the status in JSON", arguments: vectors)
+    func verify(name: String) throws {
+        let folder = SharedVectors.url("tdx/\(name)")
+        let expected = try SharedVectors.json("tdx/\(name)/expected.json")
+        let time = try #require(expected["eval_time"] as? String)
+        let status = try #require((expected["expect"] as? [String: Any])?["tcb_status"] as? String)
+        let output = try BuiltCMK.run([
+            "evidence", "verify", "--tdx", folder.appendingPathComponent("quote.bin").path, "--collateral", folder.path,
+            "--at", time, "--json",
+        ])
+        #expect(output.status == (status == "UpToDate" ? 0 : 1), "\(output.standardError)")
+        let json = try jsonObject(output.standardOutput)
+        #expect((json["result"] as? [String: Any])?["tcbStatus"] as? String == status)
+    }
+
+    @Test("show decodes a TDX quote; a truncated quote is exit 2")
+    func show() throws {
+        let path = SharedVectors.url("tdx/gotdxguest-v5-td15/quote.bin").path
+        let output = try BuiltCMK.run(["evidence", "show", path])
+        #expect(output.status == 0)
+        for field in ["MRTD", "RTMR3", "TDATTRIBUTES", "TEE_TCB_SVN2", "MRSERVICETD", "REPORTDATA"] {
+            #expect(output.standardOutput.contains(field))
+        }
+        let fm = FileManager.default
+        let truncated = fm.temporaryDirectory.appendingPathComponent("cmk-tdx-\(UUID().uuidString).bin")
+        defer { try? fm.removeItem(at: truncated) }
+        #expect(fm.createFile(atPath: truncated.path, contents: Data(try SharedVectors.bytes("tdx/gotdxguest-v5-td15/quote.bin").prefix(900))))
+        #expect(try BuiltCMK.run(["evidence", "show", truncated.path]).status == 2)
+        #expect(try BuiltCMK.run(["evidence", "verify", "--tdx", truncated.path]).status == 2)
+        #expect(try BuiltCMK.run(["evidence", "verify", "--tdx", path, "--snp", path]).status == 2)
+    }
+}
