@@ -157,7 +157,8 @@ public struct TDXVerifier: Sendable {
         let quoteSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signature)
         checks.record(
             "quote_signature",
-            attestationKey != nil && quoteSignature != nil && attestationKey!.isValidSignature(quoteSignature!, for: quote.signedBytes),
+            attestationKey != nil && quoteSignature != nil
+                && quote.bytes.withUnsafeBytes { attestationKey!.isValidSignature(quoteSignature!, for: UnsafeRawBufferPointer(rebasing: $0[0..<quote.signedLength])) },
             "the quote signature does not verify under the attestation key: header or TD report was altered")
 
         var tcbStatus: String?
@@ -208,8 +209,11 @@ final class TDXChainCache: Sendable {
 
     func entry(pem: String, root: AttestationCertificate) throws(AttestationError) -> Entry {
         var hasher = Hasher()
-        hasher.combine(pem.utf8.count)
-        for byte in pem.utf8.prefix(512) { hasher.combine(byte) }
+        var text = pem
+        text.withUTF8 { utf8 in
+            hasher.combine(utf8.count)
+            hasher.combine(bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8.prefix(512))))
+        }
         let key = hasher.finalize()
         if let cached = entries.withLock({ bucket in bucket[key]?.first(where: { $0.pem == pem && $0.root == root.fingerprint })?.entry }) {
             return cached
