@@ -10,7 +10,7 @@ extension CMK {
     /// `cmk evidence`: look at and verify attestation evidence.
     struct Evidence: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Decode and verify attestation evidence (SEV-SNP reports).",
+            abstract: "Decode and verify attestation evidence (SEV-SNP reports, TDX quotes).",
             subcommands: [Show.self, Verify.self])
     }
 }

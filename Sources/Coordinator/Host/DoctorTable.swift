@@ -34,7 +34,7 @@ public enum DoctorTable {
         lines += rows.map { "\(pad($0.0, widths.0))  \(pad($0.1, widths.1))  \($0.2)" }
         lines.append("")
         if report.embeddedDefaultReady {
-            lines.append("The embedded default (simulated SEV-SNP platform under QEMU) can run on this host.")
+            lines.append("What the embedded default (simulated SEV-SNP platform under QEMU) needs is present on this host.")
         } else {
             lines.append("The embedded default cannot run on this host yet:")
             lines += report.blockers.map { "  - \($0)" }
