@@ -194,7 +194,15 @@ extension CMK.Evidence.Verify {
             let direct = FileManager.default.fileExists(atPath: base.appendingPathComponent("tcbinfo.json").path)
             let fmspc = try? PCKExtensions(certificate: AttestationCertificate(pem: quote.pckCertificateChainPEM)).fmspc.bytes
             let folder = direct ? base : TDXCollateral.cacheFolder(base, fmspc: fmspc ?? [])
-            collateralSet = FileManager.default.fileExists(atPath: folder.path) ? try TDXCollateral(directory: folder) : nil
+            if FileManager.default.fileExists(atPath: folder.path) {
+                collateralSet = try TDXCollateral(directory: folder)
+            } else if collateral != nil {
+                // A folder the user named must exist; only the default cache may be absent.
+                throw AttestationError(
+                    .unreadableInput, "'\(base.path)' holds neither tcbinfo.json nor the cache folder \(folder.path)")
+            } else {
+                collateralSet = nil
+            }
         } catch {
             throw EvidenceFailure.report(error, json: json)
         }

@@ -60,7 +60,7 @@ struct TrustAnchorStoreTests {
     func missingFolder() {
         #expect {
             try TrustAnchorStore.locateDefaultDirectory(
-                environment: [:], executable: URL(fileURLWithPath: "/nonexistent/bin/cmk"), currentDirectory: nil)
+                environment: [:], executable: URL(fileURLWithPath: "/nonexistent/bin/cmk"))
         } throws: { error in
             guard let error = error as? AttestationError else { return false }
             return error.code == .trustAnchor && error.reason.contains(TrustAnchorStore.environmentVariable)

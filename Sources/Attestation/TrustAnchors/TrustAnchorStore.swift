@@ -118,11 +118,10 @@ public struct TrustAnchorStore: Sendable {
 
     /// Finds the `attestation/` folder: `$CMK_ATTESTATION_DIR`, else `share/cmk/attestation` beside an
     /// installed executable, else the nearest ancestor of the executable (a build tree) holding
-    /// `attestation/anchors.json`, else `attestation/` in the current folder.
+    /// `attestation/anchors.json`. Never the current folder: running cmk somewhere must not change whom it trusts.
     public static func locateDefaultDirectory(
         environment: [String: String] = ProcessInfo.processInfo.environment,
-        executable: URL = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath(),
-        currentDirectory: URL? = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        executable: URL = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
     ) throws(AttestationError) -> URL {
         let fileManager = FileManager.default
         if let explicit = environment[environmentVariable], !explicit.isEmpty {
@@ -136,7 +135,6 @@ public struct TrustAnchorStore: Sendable {
             candidates.append(ancestor.appendingPathComponent("attestation"))
             ancestor = ancestor.deletingLastPathComponent()
         }
-        if let currentDirectory { candidates.append(currentDirectory.appendingPathComponent("attestation")) }
         for candidate in candidates where fileManager.fileExists(atPath: candidate.appendingPathComponent(manifestName).path) {
             return candidate
         }

@@ -135,8 +135,7 @@ public struct TDXTCBInfo: Sendable, Hashable {
     /// The raw ECDSA P-256 signature r ‖ s (64 bytes) by the Intel SGX TCB Signing key.
     public let signature: [UInt8]
 
-    /// The levels in QVL's evaluation order (descending; TDX.md §6.1 step 1).
-    /// The levels highest first, sorted once when the document is read.
+    /// The levels in QVL's evaluation order (descending; TDX.md §6.1 step 1), sorted once when the document is read.
     public let tcbLevelsDescending: [TCBLevel]
 
     /// Parses a PCS TCB Info document (the HTTP response body, or the same bytes from a cache).
