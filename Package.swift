@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "cmk", targets: ["cmk"]),
         .library(name: "Attestation", targets: ["Attestation"]),
         .library(name: "AttestationResults", targets: ["AttestationResults"]),
+        .library(name: "AttestationPolicy", targets: ["AttestationPolicy"]),
+        .library(name: "AuditLog", targets: ["AuditLog"]),
         .library(name: "Coordinator", targets: ["Coordinator"]),
     ],
     dependencies: [
@@ -21,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // MARK: C libraries, each in its box: a module map and a shim header, nothing else.
@@ -57,7 +61,22 @@ let package = Package(
         .target(
             name: "AttestationResults",
             dependencies: [
-                "CCBOR",
+                "CCBOR", "AttestationPolicy",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
+        // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
+        .target(
+            name: "AttestationPolicy",
+            dependencies: [
+                "Attestation", "SEVSNP", "TDX", "Firmware", "BinaryFormat", "Yams",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .target(
+            name: "AuditLog",
+            dependencies: [
+                "AttestationPolicy", "BinaryFormat",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
@@ -70,7 +89,8 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
+                "Coordinator", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
+                "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -101,9 +121,15 @@ let package = Package(
         .testTarget(
             name: "AttestationResultsTests",
             dependencies: [
-                "AttestationResults", "CMKTesting",
+                "AttestationResults", "AttestationPolicy", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .testTarget(
+            name: "AttestationPolicyTests",
+            dependencies: ["AttestationPolicy", "Attestation", "SEVSNP", "TDX", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "AuditLogTests",
+            dependencies: ["AuditLog", "AttestationPolicy", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(

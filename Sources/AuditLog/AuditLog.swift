@@ -1,0 +1,1 @@
+// The tamper-evident audit log: being written (issue 6).

@@ -1,0 +1,1 @@
+// Audit log tests: being written (issue 6).
