@@ -87,6 +87,7 @@ struct PolicyNode {
 
     /// An integer in `range`, decimal or 0x-hexadecimal.
     func integer(in range: ClosedRange<Int>) throws(PolicyError) -> Int {
+        guard node.scalar != nil else { throw error(.wrongType, "expected a whole number, found \(kind)") }
         let text = try string().replacingOccurrences(of: "_", with: "")
         let value: Int? = text.hasPrefix("0x") || text.hasPrefix("0X") ? Int(text.dropFirst(2), radix: 16) : Int(text)
         guard let value else { throw error(.wrongType, "expected a whole number, found '\(text)'") }
