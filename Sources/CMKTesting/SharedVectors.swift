@@ -73,16 +73,37 @@ public enum BuiltCMK {
 
     /// Runs `cmk arguments...` with standard input closed.
     public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> Output {
+        try ExternalTool.run(try executable(), arguments, environment: environment)
+    }
+}
+
+/// Runs other programs from tests: independent tools that cross-check cmk (Python verifiers, openssl ...).
+public enum ExternalTool {
+    /// The Python of the venv scripts/setup makes (sev-snp-measure, joserfc, pycose, jsonschema, PyYAML).
+    public static var python: URL { SharedVectors.cacheDirectory.appendingPathComponent("venv/bin/python") }
+
+    /// Runs `executable arguments...`, feeding `input` on standard input, and collects both outputs.
+    public static func run(
+        _ executable: URL, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil,
+        timeout: TimeInterval = 120
+    ) throws -> BuiltCMK.Output {
         let process = Process()
-        process.executableURL = try executable()
+        process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = environment }
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        let stdin = Pipe()
+        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
         try process.run()
+        if let input {
+            DispatchQueue.global().async {
+                stdin.fileHandleForWriting.write(input)
+                try? stdin.fileHandleForWriting.close()
+            }
+        }
         // Read standard error on another thread so that neither pipe can fill up and block the child.
         let stderrBox = DataBox()
         let group = DispatchGroup()
@@ -94,8 +115,8 @@ public enum BuiltCMK {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         let stderr = stderrBox.data
-        waitForExit(process)
-        return Output(
+        waitForExit(process, timeout: timeout)
+        return BuiltCMK.Output(
             status: process.terminationStatus, standardOutput: String(decoding: stdout, as: UTF8.self),
             standardError: String(decoding: stderr, as: UTF8.self))
     }
