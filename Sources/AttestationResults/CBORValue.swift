@@ -52,38 +52,5 @@ public struct CBORMapEntry: Sendable, Hashable {
     }
 }
 
-/// Why CBOR could not be encoded or decoded: the CBOR part of the AttestationResults module's errors.
-public struct CBORError: Error, Sendable, Hashable, CustomStringConvertible {
-    public struct Code: Sendable, Hashable, CustomStringConvertible {
-        let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
-        /// The bytes are not well-formed CBOR (libcbor's own error code is kept).
-        public static let malformed = Code("malformed")
-        /// Well-formed CBOR of a kind cmk does not accept (float, undefined, indefinite length ...).
-        public static let unsupported = Code("unsupported")
-        /// Bytes follow the top-level item.
-        public static let trailingBytes = Code("trailing-bytes")
-        /// Nesting deeper than cmk allows.
-        public static let tooDeep = Code("too-deep")
-        /// libcbor could not allocate.
-        public static let allocation = Code("allocation")
-        /// The CBOR is well formed but is not the structure expected (e.g. not a COSE_Sign1).
-        public static let invalidStructure = Code("invalid-structure")
-    }
-
-    public let code: Code
-    public let reason: String
-    /// libcbor's error code or position, when it reported one.
-    public let nativeCode: Int?
-    public let location: String
-
-    public init(_ code: Code, _ reason: String, nativeCode: Int? = nil, file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.reason = reason
-        self.nativeCode = nativeCode
-        self.location = "\(file):\(line)"
-    }
-
-    public var description: String { "\(reason) [\(code)]" }
-}
+/// The CBOR errors are the module's one error type; the old name stays for callers that use it.
+public typealias CBORError = AttestationResultsError
