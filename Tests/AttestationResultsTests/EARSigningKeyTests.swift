@@ -1,3 +1,4 @@
+import CMKTesting
 import AttestationResults
 import Crypto
 import Foundation

@@ -1,3 +1,4 @@
+import CMKTesting
 import AttestationPolicy
 import AttestationResults
 import Foundation
