@@ -89,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "AttestationPolicy",
+                "Coordinator", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
                 "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

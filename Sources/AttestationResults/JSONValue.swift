@@ -296,10 +296,11 @@ private struct JSONParser {
 
 /// base64url without padding (RFC 4648 §5; RFC 7515 §2), decoded strictly: no padding, no other characters, and the
 /// unused bits of the last character must be zero, so each byte string has exactly one encoding.
-enum Base64URL {
+public enum Base64URL {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    /// Encodes without padding.
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity((bytes.count * 4 + 2) / 3)
         var buffer: UInt32 = 0
@@ -316,7 +317,8 @@ enum Base64URL {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func decode(_ text: some StringProtocol) -> [UInt8]? {
+    /// Decodes strictly; nil for anything but the one canonical encoding.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
         let utf8 = Array(text.utf8)
         guard utf8.count % 4 != 1 else { return nil }
         var out: [UInt8] = []

@@ -1,30 +1,8 @@
 public import AttestationPolicy
 public import Foundation
 
-/// A finding about a policy's security posture (from the policy linter), passed into a report as it is.
-public struct PostureFinding: Sendable, Hashable, Codable {
-    /// How much the finding matters, from least to most.
-    public enum Severity: String, Sendable, Hashable, Codable, CaseIterable, Comparable {
-        case info, low, medium, high, critical
-
-        private var rank: Int { Self.allCases.firstIndex(of: self)! }
-        public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
-    }
-
-    public let policyID: String
-    public let severity: Severity
-    /// The linter's rule identifier, e.g. `allows-debug`.
-    public let rule: String
-    /// What is wrong and what to do, for a person.
-    public let message: String
-
-    public init(policyID: String, severity: Severity, rule: String, message: String) {
-        self.policyID = policyID
-        self.severity = severity
-        self.rule = rule
-        self.message = message
-    }
-}
+/// A finding about a policy's security posture: the policy linter's own type, passed into a report as it is.
+public typealias PostureFinding = PolicyFinding
 
 /// What happened in a time window, per policy, with the log's integrity proof (docs/audit.md, "Reports").
 ///
@@ -311,7 +289,7 @@ extension AuditReport {
             tcbAndMeasurements: observations(evaluations),
             expiringSoon: expiries.sorted(by: byExpiry),
             waivers: waivers.sorted(by: byExpiry),
-            findings: findings.sorted { ($1.severity, $0.rule, $0.message) < ($0.severity, $1.rule, $1.message) },
+            findings: findings.sorted { ($1.severity, $0.key, $0.message) < ($0.severity, $1.key, $1.message) },
             simulatedEvaluations: evaluations.filter { $0.1.simulated }.suffix(100).map {
                 SimulatedEvaluation(
                     sequence: $0.0.sequence, time: $0.0.time, instance: $0.0.instance, verdict: $0.1.verdict)

@@ -116,7 +116,7 @@ extension AuditReport {
             table(
                 ["Severity", "Rule", "Finding"],
                 policy.findings.map {
-                    ["<span class=\"severity \($0.severity.rawValue)\">\($0.severity.rawValue)</span>", code($0.rule),
+                    ["<span class=\"severity \($0.severity.rawValue)\">\($0.severity.rawValue)</span>", code($0.key),
                      esc($0.message)]
                 }, into: &page)
         }

@@ -106,7 +106,7 @@ extension AuditReport {
                 out.append("| Severity | Rule | Finding |")
                 out.append("| --- | --- | --- |")
                 for finding in policy.findings {
-                    out.append("| \(finding.severity.rawValue) | \(md(finding.rule)) | \(md(finding.message)) |")
+                    out.append("| \(finding.severity.rawValue) | \(md(finding.key)) | \(md(finding.message)) |")
                 }
             }
             if !policy.simulatedEvaluations.isEmpty {

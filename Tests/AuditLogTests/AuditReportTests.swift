@@ -129,15 +129,15 @@ struct AuditReportTests {
     @Test("posture findings are shown with their policy, also for a policy without evaluations")
     func postureFindings() throws {
         let findings = [
-            PostureFinding(policyID: "web", severity: .medium, rule: "no-crl", message: "revocation is soft-fail"),
-            PostureFinding(policyID: "web", severity: .critical, rule: "allows-debug", message: "debug is allowed"),
-            PostureFinding(policyID: "batch", severity: .low, rule: "no-expiry", message: "waiver has no expiry"),
+            PostureFinding(policyID: "web", severity: .medium, key: "no-crl", message: "revocation is soft-fail", fix: ""),
+            PostureFinding(policyID: "web", severity: .critical, key: "allows-debug", message: "debug is allowed", fix: ""),
+            PostureFinding(policyID: "batch", severity: .low, key: "no-expiry", message: "waiver has no expiry", fix: ""),
         ]
         let report = try ReportFixture().report(findings: findings)
         #expect(report.policies.map(\.id) == ["batch", "db", "web"])
         #expect(report.policies[0].evaluations == 0)
-        #expect(report.policies[0].findings.map(\.rule) == ["no-expiry"])
-        #expect(report.policies[2].findings.map(\.rule) == ["allows-debug", "no-crl"], "most severe first")
+        #expect(report.policies[0].findings.map(\.key) == ["no-expiry"])
+        #expect(report.policies[2].findings.map(\.key) == ["allows-debug", "no-crl"], "most severe first")
         #expect(report.markdown().contains("| critical | allows-debug | debug is allowed |"))
         #expect(try report.rendered(as: .html).contains("debug is allowed"))
     }

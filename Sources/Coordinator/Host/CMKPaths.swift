@@ -35,3 +35,41 @@ public struct CMKPaths: Sendable, Hashable {
         return CMKPaths(cacheDirectory: home.appendingPathComponent(".cache/cmk"))
     }
 }
+
+/// Where one cmk installation keeps its state: signing keys, the audit log, the simulated platform's roots, the
+/// instance store. Several installations (and test runs) on one host never share it.
+public struct CMKStateDirectory: Sendable, Hashable {
+    public let url: URL
+
+    public init(_ url: URL) { self.url = url }
+
+    /// The environment variable that names the state folder.
+    public static let environmentVariable = "CMK_STATE_DIR"
+
+    /// `--state-dir` if given, else `$CMK_STATE_DIR`, else `$XDG_STATE_HOME/cmk`, else `~/.local/state/cmk`.
+    public static func resolve(
+        explicit: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> CMKStateDirectory {
+        if let explicit, !explicit.isEmpty { return CMKStateDirectory(URL(fileURLWithPath: explicit)) }
+        if let variable = environment[environmentVariable], !variable.isEmpty {
+            return CMKStateDirectory(URL(fileURLWithPath: variable))
+        }
+        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty {
+            return CMKStateDirectory(URL(fileURLWithPath: xdg).appendingPathComponent("cmk"))
+        }
+        let home = environment["HOME"].map { URL(fileURLWithPath: $0) } ?? FileManager.default.homeDirectoryForCurrentUser
+        return CMKStateDirectory(home.appendingPathComponent(".local/state/cmk"))
+    }
+
+    /// Private keys (EAR signing, audit checkpoints, simulated roots): mode 0700.
+    public var keysDirectory: URL { url.appendingPathComponent("keys") }
+    /// The audit log (SQLite).
+    public var auditLog: URL { url.appendingPathComponent("audit.sqlite") }
+
+    /// Creates the folder (0700) and the keys folder (0700) if missing.
+    public func prepare() throws {
+        for folder in [url, keysDirectory] {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+    }
+}
