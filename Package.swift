@@ -65,11 +65,14 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
+        // MARK: What the host and a child's agent say to each other (used by both sides; no Foundation).
+        .target(name: "GuestProtocol", dependencies: ["BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
         .target(
             name: "AttestationPolicy",
             dependencies: [
-                "Attestation", "SEVSNP", "TDX", "Firmware", "BinaryFormat", "Yams",
+                "Attestation", "SEVSNP", "TDX", "Firmware", "BinaryFormat", "GuestProtocol", "Yams",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(
@@ -124,6 +127,7 @@ let package = Package(
                 "AttestationResults", "AttestationPolicy", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .testTarget(name: "GuestProtocolTests", dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting"]),
         .testTarget(
             name: "AttestationPolicyTests",
             dependencies: ["AttestationPolicy", "Attestation", "SEVSNP", "TDX", "BinaryFormat", "CMKTesting"]),

@@ -25,9 +25,9 @@ public struct Policy: Sendable, Hashable, Codable {
 
     /// How REPORT_DATA must be bound to the request.
     public enum ReportDataBinding: String, Sendable, Hashable, Codable, CaseIterable {
-        /// REPORT_DATA = SHA-512(nonce).
+        /// REPORT_DATA = SHA-512(label ‖ nonce) (GuestProtocol's `ReportData.binding`).
         case nonce
-        /// REPORT_DATA = SHA-512(nonce ‖ public key): the evidence vouches for a key the instance holds.
+        /// REPORT_DATA = SHA-512(label ‖ nonce ‖ public key): the evidence vouches for a key the instance holds.
         case nonceAndKey = "nonce-and-key"
         /// Not bound (lint flags it: replayable evidence).
         case none

@@ -164,8 +164,8 @@ public enum PolicyExplanation {
             : "no certificate is revoked when a CRL is at hand (without one the evidence is still admitted, with a warning)")
         switch policy.freshness.reportData {
         case .none: items.append("(REPORT_DATA is not checked: the evidence is not tied to a request)")
-        case .nonce: items.append("REPORT_DATA is SHA-512 of the nonce issued for this request")
-        case .nonceAndKey: items.append("REPORT_DATA is SHA-512 of the nonce and the public key the instance presents")
+        case .nonce: items.append("REPORT_DATA is SHA-512 of cmk's label and the nonce issued for this request")
+        case .nonceAndKey: items.append("REPORT_DATA is SHA-512 of cmk's label, the nonce and the public key the instance presents")
         }
         if let age = policy.freshness.maxEvidenceAge { items.append("the evidence is at most \(age) seconds old") }
         if let snp = policy.snp { items += snpItems(snp) }

@@ -2,6 +2,7 @@ import Attestation
 import BinaryFormat
 import Crypto
 import Foundation
+import GuestProtocol
 import SEVSNP
 
 extension Policy {
@@ -162,8 +163,8 @@ enum CommonRules {
             let expected: String
             switch binding {
             case .none: return rule.unchecked("not bound", because: "the policy does not bind REPORT_DATA")
-            case .nonce: expected = "SHA-512(nonce)"
-            case .nonceAndKey: expected = "SHA-512(nonce || key)"
+            case .nonce: expected = "SHA-512(cmk/report-data/v1, nonce)"
+            case .nonceAndKey: expected = "SHA-512(cmk/report-data/v1, nonce, key)"
             }
             guard let claims = input.claims else { return rule.unchecked(expected) }
             guard let nonce = input.context.nonce else {
@@ -174,14 +175,14 @@ enum CommonRules {
                                  hint: "request a nonce (POST /v1/challenge, or the coordinator's launch) and put its hash in REPORT_DATA",
                                  value: AR4SI.contraindicated)
             }
-            var message = nonce
+            var key: [UInt8] = []
             if binding == .nonceAndKey {
-                guard let key = input.context.boundKey else {
+                guard let bound = input.context.boundKey else {
                     return rule.fail(expected, "no key was presented", hint: "present the public key the instance bound", value: AR4SI.contraindicated)
                 }
-                message += key
+                key = bound
             }
-            let want = Array(SHA512.hash(data: message))
+            let want = ReportData.binding(nonce: nonce, publicKey: key)
             let actual = claims.reportData
             if constantTimeEqual(want, actual) { return rule.pass(expected, "bound") }
             return rule.fail(

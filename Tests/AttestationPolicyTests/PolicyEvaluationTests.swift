@@ -154,7 +154,7 @@ struct PolicyEvaluationTests {
                                       collectedAt: time.addingTimeInterval(-10)))
         let binding = try #require(wrong.outcomes.first { $0.rule == "freshness.report-data" })
         #expect(binding.status == .fail)
-        #expect(binding.expected.hasPrefix("SHA-512(nonce || key) = "))
+        #expect(binding.expected.hasPrefix("SHA-512(cmk/report-data/v1, nonce, key) = "))
         #expect(wrong.outcomes.first { $0.rule == "freshness.max-age" }?.status == .pass)
         let manifest = try #require(wrong.outcomes.first { $0.rule == "tdx.mr-config-id" })
         #expect(manifest.status == .fail && manifest.hint?.contains("another manifest") == true)

@@ -1,0 +1,248 @@
+public import BinaryFormat
+import Crypto
+
+/// The messages between a child's `cmk-guest` agent and the host, on two virtio-serial ports (docs/guest-protocol.md):
+///
+/// - the **control port** (`cmk.control`): the coordinator asks for evidence, hands over resources, relays channel
+///   frames;
+/// - the **platform port** (`cmk.platform`, simulated platform only): the only way a simulated guest reaches its
+///   simulated AMD secure processor or TDX module, which answers only for that instance's launch.
+///
+/// Every message travels in one frame: a 4-byte big-endian length (of what follows), a 1-byte type, the payload.
+/// Payload fields are fixed-size or length-prefixed (u32 big-endian); nothing is optional, nothing is trailing.
+public enum GuestMessage: Sendable, Hashable {
+    // Platform port: guest -> simulated platform.
+    /// An SEV-SNP report with these 64 bytes of REPORT_DATA at this VMPL.
+    case snpReportRequest(reportData: [UInt8], vmpl: UInt32)
+    /// The report (1184 bytes) and the certificate table (GUID table: VCEK, ASK, ARK), as SNP_GET_EXT_REPORT gives.
+    case snpReportResponse(report: [UInt8], certificateTable: [UInt8])
+    /// A TDX quote over a TD report with these 64 bytes of REPORTDATA.
+    case tdxQuoteRequest(reportData: [UInt8])
+    /// The quote and the CCEL event log the simulated TDVF wrote for this TD.
+    case tdxQuoteResponse(quote: [UInt8], eventLog: [UInt8])
+
+    // Control port.
+    /// guest -> host, once at start: the agent runs and which evidence it can get.
+    case ready(instance: String, agentVersion: String, evidenceProvider: String)
+    /// host -> guest: produce evidence bound to this nonce and a fresh ephemeral key.
+    case attestRequest(nonce: [UInt8])
+    /// guest -> host: the evidence kind (`sev-snp` or `tdx`), the ephemeral X25519 public key REPORT_DATA binds,
+    /// the evidence, and what came with it (certificate table, or the TDX event log).
+    case attestResponse(kind: String, publicKey: [UInt8], evidence: [UInt8], auxiliary: [UInt8])
+    /// host -> guest, after admission: references to what the policy hands over (never the secrets in clear here;
+    /// sealed delivery is the channel layer's job).
+    case handover(secrets: [String], volumes: [String], channelPeers: [String])
+    /// guest -> host: the handover was applied.
+    case handoverAck
+    /// either way: an opaque sealed-channel frame for a channel id (the host relays ciphertext only).
+    case channelFrame(channel: String, frame: [UInt8])
+    /// host -> guest: stop now (the guest powers off).
+    case shutdown
+    /// either way: a request failed, and why.
+    case failure(String)
+
+    /// The type byte of each message.
+    public enum Kind: UInt8, Sendable, CaseIterable {
+        case snpReportRequest = 0x01
+        case tdxQuoteRequest = 0x02
+        case snpReportResponse = 0x81
+        case tdxQuoteResponse = 0x82
+        case ready = 0x10
+        case attestRequest = 0x11
+        case handover = 0x12
+        case shutdown = 0x13
+        case channelFrame = 0x14
+        case attestResponse = 0x91
+        case handoverAck = 0x92
+        case failure = 0xFF
+    }
+
+    public var kind: Kind {
+        switch self {
+        case .snpReportRequest: .snpReportRequest
+        case .snpReportResponse: .snpReportResponse
+        case .tdxQuoteRequest: .tdxQuoteRequest
+        case .tdxQuoteResponse: .tdxQuoteResponse
+        case .ready: .ready
+        case .attestRequest: .attestRequest
+        case .attestResponse: .attestResponse
+        case .handover: .handover
+        case .handoverAck: .handoverAck
+        case .channelFrame: .channelFrame
+        case .shutdown: .shutdown
+        case .failure: .failure
+        }
+    }
+
+    /// The largest frame either side accepts (16 MiB): a quote with its collateral fits many times over.
+    public static let maximumFrameSize = 16 << 20
+
+    /// The whole frame: length, type, payload.
+    public func encoded() -> [UInt8] {
+        var payload = FrameWriter()
+        switch self {
+        case .snpReportRequest(let data, let vmpl):
+            payload.fixed(data, 64)
+            payload.u32(vmpl)
+        case .snpReportResponse(let report, let table):
+            payload.bytes(report)
+            payload.bytes(table)
+        case .tdxQuoteRequest(let data):
+            payload.fixed(data, 64)
+        case .tdxQuoteResponse(let quote, let log):
+            payload.bytes(quote)
+            payload.bytes(log)
+        case .ready(let instance, let version, let provider):
+            payload.text(instance)
+            payload.text(version)
+            payload.text(provider)
+        case .attestRequest(let nonce):
+            payload.bytes(nonce)
+        case .attestResponse(let kind, let key, let evidence, let auxiliary):
+            payload.text(kind)
+            payload.bytes(key)
+            payload.bytes(evidence)
+            payload.bytes(auxiliary)
+        case .handover(let secrets, let volumes, let peers):
+            for list in [secrets, volumes, peers] {
+                payload.u32(UInt32(list.count))
+                for item in list { payload.text(item) }
+            }
+        case .channelFrame(let channel, let frame):
+            payload.text(channel)
+            payload.bytes(frame)
+        case .failure(let reason):
+            payload.text(reason)
+        case .handoverAck, .shutdown:
+            break
+        }
+        var frame = FrameWriter()
+        frame.u32(UInt32(payload.bytes.count + 1))
+        frame.bytes.append(kind.rawValue)
+        frame.bytes += payload.bytes
+        return frame.bytes
+    }
+
+    /// Decodes one frame's body (type byte and payload, without the length prefix); every byte must be used.
+    public init(body: [UInt8]) throws(BinaryFormatError) {
+        var c = ByteCursor(body)
+        let type = try c.readUInt8(field: "message type")
+        guard let kind = Kind(rawValue: type) else {
+            throw BinaryFormatError(.invalidValue, field: "message type", offset: 0, "0x\(String(type, radix: 16))")
+        }
+        func bytes(_ field: String) throws(BinaryFormatError) -> [UInt8] {
+            let count = Int(try c.readBigEndian(UInt32.self, field: "\(field) length"))
+            return try c.readBytes(count, field: field)
+        }
+        func text(_ field: String) throws(BinaryFormatError) -> String {
+            let raw = try bytes(field)
+            guard let string = String(validating: raw, as: UTF8.self) else {
+                throw BinaryFormatError(.invalidValue, field: field, offset: c.offset, "not UTF-8")
+            }
+            return string
+        }
+        func list(_ field: String) throws(BinaryFormatError) -> [String] {
+            let count = Int(try c.readBigEndian(UInt32.self, field: "\(field) count"))
+            guard count <= 4096 else {
+                throw BinaryFormatError(.invalidValue, field: field, offset: c.offset, "\(count) items (at most 4096)")
+            }
+            var items: [String] = []
+            for _ in 0..<count { items.append(try text(field)) }
+            return items
+        }
+        switch kind {
+        case .snpReportRequest:
+            self = .snpReportRequest(reportData: try c.readBytes(64, field: "REPORT_DATA"), vmpl: try c.readBigEndian(UInt32.self, field: "VMPL"))
+        case .snpReportResponse:
+            self = .snpReportResponse(report: try bytes("report"), certificateTable: try bytes("certificate table"))
+        case .tdxQuoteRequest:
+            self = .tdxQuoteRequest(reportData: try c.readBytes(64, field: "REPORTDATA"))
+        case .tdxQuoteResponse:
+            self = .tdxQuoteResponse(quote: try bytes("quote"), eventLog: try bytes("event log"))
+        case .ready:
+            self = .ready(instance: try text("instance"), agentVersion: try text("agent version"), evidenceProvider: try text("provider"))
+        case .attestRequest:
+            self = .attestRequest(nonce: try bytes("nonce"))
+        case .attestResponse:
+            self = .attestResponse(
+                kind: try text("kind"), publicKey: try bytes("public key"), evidence: try bytes("evidence"),
+                auxiliary: try bytes("auxiliary"))
+        case .handover:
+            self = .handover(secrets: try list("secrets"), volumes: try list("volumes"), channelPeers: try list("channel peers"))
+        case .handoverAck:
+            self = .handoverAck
+        case .channelFrame:
+            self = .channelFrame(channel: try text("channel"), frame: try bytes("frame"))
+        case .shutdown:
+            self = .shutdown
+        case .failure:
+            self = .failure(try text("reason"))
+        }
+        try c.expectEnd(field: "message \(kind)")
+    }
+}
+
+/// Appends big-endian fields.
+struct FrameWriter {
+    var bytes: [UInt8] = []
+
+    mutating func u32(_ value: UInt32) {
+        bytes += [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+    }
+
+    mutating func bytes(_ value: [UInt8]) {
+        u32(UInt32(value.count))
+        bytes += value
+    }
+
+    mutating func text(_ value: String) { bytes(Array(value.utf8)) }
+
+    /// Exactly `count` bytes: shorter input is zero-padded, longer is cut (callers pass exact sizes).
+    mutating func fixed(_ value: [UInt8], _ count: Int) {
+        bytes += value.prefix(count) + Array(repeating: 0, count: max(0, count - value.count))
+    }
+}
+
+/// Reassembles frames from a byte stream that arrives in arbitrary pieces (a virtio-serial port, a socket).
+public struct GuestFrameDecoder: Sendable {
+    private var buffer: [UInt8] = []
+
+    public init() {}
+
+    /// Adds bytes as they arrive.
+    public mutating func append(_ bytes: some Sequence<UInt8>) { buffer += bytes }
+
+    /// The next complete message, nil when more bytes are needed; throws on a malformed or oversized frame
+    /// (the connection must then be closed: the stream cannot be resynchronised).
+    public mutating func next() throws(BinaryFormatError) -> GuestMessage? {
+        guard buffer.count >= 4 else { return nil }
+        let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
+        guard length >= 1, length <= GuestMessage.maximumFrameSize else {
+            throw BinaryFormatError(.invalidValue, field: "frame length", offset: 0, "\(length) bytes (1 to 16 MiB)")
+        }
+        guard buffer.count >= 4 + length else { return nil }
+        let body = Array(buffer[4..<(4 + length)])
+        buffer.removeFirst(4 + length)
+        return try GuestMessage(body: body)
+    }
+
+    /// Bytes received but not yet part of a whole frame.
+    public var pendingByteCount: Int { buffer.count }
+}
+
+/// How REPORT_DATA binds evidence to a request: SHA-512 over a fixed label, the verifier's nonce and, when there is
+/// one, the public key the instance will use — so evidence cannot be replayed into another request or key.
+public enum ReportData {
+    /// The domain-separation label (ASCII, with its terminating NUL).
+    public static let label = Array("cmk/report-data/v1".utf8) + [0]
+
+    /// SHA-512(label ‖ u32be(nonce length) ‖ nonce ‖ key): the 64 bytes of REPORT_DATA / REPORTDATA.
+    public static func binding(nonce: [UInt8], publicKey: [UInt8] = []) -> [UInt8] {
+        var message = label
+        let count = UInt32(nonce.count)
+        message += [UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF)]
+        message += nonce
+        message += publicKey
+        return Array(SHA512.hash(data: message))
+    }
+}

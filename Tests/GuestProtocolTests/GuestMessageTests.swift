@@ -1,0 +1,93 @@
+import BinaryFormat
+import CMKTesting
+import GuestProtocol
+import Testing
+
+@Suite("Guest protocol frames")
+struct GuestMessageTests {
+    static let samples: [GuestMessage] = [
+        .snpReportRequest(reportData: Array(0..<64), vmpl: 0),
+        .snpReportResponse(report: Array(repeating: 0xAB, count: 1184), certificateTable: [1, 2, 3]),
+        .tdxQuoteRequest(reportData: Array(repeating: 7, count: 64)),
+        .tdxQuoteResponse(quote: [4, 5], eventLog: []),
+        .ready(instance: "db-1", agentVersion: "0.1.0", evidenceProvider: "simulated-snp"),
+        .attestRequest(nonce: Array(repeating: 9, count: 32)),
+        .attestResponse(kind: "sev-snp", publicKey: Array(repeating: 1, count: 32), evidence: [2], auxiliary: [3, 3]),
+        .handover(secrets: ["vault:a", "file:b"], volumes: [], channelPeers: ["gateway"]),
+        .handoverAck,
+        .channelFrame(channel: "db-1/gateway", frame: Array(repeating: 0xEE, count: 300)),
+        .shutdown,
+        .failure("no report: the platform refused (ünïcode kept)"),
+    ]
+
+    @Test("every message survives encode and decode", arguments: samples)
+    func roundTrip(message: GuestMessage) throws {
+        var decoder = GuestFrameDecoder()
+        decoder.append(message.encoded())
+        #expect(try decoder.next() == message)
+        #expect(try decoder.next() == nil)
+        #expect(decoder.pendingByteCount == 0)
+    }
+
+    @Test("a stream cut at every offset yields the same messages (frames arrive in arbitrary pieces)")
+    func everySplit() throws {
+        let stream = Self.samples.flatMap { $0.encoded() }
+        for cut in stride(from: 0, through: stream.count, by: 7) {
+            var decoder = GuestFrameDecoder()
+            var seen: [GuestMessage] = []
+            decoder.append(stream[..<cut])
+            while let message = try decoder.next() { seen.append(message) }
+            decoder.append(stream[cut...])
+            while let message = try decoder.next() { seen.append(message) }
+            #expect(seen == Self.samples, "cut at \(cut)")
+        }
+        // And byte by byte.
+        var decoder = GuestFrameDecoder()
+        var seen: [GuestMessage] = []
+        for byte in stream {
+            decoder.append([byte])
+            while let message = try decoder.next() { seen.append(message) }
+        }
+        #expect(seen == Self.samples)
+    }
+
+    @Test("a body truncated anywhere or with a byte appended is rejected, never crashes", arguments: samples)
+    func truncation(message: GuestMessage) {
+        let body = Array(message.encoded().dropFirst(4))
+        for length in 0..<body.count {
+            #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(body.prefix(length))) }
+        }
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: body + [0]) }
+    }
+
+    @Test("unknown types, empty and oversized frames are rejected")
+    func badFrames() {
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: [0x55]) }
+        var empty = GuestFrameDecoder()
+        empty.append([0, 0, 0, 0])
+        #expect(throws: BinaryFormatError.self) { try empty.next() }
+        var huge = GuestFrameDecoder()
+        huge.append([0x7F, 0xFF, 0xFF, 0xFF])
+        #expect(throws: BinaryFormatError.self) { try huge.next() }
+    }
+
+    @Test("random bodies never crash the decoder")
+    func fuzz() {
+        var generator = SeededGenerator(state: 0xC0FFEE)
+        for _ in 0..<20000 {
+            let count = Int.random(in: 0..<80, using: &generator)
+            var body = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            if !body.isEmpty { body[0] = GuestMessage.Kind.allCases.randomElement(using: &generator)!.rawValue }
+            _ = try? GuestMessage(body: body)
+        }
+    }
+
+    @Test("REPORT_DATA binds the label, the nonce's length, the nonce and the key")
+    func reportDataBinding() {
+        let a = ReportData.binding(nonce: [1, 2], publicKey: [3])
+        #expect(a.count == 64)
+        #expect(a != ReportData.binding(nonce: [1], publicKey: [2, 3]), "moving a byte between nonce and key changes it")
+        #expect(a != ReportData.binding(nonce: [1, 2], publicKey: [4]))
+        #expect(a == ReportData.binding(nonce: [1, 2], publicKey: [3]))
+    }
+}
