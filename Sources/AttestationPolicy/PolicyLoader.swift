@@ -229,7 +229,7 @@ public struct PolicyLoader: Sendable {
         if let references = map["reference"] {
             for item in try references.list() {
                 let fields = try item.mapping(allowed: [
-                    "firmware", "kernel", "initrd", "cmdline", "vcpus", "vcpu-type", "guest-features",
+                    "firmware", "kernel", "initrd", "cmdline", "vcpus", "vcpu-type", "guest-features", "kernel-hashes",
                 ])
                 rule.references.append(try measure(fields, item, base))
             }
@@ -290,11 +290,15 @@ public struct PolicyLoader: Sendable {
         inputs["vcpu-type"] = typeName
         let features = try fields["guest-features"]?.integer(in: 0...Int(Int64.max)) ?? 1
         inputs["guest-features"] = "0x" + String(features, radix: 16)
-        if fields["firmware"] != nil, fields["vcpus"] == nil { throw node.error(.missingKey, "vcpus is required") }
+        let placement = try fields["kernel-hashes"].map { node throws(PolicyError) in
+            SNPLaunchMeasurement.KernelHashesPlacement(rawValue: try node.choice(["firmware", "assumed-amdsev"]))!
+        } ?? .firmware
+        inputs["kernel-hashes"] = placement.rawValue
         do {
             let measurement = try SNPLaunchMeasurement(.init(
                 firmware: firmware.bytes, kernel: kernel, initrd: initrd, cmdline: cmdline, vcpus: vcpus,
-                vcpuSignature: signature, guestFeatures: UInt64(features)))
+                vcpuSignature: signature, guestFeatures: UInt64(features), kernelHashesPlacement: placement))
+            if let assumption = measurement.assumption { inputs["assumption"] = assumption }
             return Policy.DerivedReference(inputs: inputs, digest: measurement.digest)
         } catch {
             throw node.error(.referenceArtifact, "cannot compute the launch measurement: \(error.reason) [\(error.code)]")
@@ -302,7 +306,7 @@ public struct PolicyLoader: Sendable {
     }
 
     func measureTDX(_ fields: PolicyMapping, _ node: PolicyNode, _ base: URL?) throws(PolicyError) -> Policy.DerivedReference {
-        for key in ["kernel", "initrd", "cmdline", "vcpus", "vcpu-type", "guest-features"] where fields[key] != nil {
+        for key in ["kernel", "initrd", "cmdline", "vcpus", "vcpu-type", "guest-features", "kernel-hashes"] where fields[key] != nil {
             throw fields[key]!.error(.unknownKey, "MRTD measures the firmware only; \(key) is measured into RTMRs")
         }
         let firmware = try artifact(try fields.require("firmware"), base: base)

@@ -63,6 +63,12 @@ public struct OVMFImage: Sendable {
         public let gpa: UInt32
         public let size: UInt32
         public let kind: Kind
+
+        public init(gpa: UInt32, size: UInt32, kind: Kind) {
+            self.gpa = gpa
+            self.size = size
+            self.kind = kind
+        }
     }
 
     /// A section of the TDVF metadata (TDVF design guide, Table 11-3).

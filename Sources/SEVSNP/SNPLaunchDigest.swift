@@ -264,11 +264,15 @@ public struct SNPLaunchMeasurement: Sendable {
         /// SEV_FEATURES of every VMSA (bit 0 SNPActive; QEMU's default 0x1, newer kernels 0x21 with DebugSwap).
         public var guestFeatures: UInt64
         public var vmm: SNPVMMType
+        /// Where the kernel-hashes page is when the firmware declares none (see ``KernelHashesPlacement``).
+        public var kernelHashesPlacement: KernelHashesPlacement
 
         public init(
             firmware: [UInt8], firmwareDigest: [UInt8]? = nil, kernel: [UInt8]? = nil, initrd: [UInt8]? = nil,
-            cmdline: String? = nil, vcpus: Int, vcpuSignature: UInt32, guestFeatures: UInt64 = 0x1, vmm: SNPVMMType = .qemu
+            cmdline: String? = nil, vcpus: Int, vcpuSignature: UInt32, guestFeatures: UInt64 = 0x1, vmm: SNPVMMType = .qemu,
+            kernelHashesPlacement: KernelHashesPlacement = .firmware
         ) {
+            self.kernelHashesPlacement = kernelHashesPlacement
             self.firmware = firmware
             self.firmwareDigest = firmwareDigest
             self.kernel = kernel
@@ -289,10 +293,27 @@ public struct SNPLaunchMeasurement: Sendable {
         public let digestAfter: HexBytes
     }
 
+    /// Where the SNP_KERNEL_HASHES page comes from.
+    public enum KernelHashesPlacement: String, Sendable, Hashable, Codable {
+        /// Only where the firmware's SEV metadata declares it; a kernel with firmware that declares none is an error.
+        case firmware
+        /// cmk's simulated platform only: when the firmware declares no kernel-hashes section (Debian's OVMF), the
+        /// page is measured where an edk2 AmdSevX64 build puts it — GPA 0x810000, hash table at 0x810C00 (edk2
+        /// stable202405, ../shared/vectors/snp-measure/firmware_amdsev_suffix.json) — carved out of the SNP_SEC_MEM
+        /// section that covers that page. The simulation's one stated assumption; never used for real hardware.
+        case assumedAmdSev = "assumed-amdsev"
+    }
+
+    /// The AmdSev build's kernel-hashes page and table (``KernelHashesPlacement/assumedAmdSev``).
+    public static let assumedKernelHashesGPA: UInt64 = 0x81_0000
+    public static let assumedHashTableGPA: UInt64 = 0x81_0C00
+
     public let digest: HexBytes
     /// The digest after the firmware pages (sev-snp-measure's `snp:ovmf-hash`).
     public let firmwareDigest: HexBytes
     public let steps: [Step]
+    /// The assumption the digest rests on, when there is one (the simulated kernel-hashes placement).
+    public let assumption: String?
 
     /// Maps the firmware so it ends at 4 GiB and returns its GPA.
     static func firmwareGPA(_ firmware: [UInt8]) throws(SNPMeasurementError) -> UInt64 {
@@ -324,14 +345,23 @@ public struct SNPLaunchMeasurement: Sendable {
         } catch {
             throw SNPMeasurementError(.badFirmware, "the firmware's metadata cannot be read: \(error.description)")
         }
-        guard let sections = image.sevSections else {
+        guard let declaredSections = image.sevSections else {
             throw SNPMeasurementError(
                 .noSNPMetadata,
                 "the firmware declares no SEV metadata (footer GUID \(OVMFImage.KnownGUID.sevMetadata)): no SNP launch of it can be measured")
         }
         var hashes: SNPKernelHashes?
+        var sections = declaredSections
+        var hashTableGPA = image.sevHashTable?.gpa ?? 0
+        var assumption: String?
         if let kernel = inputs.kernel {
-            guard sections.contains(where: { $0.kind == .snpKernelHashes }), let table = image.sevHashTable, table.gpa != 0 else {
+            let declared = sections.contains(where: { $0.kind == .snpKernelHashes }) && hashTableGPA != 0
+            if !declared && inputs.kernelHashesPlacement == .assumedAmdSev {
+                sections = try Self.carveAssumedKernelHashes(sections)
+                hashTableGPA = UInt32(Self.assumedHashTableGPA)
+                assumption = "the firmware declares no SNP_KERNEL_HASHES section; the kernel-hashes page is measured at "
+                    + "GPA 0x810000 (table at 0x810C00) where an edk2 AmdSevX64 build places it (cmk's simulated platform)"
+            } else if !declared {
                 throw SNPMeasurementError(
                     .noKernelHashes,
                     "a kernel was given, but the firmware has no SNP_KERNEL_HASHES section: it cannot measure a kernel (use an AmdSev build)")
@@ -377,7 +407,7 @@ public struct SNPLaunchMeasurement: Sendable {
                     guard size == 4096 else {
                         throw SNPMeasurementError(.badSection, "the SNP_KERNEL_HASHES section is 0x\(String(size, radix: 16)) bytes, not one page")
                     }
-                    let offset = Int((image.sevHashTable?.gpa ?? 0) & 0xFFF)
+                    let offset = Int(hashTableGPA & 0xFFF)
                     context.updateNormalPages(gpa: gpa, data: try hashes.page(tableOffset: offset)[...])
                 } else {
                     context.updateEmptyPages(.zero, gpa: gpa, length: size)
@@ -401,5 +431,28 @@ public struct SNPLaunchMeasurement: Sendable {
         self.digest = HexBytes(context.digest)
         self.firmwareDigest = HexBytes(firmwareDigest)
         self.steps = steps
+        self.assumption = assumption
+    }
+
+    /// Splits the SNP_SEC_MEM section that covers the assumed kernel-hashes page into the part before, the page, and
+    /// the part after.
+    static func carveAssumedKernelHashes(_ sections: [OVMFImage.SEVSection]) throws(SNPMeasurementError) -> [OVMFImage.SEVSection] {
+        let page = assumedKernelHashesGPA
+        guard let index = sections.firstIndex(where: {
+            $0.kind == .snpSecureMemory && UInt64($0.gpa) <= page && page + 4096 <= UInt64($0.gpa) + UInt64($0.size)
+        }) else {
+            throw SNPMeasurementError(
+                .noKernelHashes,
+                "the firmware has no SNP_KERNEL_HASHES section and no SNP_SEC_MEM section covering GPA 0x810000, where the simulated placement puts it")
+        }
+        let section = sections[index]
+        let start = UInt64(section.gpa), end = UInt64(section.gpa) + UInt64(section.size)
+        var replacement: [OVMFImage.SEVSection] = []
+        if start < page { replacement.append(.init(gpa: section.gpa, size: UInt32(page - start), kind: .snpSecureMemory)) }
+        replacement.append(.init(gpa: UInt32(page), size: 4096, kind: .snpKernelHashes))
+        if page + 4096 < end { replacement.append(.init(gpa: UInt32(page + 4096), size: UInt32(end - page - 4096), kind: .snpSecureMemory)) }
+        var result = sections
+        result.replaceSubrange(index...index, with: replacement)
+        return result
     }
 }

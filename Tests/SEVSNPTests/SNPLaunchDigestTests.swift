@@ -185,3 +185,43 @@ struct SNPLaunchDigestTests {
         }
     }
 }
+
+@Suite("The simulated platform's kernel-hashes placement")
+struct AssumedKernelHashesTests {
+    @Test("Debian's OVMF gets the kernel-hashes page carved out of its last SNP_SEC_MEM section, and says so")
+    func carvesThePage() throws {
+        let bookworm = try #require(MeasureInputs.file("/usr/share/ovmf/OVMF.fd"))
+        let inputs = SNPLaunchMeasurement.Inputs(
+            firmware: bookworm, kernel: [1, 2, 3], initrd: [4], cmdline: "console=ttyS0", vcpus: 1, vcpuSignature: 0x800F12,
+            kernelHashesPlacement: .assumedAmdSev)
+        let measurement = try SNPLaunchMeasurement(inputs)
+        let sections = measurement.steps.dropFirst().prefix(7).map { "\($0.what)@\(String($0.gpa, radix: 16))x\($0.pages)" }
+        #expect(sections == [
+            "SNP_SEC_MEM@800000x9", "SNP_SEC_MEM@80a000x3", "SNP_SECRETS@80d000x1", "CPUID@80e000x1",
+            "SNP_SEC_MEM@80f000x1", "SNP_KERNEL_HASHES@810000x1", "SNP_SEC_MEM@811000x15",
+        ])
+        #expect(measurement.assumption?.contains("0x810000") == true)
+        // The same launch without a kernel measures the whole section as Debian declares it, with no assumption.
+        let plain = try SNPLaunchMeasurement(.init(firmware: bookworm, vcpus: 1, vcpuSignature: 0x800F12, kernelHashesPlacement: .assumedAmdSev))
+        #expect(plain.assumption == nil)
+        #expect(plain.steps.map(\.what).filter { $0 == "SNP_SEC_MEM" }.count == 3)
+        // Every input byte counts: one initrd byte changed gives another digest.
+        var changed = inputs
+        changed.initrd = [5]
+        #expect(try SNPLaunchMeasurement(changed).digest != measurement.digest)
+        // Without the assumption the same inputs are refused.
+        var strict = inputs
+        strict.kernelHashesPlacement = .firmware
+        #expect(throws: SNPMeasurementError.self) { try SNPLaunchMeasurement(strict) }
+    }
+
+    @Test("firmware that declares its own kernel hashes is measured as declared, the assumption unused")
+    func declaredWins() throws {
+        let amdsev = try SharedVectors.bytes("snp-measure/ovmf_AmdSev_suffix.bin")
+        let declared = try SNPLaunchMeasurement(.init(firmware: amdsev, kernel: [1], vcpus: 1, vcpuSignature: 0x800F12))
+        let assumed = try SNPLaunchMeasurement(.init(
+            firmware: amdsev, kernel: [1], vcpus: 1, vcpuSignature: 0x800F12, kernelHashesPlacement: .assumedAmdSev))
+        #expect(declared.digest == assumed.digest)
+        #expect(assumed.assumption == nil)
+    }
+}
