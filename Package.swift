@@ -86,7 +86,7 @@ let package = Package(
         // MARK: The host side.
         .target(
             name: "Coordinator",
-            dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["BinaryFormat", "Firmware", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Executables (thin).
         .executableTarget(
