@@ -1,6 +1,7 @@
 import Attestation
 import BinaryFormat
 import CMKTesting
+import Crypto
 import Foundation
 import PlatformSimulator
 import SEVSNP
@@ -134,5 +135,27 @@ struct SimulatedAMDSecureProcessorTests {
     func generationTime() throws {
         let shared = try SimulatedPlatformFixture.platform()
         #expect(shared.generationSeconds < 60)
+    }
+}
+
+@Suite("The simulated platform keeps its secrets out of logs")
+struct SimulatedPlatformSecretTests {
+    @Test("printing or dumping the platform and a launch shows no private key")
+    func noKeyInOutput() throws {
+        let shared = try SimulatedPlatformFixture.platform()
+        let launch = try shared.processor.launch(try SimulatedPlatformFixture.launchInputs())
+        var dumped = ""
+        dump(shared.processor, to: &dumped)
+        dump(launch, to: &dumped)
+        let printed = "\(shared.processor) \(launch) \(String(reflecting: shared.processor)) " + dumped
+        let vcekKey = try String(contentsOf: shared.directory.appendingPathComponent("vcek.key"), encoding: .utf8)
+        let body = vcekKey.split(separator: "\n").dropFirst().dropLast().joined()
+        let scalar = try P384.Signing.PrivateKey(pemRepresentation: vcekKey).rawRepresentation
+        // Neither the PEM nor the scalar (hex, or the decimal bytes an array dump would show) appears.
+        #expect(!printed.contains(String(body.prefix(40))))
+        #expect(!printed.contains(Hex.encode(Array(scalar))))
+        #expect(!printed.contains(Array(scalar.prefix(6)).map(String.init).joined(separator: "\n")))
+        #expect(!printed.contains("PRIVATE KEY"))
+        #expect(printed.contains("simulated"))
     }
 }

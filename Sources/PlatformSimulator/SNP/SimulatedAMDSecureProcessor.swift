@@ -487,3 +487,21 @@ final class FolderLock {
 
     deinit { release() }
 }
+
+/// Printing or dumping a platform never shows its VCEK private key.
+extension SimulatedAMDSecureProcessor: CustomStringConvertible, CustomReflectable {
+    public var description: String {
+        "simulated AMD secure processor (\(product.rawValue), installation \(configuration.installation), "
+            + "\(directory.path))"
+    }
+
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "directory": directory, "configuration": configuration, "ark": ark.subjectCommonName ?? "?",
+                "ask": ask.subjectCommonName ?? "?", "vcek": vcek.subjectCommonName ?? "?",
+                "wasGenerated": wasGenerated,
+            ])
+    }
+}

@@ -185,3 +185,21 @@ public struct SimulatedSNPLaunch: Sendable {
         }
     }
 }
+
+/// Printing a launch names it by its measurement, not by megabytes of firmware and kernel.
+extension SimulatedSNPLaunch: CustomStringConvertible, CustomReflectable {
+    public var description: String {
+        "simulated SEV-SNP launch (MEASUREMENT \(Hex.encode(measurement)), \(inputs.vcpus) x \(inputs.vcpuType), "
+            + "REPORT_ID \(Hex.encode(reportID)))"
+    }
+
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "measurement": Hex.encode(measurement), "reportID": Hex.encode(reportID), "vcpus": inputs.vcpus,
+                "vcpuType": inputs.vcpuType, "guestPolicy": inputs.guestPolicy, "hostData": Hex.encode(inputs.hostData),
+                "assumption": assumption as Any, "processor": processor.description,
+            ])
+    }
+}
