@@ -83,6 +83,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
+        // MARK: The simulated platform (no SEV-SNP/TDX hardware): its own per-installation roots, labelled simulated.
+        .target(
+            name: "PlatformSimulator",
+            dependencies: [
+                "SEVSNP", "Attestation", "BinaryFormat", "GuestProtocol", "COpenSSL",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]),
+
         // MARK: The host side.
         .target(
             name: "Coordinator",
@@ -134,6 +143,12 @@ let package = Package(
         .testTarget(
             name: "AuditLogTests",
             dependencies: ["AuditLog", "AttestationPolicy", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(
+            name: "PlatformSimulatorTests",
+            dependencies: [
+                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "BinaryFormat",
+                "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(

@@ -56,6 +56,33 @@ struct TrustAnchorStoreTests {
         }
     }
 
+    @Test("the pinned folder refuses simulated roots, by name or by mark")
+    func pinnedFolderRefusesSimulatedRoots() throws {
+        let fm = FileManager.default
+        let manifest = try JSONDecoder().decode(
+            TrustAnchorStore.Manifest.self,
+            from: Data(contentsOf: SharedVectors.attestationDirectory.appendingPathComponent("anchors.json")))
+        let genoa = try #require(manifest.anchors.first { $0.root == "amd-genoa" && $0.role == "ark" })
+        for extra in [
+            TrustAnchorStore.Entry(root: "simulated-amd", role: "ark", file: genoa.file, sha256: genoa.sha256),
+            TrustAnchorStore.Entry(
+                root: "amd-extra", role: "ark", file: genoa.file, sha256: genoa.sha256, simulated: true),
+        ] {
+            let copy = fm.temporaryDirectory.appendingPathComponent("cmk-anchors-\(UUID().uuidString)")
+            defer { try? fm.removeItem(at: copy) }
+            try fm.copyItem(at: SharedVectors.attestationDirectory, to: copy)
+            try JSONEncoder().encode(TrustAnchorStore.Manifest(anchors: manifest.anchors + [extra]))
+                .write(to: copy.appendingPathComponent("anchors.json"))
+            let error = try #require(throws: AttestationError.self) { try TrustAnchorStore(directory: copy) }
+            #expect(error.code == .trustAnchor)
+            #expect(error.reason.contains("simulated"), "\(error)")
+        }
+        let store = try TrustAnchorStore(directory: SharedVectors.attestationDirectory, simulated: nil)
+        #expect(store.simulatedDirectory == nil)
+        #expect(store.simulatedAMDRoots(.genoa) == nil)
+        #expect(!store.rootNames.contains { $0.hasPrefix("simulated-") })
+    }
+
     @Test("a missing anchor folder says how to point cmk at one")
     func missingFolder() {
         #expect {

@@ -152,13 +152,17 @@ public struct SNPVerifier: Sendable {
         // 2. The endorsement certificate: delivered, or from the offline cache.
         let leaf = try endorsementCertificate(evidence, product: product)
 
-        // 3. The chain, against the pinned roots only.
-        let roots = try trustAnchors.amdRoots(product)
+        // 3. The chain, against the pinned roots only (or the installation's simulated root, when the store holds one).
+        let roots = try chooseRoots(product: product, leaf: leaf)
         let issuer: AttestationCertificate
         switch signer {
         case .vlek:
             guard let asvk = roots.asvk else {
-                throw AttestationError(.missingCollateral, "cmk has no ASVK for \(product.rawValue) in attestation/, so VLEK reports cannot be verified")
+                throw AttestationError(
+                    .missingCollateral,
+                    roots.simulated
+                        ? "cmk's simulated platform issues no VLEKs, so a VLEK report cannot chain to \(roots.rootName)"
+                        : "cmk has no ASVK for \(product.rawValue) in attestation/, so VLEK reports cannot be verified")
             }
             issuer = asvk
         default:
@@ -168,7 +172,8 @@ public struct SNPVerifier: Sendable {
         for presented in evidence.presentedChain where !pinned.contains(presented.fingerprint) {
             throw AttestationError(
                 .untrustedRoot,
-                "the evidence carries '\(presented.subjectCommonName ?? "?")', which is not cmk's pinned \(product.rawValue) certificate; only attestation/ roots are trusted")
+                "the evidence carries '\(presented.subjectCommonName ?? "?")', which is not the \(roots.rootName) "
+                    + "certificate cmk trusts; a chain never gains trust from what the evidence brings")
         }
         let verified = try cache.entry(leaf: leaf, issuer: issuer, roots: roots, signer: signer, product: product)
         for certificate in [leaf, issuer, roots.ark] {
@@ -196,13 +201,36 @@ public struct SNPVerifier: Sendable {
         }
 
         let claims = SNPClaims(
-            report: report, product: product, trustAnchor: product.rootName,
-            simulated: trustAnchors.isSimulated(root: product.rootName), cspID: verified.extensions.cspID)
+            report: report, product: product, trustAnchor: roots.rootName,
+            simulated: roots.simulated || trustAnchors.isSimulated(root: roots.rootName),
+            cspID: verified.extensions.cspID)
         return SNPVerificationResult(
             claims: claims,
             chain: verified.chain,
             signatureValid: true, chainValid: true, reportedTCBMatchesCertificate: true,
             chipIDMatchesHardwareID: chipMatch, revocation: revocation, validationTime: time, warnings: warnings)
+    }
+
+    /// The roots the endorsement certificate must chain to: AMD's pinned roots of the product, or — only when its
+    /// issuer is named as cmk's simulated ASK — the installation's simulated roots, which must have been loaded.
+    /// The name only selects; the signatures decide.
+    func chooseRoots(
+        product: AMDProduct, leaf: AttestationCertificate
+    ) throws(AttestationError) -> AMDRootCertificates {
+        guard leaf.issuerCommonName?.hasSuffix(AMDProduct.simulatedNameSuffix) == true else {
+            return try trustAnchors.amdRoots(product)
+        }
+        guard let simulated = trustAnchors.simulatedAMDRoots(product) else {
+            let reason = trustAnchors.simulatedDirectory == nil
+                ? "this verifier loaded no simulated folder, so it trusts AMD's roots only"
+                : "the simulated folder \(trustAnchors.simulatedDirectory?.path ?? "") holds no simulated "
+                    + "\(product.rawValue) root"
+            throw AttestationError(
+                .untrustedRoot,
+                "the endorsement certificate '\(leaf.subjectCommonName ?? "?")' is issued by "
+                    + "'\(leaf.issuerCommonName ?? "?")', cmk's simulated platform; " + reason)
+        }
+        return simulated
     }
 
     func determineProduct(report: SNPReport, certificate: AttestationCertificate?, requested: AMDProduct?) throws(AttestationError) -> AMDProduct {
@@ -269,6 +297,15 @@ public struct SNPVerifier: Sendable {
         product: AMDProduct, signer: SNPSignerInfo.SigningKey, roots: AMDRootCertificates, issuer: AttestationCertificate,
         options: SNPVerificationOptions
     ) throws(AttestationError) -> RevocationStatus {
+        if roots.simulated {
+            // The collateral cache holds AMD's CRLs, signed by AMD's ARK: they say nothing about a simulated chain.
+            let reason = "\(roots.rootName) is cmk's simulated platform, which publishes no CRL"
+            if options.revocation == .hard {
+                throw AttestationError(
+                    .missingCollateral, reason + "; simulated evidence verifies only with soft revocation")
+            }
+            return .notChecked(reason)
+        }
         guard let collateral else {
             let reason = "no collateral cache is configured, so no CRL is available"
             if options.revocation == .hard {
@@ -382,7 +419,8 @@ final class VerifiedChainCache: Sendable {
     func facts(for certificate: AttestationCertificate) -> Facts {
         if let known = facts.withLock({ $0[certificate.fingerprint] }) { return known }
         let issuerName = certificate.issuerCommonName ?? ""
-        let line = issuerName.replacingOccurrences(of: "SEV-VLEK-", with: "").replacingOccurrences(of: "SEV-", with: "")
+        let line = issuerName.replacingOccurrences(of: AMDProduct.simulatedNameSuffix, with: "")
+            .replacingOccurrences(of: "SEV-VLEK-", with: "").replacingOccurrences(of: "SEV-", with: "")
         let extensions = try? VCEKExtensions(certificate: certificate)
         let result = Facts(
             issuerName: issuerName, issuerProduct: AMDProduct(rawValue: line), extensions: extensions,
@@ -406,7 +444,8 @@ final class VerifiedChainCache: Sendable {
             try roots.verify(at: nil)
             verifiedRoots.withLock { _ = $0.insert(rootKey) }
         }
-        let expectedName = signer == .vlek ? "SEV-VLEK" : "SEV-VCEK"
+        let expectedName =
+            signer == .vlek ? "SEV-VLEK" : roots.simulated ? AMDProduct.simulatedVCEKCommonName : "SEV-VCEK"
         guard leaf.subjectCommonName == expectedName else {
             throw AttestationError(
                 .signerMismatch,
@@ -417,6 +456,13 @@ final class VerifiedChainCache: Sendable {
         let extensions = try VCEKExtensions(certificate: leaf)
         guard AMDProduct.fromCertificateProductName(extensions.productName) == product else {
             throw AttestationError(.productMismatch, "the certificate's productName '\(extensions.productName)' is not \(product.rawValue)")
+        }
+        // A simulated chain says so in every name, the productName included.
+        guard !roots.simulated || extensions.productName == product.simulatedProductName else {
+            throw AttestationError(
+                .endorsementExtension,
+                "a certificate under the simulated root must name the product '\(product.simulatedProductName)', "
+                    + "this one names '\(extensions.productName)'")
         }
         let expectedStruct = product == .turin ? 1 : 0
         guard extensions.structVersion == expectedStruct else {

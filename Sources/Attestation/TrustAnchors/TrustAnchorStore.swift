@@ -3,11 +3,17 @@ public import SEVSNP
 import BinaryFormat
 import Crypto
 
-/// The roots cmk trusts, loaded from the `attestation/` folder and checked against its manifest.
+/// The roots cmk trusts, loaded from the `attestation/` folder and checked against its manifest, optionally
+/// combined with one installation's simulated roots.
 ///
 /// `attestation/anchors.json` lists every file with its role and the SHA-256 of its DER; a file that is
 /// missing, unreadable, or whose digest differs is an error, never silently skipped. Roots are trusted by
 /// name (`amd-milan`, `amd-genoa`, `amd-turin`, `intel-sgx-root`), the names policies use.
+///
+/// Simulated roots never come from the pinned folder: a pinned manifest that names a `simulated-*` root or marks an
+/// entry simulated is refused. They come only from an installation's simulated folder (the one cmk's simulated
+/// platform writes, `<state-dir>/simulated/amd`), given explicitly with ``init(directory:simulated:)`` or
+/// ``adding(simulatedDirectory:)``; every entry there must say `"simulated": true` and use a `simulated-*` name.
 public struct TrustAnchorStore: Sendable {
     /// One line of the manifest.
     public struct Entry: Sendable, Hashable, Codable {
@@ -31,22 +37,87 @@ public struct TrustAnchorStore: Sendable {
         }
     }
 
-    private struct Manifest: Codable {
-        let anchors: [Entry]
+    /// The manifest file's structure: `{"anchors": [Entry, ...]}`.
+    public struct Manifest: Sendable, Hashable, Codable {
+        public let anchors: [Entry]
+
+        public init(anchors: [Entry]) { self.anchors = anchors }
     }
 
-    /// The folder the anchors were read from.
+    /// The folder the pinned anchors were read from.
     public let directory: URL
-    /// The manifest entries, in file order.
+    /// The installation's simulated folder, when one was added.
+    public let simulatedDirectory: URL?
+    /// The manifest entries, in file order: the pinned folder's, then the simulated folder's.
     public let entries: [Entry]
     private let certificates: [String: AttestationCertificate]
 
     /// The manifest's file name inside the folder.
     public static let manifestName = "anchors.json"
+    /// The prefix every simulated root name has, and no other root name may have.
+    public static let simulatedRootPrefix = "simulated-"
 
-    /// Loads and checks every anchor in `directory`.
+    /// Loads and checks every anchor in `directory`, the pinned folder; refuses simulated entries.
     public init(directory: URL) throws(AttestationError) {
+        let pinned = try Self.load(directory, simulated: false)
         self.directory = directory
+        self.simulatedDirectory = nil
+        self.entries = pinned.entries
+        self.certificates = pinned.certificates
+    }
+
+    /// Loads the pinned folder and, when given, an installation's simulated folder
+    /// (see ``adding(simulatedDirectory:)``).
+    public init(directory: URL, simulated: URL?) throws(AttestationError) {
+        let pinned = try TrustAnchorStore(directory: directory)
+        if let simulated {
+            self = try pinned.adding(simulatedDirectory: simulated)
+        } else {
+            self = pinned
+        }
+    }
+
+    private init(
+        directory: URL, simulatedDirectory: URL?, entries: [Entry], certificates: [String: AttestationCertificate]
+    ) {
+        self.directory = directory
+        self.simulatedDirectory = simulatedDirectory
+        self.entries = entries
+        self.certificates = certificates
+    }
+
+    /// This store plus the simulated roots in `simulatedDirectory`: every entry there must be marked simulated and
+    /// named `simulated-*`, no certificate there may be one of the pinned ones, and the folder and its manifest must
+    /// not be writable by group or others. A store holds at most one simulated folder.
+    public func adding(simulatedDirectory: URL) throws(AttestationError) -> TrustAnchorStore {
+        if let existing = self.simulatedDirectory {
+            throw AttestationError(
+                .trustAnchor,
+                "the store already holds the simulated folder \(existing.path); it takes one installation's")
+        }
+        try Self.checkNotWritableByOthers(simulatedDirectory)
+        try Self.checkNotWritableByOthers(simulatedDirectory.appendingPathComponent(Self.manifestName))
+        let simulated = try Self.load(simulatedDirectory, simulated: true)
+        let pinnedFingerprints = Set(certificates.values.map(\.fingerprint))
+        var merged = certificates
+        for (key, certificate) in simulated.certificates {
+            guard !pinnedFingerprints.contains(certificate.fingerprint) else {
+                throw AttestationError(
+                    .trustAnchor,
+                    "\(simulatedDirectory.path) lists '\(certificate.subjectCommonName ?? "?")', a pinned root, "
+                        + "as simulated")
+            }
+            merged[key] = certificate
+        }
+        return TrustAnchorStore(
+            directory: directory, simulatedDirectory: simulatedDirectory, entries: entries + simulated.entries,
+            certificates: merged)
+    }
+
+    /// Reads one folder's manifest and certificates; `simulated` says which kind of folder it must be.
+    private static func load(
+        _ directory: URL, simulated: Bool
+    ) throws(AttestationError) -> (entries: [Entry], certificates: [String: AttestationCertificate]) {
         let manifestURL = directory.appendingPathComponent(Self.manifestName)
         let manifest: Manifest
         do {
@@ -56,6 +127,29 @@ public struct TrustAnchorStore: Sendable {
         }
         var certificates: [String: AttestationCertificate] = [:]
         for entry in manifest.anchors {
+            let namedSimulated = entry.root.hasPrefix(Self.simulatedRootPrefix)
+            if simulated {
+                guard namedSimulated, entry.simulated == true else {
+                    throw AttestationError(
+                        .trustAnchor,
+                        "\(manifestURL.path) lists '\(entry.root)/\(entry.role)'; a simulated folder may only hold "
+                            + "entries named \(Self.simulatedRootPrefix)* and marked \"simulated\": true")
+                }
+            } else if namedSimulated || entry.simulated == true {
+                throw AttestationError(
+                    .trustAnchor,
+                    "\(manifestURL.path) lists the simulated root '\(entry.root)'; simulated roots live in an "
+                        + "installation's simulated folder, never among the pinned anchors")
+            }
+            guard !entry.file.isEmpty, !entry.file.hasPrefix("/"),
+                !entry.file.split(separator: "/").contains(where: { $0 == ".." })
+            else {
+                throw AttestationError(
+                    .trustAnchor, "\(manifestURL.path): '\(entry.file)' is not a path inside the folder")
+            }
+            guard certificates[Self.key(entry.root, entry.role)] == nil else {
+                throw AttestationError(.trustAnchor, "\(manifestURL.path) lists \(entry.root)/\(entry.role) twice")
+            }
             let url = directory.appendingPathComponent(entry.file)
             guard let text = try? String(contentsOf: url, encoding: .utf8) else {
                 throw AttestationError(.trustAnchor, "trust anchor \(entry.root)/\(entry.role) is missing: \(url.path)")
@@ -72,8 +166,25 @@ public struct TrustAnchorStore: Sendable {
             }
             certificates[Self.key(entry.root, entry.role)] = try AttestationCertificate(der: der)
         }
-        self.entries = manifest.anchors
-        self.certificates = certificates
+        return (manifest.anchors, certificates)
+    }
+
+    /// Refuses a path that group or others may write: whoever can write a simulated folder chooses what it trusts.
+    private static func checkNotWritableByOthers(_ url: URL) throws(AttestationError) {
+        let attributes: [FileAttributeKey: Any]
+        do {
+            attributes = try FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path)
+        } catch {
+            throw AttestationError(
+                .trustAnchor, "cannot read the simulated trust anchors at \(url.path): \(error.localizedDescription)")
+        }
+        let mode = (attributes[.posixPermissions] as? NSNumber)?.uint16Value ?? 0o777
+        guard mode & 0o022 == 0 else {
+            throw AttestationError(
+                .trustAnchor,
+                "\(url.path) is writable by group or others (mode \(String(mode, radix: 8))); simulated roots are "
+                    + "accepted only from a folder only its owner can change")
+        }
     }
 
     private static func key(_ root: String, _ role: String) -> String { root + "/" + role }
@@ -103,6 +214,16 @@ public struct TrustAnchorStore: Sendable {
             throw AttestationError(.trustAnchor, "no ARK/ASK for \(product.rawValue) in \(directory.path)")
         }
         return AMDRootCertificates(product: product, ark: ark, ask: ask, asvk: certificate(root: product.rootName, role: "asvk"))
+    }
+
+    /// The installation's simulated ARK and ASK (root `simulated-amd`), when a simulated folder was added and its
+    /// ARK is the simulated ARK of `product`; nil otherwise. They are never returned by ``amdRoots(_:)``.
+    public func simulatedAMDRoots(_ product: AMDProduct) -> AMDRootCertificates? {
+        let name = AMDProduct.simulatedRootName
+        guard isSimulated(root: name), let ark = certificate(root: name, role: "ark"),
+            let ask = certificate(root: name, role: "ask"), ark.subjectCommonName == product.simulatedARKCommonName
+        else { return nil }
+        return AMDRootCertificates(product: product, ark: ark, ask: ask, asvk: nil, simulated: true)
     }
 
     /// The Intel SGX Root CA, the root of every DCAP (TDX and SGX) PCK chain.
