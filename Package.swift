@@ -86,7 +86,10 @@ let package = Package(
         // MARK: The host side.
         .target(
             name: "Coordinator",
-            dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
 
         // MARK: Executables (thin).
         .executableTarget(
