@@ -251,7 +251,8 @@ public final class InstanceStore: Sendable {
     // MARK: Reconciliation
 
     /// Brings the store in line with the processes that really run, after this coordinator took over the state
-    /// folder (docs/coordinator.md, "Reconciliation"), in one transaction.
+    /// folder (docs/coordinator.md, "Reconciliation"), in one transaction. Call it once, right after opening the
+    /// store and before reserving: every `requested` or `reserved` instance counts as left by a dead coordinator.
     ///
     /// - Parameter liveProcess: whether the process with this pid exists and started at this time
     ///   (``ProcessIdentity/isRunning(pid:startTime:)`` on a real host).
@@ -276,7 +277,8 @@ public final class InstanceStore: Sendable {
                 let reason: String
                 switch record.state {
                 case .requested, .reserved:
-                    (action, reason) = (.failed, "the coordinator that reserved it stopped before booting it")
+                    let orphaned = "the coordinator that reserved it stopped before booting it"
+                    (action, reason) = (.failed, "\(orphaned) (found while reconciling)")
                     try Self.apply(db, &record, to: .failed, reason: reason, changes: .init(processGone: true), at: now)
                 case .booting, .attesting, .admitted:
                     if alive {
