@@ -95,7 +95,10 @@ let package = Package(
         // MARK: The host side.
         .target(
             name: "Coordinator",
-            dependencies: ["BinaryFormat", "Firmware", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "BinaryFormat", "Firmware", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
 
         // MARK: Executables (thin).
         .executableTarget(
