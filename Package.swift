@@ -83,6 +83,13 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
+        // MARK: Child images: profiles, the initramfs (newc cpio), expected launch measurements.
+        .target(
+            name: "GuestImage",
+            dependencies: [
+                "BinaryFormat", "SEVSNP", "TDX", "Yams", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
         // MARK: The host side.
         .target(
             name: "Coordinator",
@@ -135,6 +142,7 @@ let package = Package(
             name: "AuditLogTests",
             dependencies: ["AuditLog", "AttestationPolicy", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
+        .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(
             name: "FuzzTests",
