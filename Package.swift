@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
+                "Coordinator", "GuestImage", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
                 "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
