@@ -141,7 +141,8 @@ let package = Package(
         .testTarget(
             name: "AuditLogTests",
             dependencies: ["AuditLog", "AttestationPolicy", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
+        .testTarget(
+            name: "CoordinatorTests", dependencies: ["Coordinator", "GuestImage", "GuestProtocol", "CMKTesting"]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(
