@@ -92,6 +92,13 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
 
+        // MARK: Child images: profiles, the initramfs (newc cpio), expected launch measurements.
+        .target(
+            name: "GuestImage",
+            dependencies: [
+                "BinaryFormat", "SEVSNP", "TDX", "Yams", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
         // MARK: The host side.
         .target(
             name: "Coordinator",
@@ -104,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "cmk",
             dependencies: [
-                "Coordinator", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
+                "Coordinator", "GuestImage", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
                 "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -152,7 +159,9 @@ let package = Package(
                 "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "BinaryFormat",
                 "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "CMKTesting"]),
+        .testTarget(
+            name: "CoordinatorTests", dependencies: ["Coordinator", "GuestImage", "GuestProtocol", "CMKTesting"]),
+        .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(
             name: "FuzzTests",

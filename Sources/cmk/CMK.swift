@@ -15,7 +15,10 @@ struct CMK: AsyncParsableCommand {
             Exit status: 0 success, 1 a negative verdict, 2 a usage error or unreadable input.
             """,
         version: CMKVersion.current,
-        subcommands: [Doctor.self, Evidence.self, Measure.self, PolicyCommand.self, Attest.self, Audit.self, EAR.self, PS.self, HostCommand.self])
+        subcommands: [
+            Doctor.self, Evidence.self, Measure.self, PolicyCommand.self, Attest.self, Audit.self, EAR.self, Image.self,
+            PS.self, HostCommand.self,
+        ])
 
     static func main() async {
         do {
