@@ -67,6 +67,10 @@ let package = Package(
 
         // MARK: What the host and a child's agent say to each other (used by both sides; no Foundation).
         .target(name: "GuestProtocol", dependencies: ["BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+        // The agent inside each child (configfs-tsm, /dev/sev-guest, /dev/tdx_guest, the simulated platform port).
+        .target(
+            name: "GuestAgent",
+            dependencies: ["GuestProtocol", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
         .target(
@@ -128,6 +132,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "GuestProtocolTests", dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "GuestAgentTests",
+            dependencies: [
+                "GuestAgent", "GuestProtocol", "BinaryFormat", "CMKTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(
             name: "AttestationPolicyTests",
             dependencies: ["AttestationPolicy", "Attestation", "SEVSNP", "TDX", "BinaryFormat", "CMKTesting"]),
