@@ -37,6 +37,7 @@ let package = Package(
         .systemLibrary(
             name: "CCBOR", path: "Sources/CCBOR", pkgConfig: "libcbor",
             providers: [.apt(["libcbor-dev"])]),
+        .systemLibrary(name: "CGuestLinux", path: "Sources/CGuestLinux"),
 
         // MARK: Formats: pure values, no I/O.
         .target(name: "BinaryFormat"),
@@ -70,7 +71,7 @@ let package = Package(
         // The agent inside each child (configfs-tsm, /dev/sev-guest, /dev/tdx_guest, the simulated platform port).
         .target(
             name: "GuestAgent",
-            dependencies: ["GuestProtocol", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["CGuestLinux", "GuestProtocol", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
         .target(
@@ -101,6 +102,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+
+        .executableTarget(name: "cmk-guest", dependencies: ["GuestAgent"]),
 
         // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
         .executableTarget(
