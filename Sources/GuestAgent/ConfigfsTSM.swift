@@ -43,16 +43,23 @@ public struct SystemFiles: ConfigfsFiles {
         try FileDescriptor.open(path, flags: O_RDONLY).readToEnd(limit: 16 << 20)
     }
 
+    /// configfs hands a binary attribute (`inblob`) to the kernel when the file is closed, so a refusal can come
+    /// from `close(2)`: the descriptor is closed here, and that result checked too.
     public func write(_ path: String, _ bytes: [UInt8]) throws(GuestAgentError) {
-        let file = try FileDescriptor.open(path, flags: O_WRONLY)
+        let fd = retryingOnInterrupt { Glibc.open(path, O_WRONLY | O_CLOEXEC) }
+        guard fd >= 0 else { throw .system(errno == ENOENT ? .unavailable : .io, "open \(path)", errno: errno) }
         let written = bytes.withUnsafeBytes { raw in
-            retryingOnInterrupt { Glibc.write(file.rawValue, raw.baseAddress!, raw.count) }
+            retryingOnInterrupt { Glibc.write(fd, raw.baseAddress!, raw.count) }
         }
+        let writeError = errno
+        let closed = Glibc.close(fd)
+        let closeError = errno
         guard written == bytes.count else {
             throw written < 0
-                ? .system(.device, "write \(path)", errno: errno)
+                ? .system(.device, "write \(path)", errno: writeError)
                 : GuestAgentError(.io, "write \(path): \(written) of \(bytes.count) bytes taken")
         }
+        guard closed == 0 else { throw .system(.device, "write \(path) (on close)", errno: closeError) }
     }
 
     public func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
