@@ -20,17 +20,30 @@ func builtAgent() throws -> URL {
     return fallback
 }
 
+/// The debug binary, and the static release binary when scripts/build-guest-agent has made it.
+func agentBinaries() -> [String] {
+    var binaries: [String] = []
+    if let debug = try? builtAgent() { binaries.append(debug.path) }
+    let shipped = SharedVectors.repositoryRoot.appendingPathComponent(".build/guest-agent/cmk-guest").path
+    if FileManager.default.isExecutableFile(atPath: shipped) { binaries.append(shipped) }
+    return binaries
+}
+
 /// The real `cmk-guest` binary, run as a child process.
 @Suite("cmk-guest executable")
 struct BuiltAgentTests {
-    @Test("--version exits 0 and names the version; the binary's size is reported")
-    func version() throws {
-        let agent = try builtAgent()
-        let output = try ExternalTool.run(agent, ["--version"], timeout: 30)
+    @Test("the debug binary is built beside the tests")
+    func debugBinaryExists() throws {
+        _ = try builtAgent()
+    }
+
+    @Test("--version exits 0 and names the version; the binary's size is reported", arguments: agentBinaries())
+    func version(binary: String) throws {
+        let output = try ExternalTool.run(URL(fileURLWithPath: binary), ["--version"], timeout: 30)
         #expect(output.status == 0)
         #expect(output.standardOutput == "cmk-guest \(GuestAgent.version)\n")
-        let size = try FileManager.default.attributesOfItem(atPath: agent.path)[.size] as? Int ?? 0
-        print("cmk-guest at \(agent.path): \(size) bytes (\(size / 1024) KiB)")
+        let size = try FileManager.default.attributesOfItem(atPath: binary)[.size] as? Int ?? 0
+        print("cmk-guest at \(binary): \(size) bytes (\(size / 1024) KiB)")
         #expect(size > 0)
     }
 
@@ -42,15 +55,17 @@ struct BuiltAgentTests {
     }
 
     /// Synchronous on purpose: the test blocks on sockets, each wait bounded, and never on a concurrency thread.
-    @Test("end to end: ready, attestation through the platform port bound to nonce and key, shutdown ends the process")
-    func endToEnd() throws {
+    @Test(
+        "end to end: ready, attestation through the platform port bound to nonce and key, shutdown ends the process",
+        arguments: agentBinaries())
+    func endToEnd(binary: String) throws {
         let directory = try temporaryDirectory("e2e")
         defer { removeTree(directory) }
         let controlListener = try UnixListener(path: "\(directory)/cmk.control")
         let platformListener = try UnixListener(path: "\(directory)/cmk.platform")
 
         let process = Process()
-        process.executableURL = try builtAgent()
+        process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
             "--control", controlListener.path, "--platform", platformListener.path, "--instance", "e2e-child",
             "--provider", "simulated-snp", "--platform-timeout", "10", "--on-shutdown", "exit",
