@@ -37,6 +37,7 @@ let package = Package(
         .systemLibrary(
             name: "CCBOR", path: "Sources/CCBOR", pkgConfig: "libcbor",
             providers: [.apt(["libcbor-dev"])]),
+        .systemLibrary(name: "CGuestLinux", path: "Sources/CGuestLinux"),
 
         // MARK: Formats: pure values, no I/O.
         .target(name: "BinaryFormat"),
@@ -67,6 +68,10 @@ let package = Package(
 
         // MARK: What the host and a child's agent say to each other (used by both sides; no Foundation).
         .target(name: "GuestProtocol", dependencies: ["BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+        // The agent inside each child (configfs-tsm, /dev/sev-guest, /dev/tdx_guest, the simulated platform port).
+        .target(
+            name: "GuestAgent",
+            dependencies: ["CGuestLinux", "GuestProtocol", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
 
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
         .target(
@@ -117,6 +122,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        .executableTarget(name: "cmk-guest", dependencies: ["GuestAgent"]),
+
         // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
         .executableTarget(
             name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", "TDX", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")],
@@ -147,6 +154,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "GuestProtocolTests", dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "GuestAgentTests",
+            dependencies: [
+                "GuestAgent", "GuestProtocol", "BinaryFormat", "CMKTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(
             name: "AttestationPolicyTests",
             dependencies: ["AttestationPolicy", "Attestation", "SEVSNP", "TDX", "BinaryFormat", "CMKTesting"]),
