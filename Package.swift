@@ -108,7 +108,8 @@ let package = Package(
         .target(
             name: "Coordinator",
             dependencies: [
-                "BinaryFormat", "Firmware", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto"),
+                "BinaryFormat", "Firmware", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
+                "AttestationPolicy", "AttestationResults", "AuditLog", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 

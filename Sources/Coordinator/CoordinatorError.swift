@@ -40,6 +40,8 @@ public struct CoordinatorError: Error, Sendable, Hashable, CustomStringConvertib
         public static let unsupportedSchema = Code("unsupported-schema")
         /// A file or folder of the state folder could not be created, opened or locked.
         public static let fileSystem = Code("file-system")
+        /// A launch could not proceed: no agent, no profile, a child that did not answer as the protocol says.
+        public static let launch = Code("launch")
     }
 
     public let code: Code

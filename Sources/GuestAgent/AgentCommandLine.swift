@@ -114,9 +114,9 @@ public struct AgentCommandLine: Sendable, Hashable {
         }
         if result.showVersion || result.showHelp { return result }
         guard result.controlPath != nil else { throw GuestAgentError(.usage, "--control PATH is required") }
-        guard let instance = result.instance, !instance.isEmpty else {
-            throw GuestAgentError(.usage, "no instance name: pass --instance NAME or boot with cmk.instance=NAME")
-        }
+        // The host knows each child by its control port; the name is informational. cmk does not put it on the
+        // kernel command line, which is measured: one image then measures the same whatever the instance is called.
+        if result.instance?.isEmpty ?? true { result.instance = "unnamed" }
         return result
     }
 }

@@ -1,0 +1,337 @@
+public import Foundation
+import Attestation
+public import AttestationPolicy
+import AttestationResults
+import AuditLog
+import BinaryFormat
+import Crypto
+import GuestImage
+import GuestProtocol
+import PlatformSimulator
+
+/// What to launch.
+public struct LaunchRequest: Sendable {
+    public var name: String
+    public var profile: String
+    public var policyPath: String
+    public var vcpus: Int?
+    public var memoryMiB: Int?
+    public var allowSharedCores: Bool
+    public var accelerator: QEMUAccelerator
+    /// How long the child may take from QEMU start to the agent's `ready`.
+    public var bootTimeout: Duration
+    /// The agent binary to put into the image (nil: the `cmk-guest` beside the running executable).
+    public var agent: URL?
+
+    public init(
+        name: String, profile: String, policyPath: String, vcpus: Int? = nil, memoryMiB: Int? = nil,
+        allowSharedCores: Bool = false, accelerator: QEMUAccelerator = .tcg, bootTimeout: Duration = .seconds(180),
+        agent: URL? = nil
+    ) {
+        self.name = name
+        self.profile = profile
+        self.policyPath = policyPath
+        self.vcpus = vcpus
+        self.memoryMiB = memoryMiB
+        self.allowSharedCores = allowSharedCores
+        self.accelerator = accelerator
+        self.bootTimeout = bootTimeout
+        self.agent = agent
+    }
+}
+
+/// How a launch ended (the instance may keep running after an admission).
+public struct LaunchOutcome: Sendable, Codable {
+    public let name: String
+    public let verdict: Verdict
+    public let state: String
+    public let partitionCPUs: [Int]
+    public let shared: Bool
+    public let measurement: String?
+    public let auditSequence: Int64?
+    public let token: String?
+    public let failures: [RuleOutcome]
+    public let simulated: Bool
+    /// Seconds from QEMU start to the agent's `ready`, and for the attestation round trip.
+    public let bootSeconds: Double?
+    public let attestationSeconds: Double?
+
+    public init(
+        name: String, verdict: Verdict, state: String, partitionCPUs: [Int], shared: Bool, measurement: String?,
+        auditSequence: Int64?, token: String?, failures: [RuleOutcome], simulated: Bool, bootSeconds: Double?,
+        attestationSeconds: Double?
+    ) {
+        self.name = name
+        self.verdict = verdict
+        self.state = state
+        self.partitionCPUs = partitionCPUs
+        self.shared = shared
+        self.measurement = measurement
+        self.auditSequence = auditSequence
+        self.token = token
+        self.failures = failures
+        self.simulated = simulated
+        self.bootSeconds = bootSeconds
+        self.attestationSeconds = attestationSeconds
+    }
+}
+
+/// Runs one instance through its life cycle in this process: reserve an exclusive partition, build the image,
+/// start the simulated platform and QEMU pinned to the partition, wait for the agent, ask for fresh evidence,
+/// appraise it against the policy, sign the EAR, record the decision — and only then hand over. On rejection or
+/// failure: quarantine (shut the child down), tear down, give the partition back.
+public final class InstanceSupervisor: @unchecked Sendable {
+    public let state: CMKStateDirectory
+    public let paths: CMKPaths
+    public let request: LaunchRequest
+    let progress: @Sendable (String) -> Void
+
+    private var qemu: QEMUProcess?
+    private var control: FramedConnection?
+    private var listener: UnixSocketListener?
+    private var platform: SimulatedPlatformService?
+    private var instanceID: String?
+
+    public init(state: CMKStateDirectory, paths: CMKPaths, request: LaunchRequest, progress: @escaping @Sendable (String) -> Void) {
+        self.state = state
+        self.paths = paths
+        self.request = request
+        self.progress = progress
+    }
+
+    /// The instance's private folder: image, sockets, serial log, pid files.
+    public static func folder(_ state: CMKStateDirectory, name: String) -> URL {
+        state.url.appendingPathComponent("instances").appendingPathComponent(name)
+    }
+
+    func withStore<T>(_ body: (InstanceStore) throws -> T) throws -> T {
+        let store = try InstanceStore(state)
+        defer { store.close() }
+        return try body(store)
+    }
+
+    /// Launches and attests; returns once the instance is admitted (still running) or has been torn down.
+    public func launch() async throws -> LaunchOutcome {
+        try state.prepare()
+        let folder = Self.folder(state, name: request.name)
+        // 1. Policy and profile.
+        let policy = try PolicyLoader().load(path: request.policyPath)
+        guard policy.evidence == .sevSNP else {
+            throw CoordinatorError(.launch, "the simulated default platform produces SEV-SNP evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
+        }
+        guard let profilesFolder = GuestProfileCatalog.locate() else {
+            throw CoordinatorError(.launch, "cannot find guest-kernels/ (set CMK_GUEST_KERNELS)")
+        }
+        let profile = try GuestProfileCatalog(directory: profilesFolder).profile(named: request.profile)
+        let vcpus = request.vcpus ?? profile.vcpus
+        let memory = request.memoryMiB ?? profile.memoryMiB
+
+        // 2. An exclusive partition (reconcile first: never two owners for a core).
+        progress("reserving \(vcpus) CPU(s) and \(memory) MiB")
+        let record = try withStore { store in
+            try store.reconcile()
+            return try store.reserve(
+                InstanceRequest(
+                    name: request.name,
+                    resources: PartitionRequest(cpuCount: vcpus, memoryMiB: memory, allowSharedCores: request.allowSharedCores),
+                    profile: profile.name,
+                    policy: PolicyReference(id: policy.id, version: policy.version, digest: policy.digest)),
+                on: try HostInventory.read())
+        }
+        instanceID = record.id
+        progress("reserved CPUs \(CPUList.format(record.partition.cpus))\(record.partition.shared ? " (shared)" : "")")
+        do {
+            return try await boot(policy: policy, profile: profile, record: record, folder: folder, vcpus: vcpus, memory: memory)
+        } catch {
+            await teardown(reason: "launch failed: \(error)", to: .failed)
+            throw error
+        }
+    }
+
+    private func boot(
+        policy: Policy, profile: GuestProfile, record: InstanceRecord, folder: URL, vcpus: Int, memory: Int
+    ) async throws -> LaunchOutcome {
+        try? FileManager.default.removeItem(at: folder)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+
+        // 3. The image, reproducibly.
+        progress("building the \(profile.name) image")
+        let agent = request.agent ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("cmk-guest")
+        guard FileManager.default.isExecutableFile(atPath: agent.path) else {
+            throw CoordinatorError(.launch, "no cmk-guest agent at \(agent.path): build it (swift build --product cmk-guest)")
+        }
+        let image = try await GuestImage.build(
+            profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent, output: folder.appendingPathComponent("image"))
+        let firmwarePath = "/usr/share/ovmf/OVMF.fd"
+        let firmware = try Array(Data(contentsOf: URL(fileURLWithPath: firmwarePath)))
+        let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
+        let initrd = try Array(Data(contentsOf: URL(fileURLWithPath: image.initrd.path)))
+
+        // 4. The manifest the instance is launched with; its digest goes into HOST_DATA.
+        let manifest = InstanceManifest(
+            name: request.name, platform: "simulated-sev-snp",
+            image: .init(
+                profile: profile.name, kernelSHA256: image.kernel.sha256.description, initrdSHA256: image.initrd.sha256.description,
+                firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: image.commandLine),
+            vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version, policyDigest: policy.digest,
+            channelPeers: policy.handover.channelPeers)
+        try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
+
+        // 5. The simulated platform measures the launch itself, from the exact bytes QEMU is given.
+        let processor = try SimulatedAMDSecureProcessor(directory: state.url.appendingPathComponent("simulated/amd"))
+        let launch = try processor.launch(.init(
+            firmware: firmware, kernel: kernel, initrd: initrd, cmdline: image.commandLine, vcpus: vcpus, vcpuType: "EPYC-v4",
+            guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
+        progress("SIMULATED platform: launch measurement \(Hex.encode(launch.measurement))")
+        let controlPath = folder.appendingPathComponent("control.sock").path
+        let platformPath = folder.appendingPathComponent("platform.sock").path
+        listener = try UnixSocketListener(path: controlPath)
+        platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+
+        // 6. QEMU, pinned to the partition.
+        let settings = QEMUInstanceSettings(
+            name: request.name, firmware: firmwarePath, kernel: image.kernel.path, initrd: image.initrd.path,
+            commandLine: image.commandLine, vcpus: vcpus, memoryMiB: memory,
+            serialLog: folder.appendingPathComponent("serial.log").path, pidFile: folder.appendingPathComponent("qemu.pid").path,
+            controlSocket: controlPath, platformSocket: platformPath, hostCPUs: record.partition.cpus)
+        // Debian's QEMU 7.2 lacks EPYC-v4; EPYC-v3 has the same CPUID signature, so the measurement is unchanged.
+        let qemuPath = CommandRunner.which("qemu-system-x86_64") ?? "qemu-system-x86_64"
+        let help = try await CommandRunner.run(qemuPath, ["-cpu", "help"], timeout: .seconds(30))
+        guard let cpuModel = QEMUCPUModels(help: help.standardOutputText).epycModel() else {
+            throw CoordinatorError(.launch, "QEMU (\(qemuPath)) offers no EPYC CPU model")
+        }
+        let command = SimulatedLaunchCommand(settings: settings, accelerator: request.accelerator, cpuModel: cpuModel)
+        let started = ContinuousClock.now
+        let process = try QEMUProcess.start(try command.commandLine())
+        qemu = process
+        try? await Task.sleep(for: .milliseconds(300))
+        guard process.isRunning, let identity = ProcessIdentity.of(pid: process.processIdentifier) else {
+            throw CoordinatorError(.launch, "QEMU exited at once (status \(process.exitStatus ?? -1)): \(process.output)")
+        }
+        try withStore { store in
+            _ = try store.transition(
+                record.id, to: .booting, reason: "QEMU started (pid \(identity.pid))",
+                changes: InstanceChanges(process: identity, sockets: ["control": controlPath, "platform": platformPath]))
+        }
+        progress("booting (QEMU pid \(identity.pid), \(request.accelerator.rawValue)); waiting for cmk-guest")
+
+        // 7. The agent.
+        let connection = try listener!.accept(timeout: request.bootTimeout)
+        control = connection
+        let ready = try connection.receive(timeout: request.bootTimeout)
+        guard case .ready(_, let agentVersion, let provider) = ready else {
+            throw CoordinatorError(.launch, "the child's first message was \(ready.kind), not ready")
+        }
+        let bootSeconds = Self.seconds(ContinuousClock.now - started)
+        progress("cmk-guest \(agentVersion) ready after \(String(format: "%.1f", bootSeconds)) s (evidence: \(provider))")
+        try withStore { store in _ = try store.transition(record.id, to: .attesting, reason: "agent ready") }
+
+        // 8. Fresh evidence bound to a nonce and the agent's key.
+        var nonce = [UInt8](repeating: 0, count: 32)
+        for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
+        let asked = Date()
+        let attestStart = ContinuousClock.now
+        try connection.send(.attestRequest(nonce: nonce))
+        let answer = try connection.receive(timeout: .seconds(120))
+        guard case .attestResponse(let kind, let publicKey, let evidence, let auxiliary) = answer else {
+            throw CoordinatorError(.launch, "the child answered \(answer.kind) to the attestation request")
+        }
+        let attestationSeconds = Self.seconds(ContinuousClock.now - attestStart)
+
+        // 9. Appraise with the real verifier; the simulated roots are trusted only if the policy names them.
+        let anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory(), simulated: processor.directory)
+        let appraiser = EvidenceAppraiser(trustAnchors: anchors)
+        let presented: PresentedEvidence = kind == "sev-snp"
+            ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
+            : .tdx(quote: evidence, collateral: nil)
+        let appraisal = appraiser.appraise(
+            presented, policy: policy,
+            context: AppraisalContext(
+                evaluationTime: Date(), nonce: nonce, boundKey: publicKey, manifest: manifest.canonicalBytes, collectedAt: asked))
+
+        // 10. Sign the result and record the decision, whatever it is.
+        try state.prepare()
+        let key = try EARSigningKey.loadOrCreate(directory: state.keysDirectory)
+        let claims = try EARClaims(
+            appraisal: appraisal, verifierID: .cmk(version: CMKVersion.current), issuedAt: Date(),
+            expiresAt: Date().addingTimeInterval(300), issuer: "cmk", nonce: nonce)
+        let token = try EARJWT.sign(claims, with: key)
+        let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
+        let recorded = try audit.append(.appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
+        try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
+
+        let measurement: String? = if case .success(.snp(let result)) = appraiser.input(presented, revocation: .soft, context: AppraisalContext(evaluationTime: Date(), recordedEvidence: true)).verification {
+            result.claims.measurement.description
+        } else { nil }
+
+        guard appraisal.verdict == .admit else {
+            progress("REJECTED by policy \(policy.id): \(appraisal.failures.map(\.rule).joined(separator: ", ")); quarantining")
+            try withStore { store in
+                _ = try store.transition(
+                    record.id, to: .rejected, reason: "policy \(policy.id) rejected: \(appraisal.failures.map(\.rule).joined(separator: ", "))",
+                    changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
+            }
+            await teardown(reason: "rejected", to: nil)
+            return LaunchOutcome(
+                name: request.name, verdict: .reject, state: "stopped", partitionCPUs: record.partition.cpus,
+                shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
+                failures: appraisal.failures, simulated: appraisal.simulated, bootSeconds: bootSeconds,
+                attestationSeconds: attestationSeconds)
+        }
+
+        // 11. Only now: the handover.
+        try connection.send(.handover(
+            secrets: appraisal.handover.secrets, volumes: appraisal.handover.volumes, channelPeers: appraisal.handover.channelPeers))
+        let ack = try connection.receive(timeout: .seconds(60))
+        guard ack == .handoverAck else { throw CoordinatorError(.launch, "the child did not acknowledge the handover: \(ack.kind)") }
+        try withStore { store in
+            _ = try store.transition(
+                record.id, to: .admitted, reason: "policy \(policy.id) v\(policy.version) admitted",
+                changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
+        }
+        progress("ADMITTED by policy \(policy.id) v\(policy.version)\(appraisal.simulated ? " (SIMULATED platform)" : ""); audit record #\(recorded.sequence)")
+        return LaunchOutcome(
+            name: request.name, verdict: .admit, state: "admitted", partitionCPUs: record.partition.cpus,
+            shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
+            failures: [], simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds)
+    }
+
+    /// Serves an admitted instance until its QEMU exits or `stopRequested` turns true; then stops it.
+    public func supervise(stopRequested: @Sendable () -> Bool) async {
+        guard let qemu else { return }
+        while qemu.isRunning && !stopRequested() {
+            _ = await qemu.waitForExit(timeout: .milliseconds(500))
+        }
+        await teardown(reason: qemu.isRunning ? "stop requested" : "QEMU exited (status \(qemu.exitStatus ?? -1))", to: nil)
+    }
+
+    /// Quarantine and teardown: ask the child to shut down, stop QEMU, close the ports, release the partition.
+    func teardown(reason: String, to failure: InstanceState?) async {
+        if let control { try? control.send(.shutdown) }
+        if let qemu {
+            if qemu.isRunning { _ = await qemu.waitForExit(timeout: .seconds(3)) }
+            if qemu.isRunning { _ = await qemu.stop(grace: .seconds(5)) }
+        }
+        control?.close()
+        control = nil
+        platform?.stop()
+        platform = nil
+        listener = nil
+        guard let id = instanceID else { return }
+        try? withStore { store in
+            if let failure, let current = try store.instance(id), current.state != .stopped, current.state != failure {
+                _ = try? store.transition(id, to: failure, reason: reason, changes: InstanceChanges(processGone: true))
+            }
+            if let current = try store.instance(id), current.state != .stopped {
+                if current.state != .stopping { _ = try store.transition(id, to: .stopping, reason: reason) }
+                _ = try store.transition(id, to: .stopped, reason: reason, changes: InstanceChanges(processGone: true))
+            }
+        }
+        instanceID = nil
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
