@@ -1,0 +1,76 @@
+import CMKTesting
+import Foundation
+import Testing
+
+/// `cmk launch`, `cmk ps` and `cmk stop` for real: QEMU (TCG) boots the general profile through OVMF, cmk-guest
+/// answers with simulated SEV-SNP evidence, and the coordinator admits or rejects it.
+@Suite("cmk launch, ps and stop, booting for real", .serialized)
+struct LaunchCommandTests {
+    let state: URL
+    let environment: [String: String]
+
+    init() throws {
+        state = URL(fileURLWithPath: "/tmp/cmk-launch-test-\(UUID().uuidString.prefix(8))")
+        var environment = ProcessInfo.processInfo.environment
+        environment["CMK_STATE_DIR"] = state.path
+        self.environment = environment
+    }
+
+    func cmk(_ arguments: [String]) throws -> BuiltCMK.Output { try BuiltCMK.run(arguments, environment: environment) }
+
+    func json(_ output: BuiltCMK.Output) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
+                     "\(output.standardOutput)\n\(output.standardError)")
+    }
+
+    @Test("the development policy admits a simulated child; ps lists it on its own CPU; stop gives the CPU back",
+          .timeLimit(.minutes(6)))
+    func admitThenStop() throws {
+        defer { _ = try? cmk(["stop", "admit-1"]); try? FileManager.default.removeItem(at: state) }
+        let launch = try cmk(["launch", "--name", "admit-1", "--json"])
+        #expect(launch.status == 0, "\(launch.standardError)")
+        let outcome = try json(launch)
+        #expect(outcome["verdict"] as? String == "admit")
+        #expect(outcome["simulated"] as? Bool == true)
+        #expect((outcome["partitionCPUs"] as? [Int])?.count == 1)
+        #expect((outcome["measurement"] as? String)?.count == 96)
+        #expect(launch.standardError.contains("cmk-guest 0.1.0 ready"))
+
+        let ps = try cmk(["ps", "--json"])
+        #expect(ps.standardOutput.contains("admit-1") && ps.standardOutput.contains("admitted"), "\(ps.standardOutput)")
+        let log = try cmk(["audit", "log"])
+        #expect(log.standardOutput.contains("coordinator admit-1: ADMIT sev-snp SIMULATED policy development v1"))
+        #expect(try cmk(["audit", "verify"]).status == 0)
+
+        // The EAR the coordinator signed verifies with the installation's key.
+        let token = try String(contentsOf: state.appendingPathComponent("instances/admit-1/ear.jwt"), encoding: .utf8)
+        let verified = try cmk(["ear", "verify", token])
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput.contains("\"simulated\":true"))
+
+        // A second exclusive instance does not fit on this host: the refusal says what is free.
+        let second = try cmk(["launch", "--name", "admit-2"])
+        #expect(second.status == 1)
+
+        let stop = try cmk(["stop", "admit-1"])
+        #expect(stop.status == 0, "\(stop.standardError)")
+        let after = try cmk(["ps"])
+        #expect(!after.standardOutput.contains("admit-1"))
+    }
+
+    @Test("the strict production policy rejects the simulated child, which is shut down and its partition returned",
+          .timeLimit(.minutes(6)))
+    func rejectAndQuarantine() throws {
+        defer { try? FileManager.default.removeItem(at: state) }
+        let policy = SharedVectors.repositoryRoot.appendingPathComponent("policies/sev-snp-production.yaml").path
+        let launch = try cmk(["launch", "--name", "reject-1", "--policy", policy, "--json"])
+        #expect(launch.status == 1)
+        let outcome = try json(launch)
+        #expect(outcome["verdict"] as? String == "reject")
+        let failures = (outcome["failures"] as? [[String: Any]])?.compactMap { $0["rule"] as? String } ?? []
+        #expect(failures.contains("trust.root"))
+        #expect(try cmk(["ps"]).standardOutput.contains("no instances"))
+        let log = try cmk(["audit", "log", "--verdict", "reject"])
+        #expect(log.standardOutput.contains("reject-1: REJECT sev-snp SIMULATED policy sev-snp-production"))
+    }
+}
