@@ -170,7 +170,7 @@ let package = Package(
         .testTarget(
             name: "PlatformSimulatorTests",
             dependencies: [
-                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "BinaryFormat",
+                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "GuestImage", "BinaryFormat",
                 "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

@@ -2,6 +2,7 @@ import ArgumentParser
 import AttestationPolicy
 import AttestationResults
 import AuditLog
+import Coordinator
 import Foundation
 
 extension CMK {
@@ -189,8 +190,13 @@ extension CMK.Audit {
             if let policies {
                 let files = (try? FileManager.default.contentsOfDirectory(atPath: policies))?.filter { $0.hasSuffix(".yaml") }.sorted() ?? []
                 for file in files {
-                    let loaded = try PolicyFiles.load((policies as NSString).appendingPathComponent(file), json: false)
-                    findings += PolicyLinter(now: now).review(loaded)
+                    let path = (policies as NSString).appendingPathComponent(file)
+                    do {
+                        let loaded = try PolicyLoader(environment: InstanceSupervisor.policyEnvironment(CMKPaths.resolve())).load(path: path)
+                        findings += PolicyLinter(now: now).review(loaded)
+                    } catch {
+                        FileHandle.standardError.write(Data("note: posture of \(path) not reviewed: \(error)\n".utf8))
+                    }
                 }
             }
             let text: String

@@ -76,7 +76,13 @@ extension CMK {
 
         func run() async throws {
             let resolvedPolicy = try policyPath()
-            _ = try PolicyFiles.load(resolvedPolicy, json: json)
+            do {
+                _ = try PolicyLoader(environment: InstanceSupervisor.policyEnvironment(CMKPaths.resolve())).load(path: resolvedPolicy)
+            } catch where error.code != .referenceArtifact {
+                // A reference to an image not built yet is fine: the launch builds it before loading the policy.
+                FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+                throw ExitCode(2)
+            } catch {}
             let name = instanceName
             if foreground {
                 try await runSupervisor(name: name, policy: resolvedPolicy)

@@ -19,7 +19,7 @@ extension CMK {
 enum PolicyFiles {
     static func load(_ path: String, json: Bool) throws -> AttestationPolicy.Policy {
         do {
-            return try PolicyLoader().load(path: path)
+            return try PolicyLoader(environment: InstanceSupervisor.policyEnvironment(CMKPaths.resolve())).load(path: path)
         } catch {
             if json {
                 print((try? JSONOutput.encode(LoadFailure(file: path, code: error.code.name, line: error.line, key: error.keyPath, reason: error.reason))) ?? "{}")

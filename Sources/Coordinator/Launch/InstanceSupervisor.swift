@@ -114,17 +114,27 @@ public final class InstanceSupervisor: @unchecked Sendable {
     public func launch() async throws -> LaunchOutcome {
         try state.prepare()
         let folder = Self.folder(state, name: request.name)
-        // 1. Policy and profile.
-        let policy = try PolicyLoader().load(path: request.policyPath)
-        guard policy.evidence == .sevSNP else {
-            throw CoordinatorError(.launch, "the simulated default platform produces SEV-SNP evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
-        }
+        // 1. The profile and its image, reproducibly (before the policy: a policy may pin the measurement by
+        //    reference to the image, `${CMK_IMAGES}/<profile>/...`).
         guard let profilesFolder = GuestProfileCatalog.locate() else {
             throw CoordinatorError(.launch, "cannot find guest-kernels/ (set CMK_GUEST_KERNELS)")
         }
         let profile = try GuestProfileCatalog(directory: profilesFolder).profile(named: request.profile)
         let vcpus = request.vcpus ?? profile.vcpus
         let memory = request.memoryMiB ?? profile.memoryMiB
+        progress("building the \(profile.name) image")
+        let agent = request.agent ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("cmk-guest")
+        guard FileManager.default.isExecutableFile(atPath: agent.path) else {
+            throw CoordinatorError(.launch, "no cmk-guest agent at \(agent.path): build it (swift build --product cmk-guest)")
+        }
+        let image = try await GuestImage.build(
+            profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent,
+            output: Self.imagesDirectory(paths).appendingPathComponent(profile.name))
+        let policy = try PolicyLoader(environment: Self.policyEnvironment(paths)).load(path: request.policyPath)
+        guard policy.evidence == .sevSNP else {
+            throw CoordinatorError(.launch, "the simulated default platform produces SEV-SNP evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
+        }
 
         // 2. An exclusive partition (reconcile first: never two owners for a core).
         progress("reserving \(vcpus) CPU(s) and \(memory) MiB")
@@ -141,7 +151,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
         instanceID = record.id
         progress("reserved CPUs \(CPUList.format(record.partition.cpus))\(record.partition.shared ? " (shared)" : "")")
         do {
-            return try await boot(policy: policy, profile: profile, record: record, folder: folder, vcpus: vcpus, memory: memory)
+            return try await boot(
+                policy: policy, profile: profile, image: image, record: record, folder: folder, vcpus: vcpus, memory: memory)
         } catch {
             await teardown(reason: "launch failed: \(error)", to: .failed)
             throw error
@@ -149,20 +160,12 @@ public final class InstanceSupervisor: @unchecked Sendable {
     }
 
     private func boot(
-        policy: Policy, profile: GuestProfile, record: InstanceRecord, folder: URL, vcpus: Int, memory: Int
+        policy: Policy, profile: GuestProfile, image: GuestImage, record: InstanceRecord, folder: URL, vcpus: Int, memory: Int
     ) async throws -> LaunchOutcome {
         try? FileManager.default.removeItem(at: folder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
-        // 3. The image, reproducibly.
-        progress("building the \(profile.name) image")
-        let agent = request.agent ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("cmk-guest")
-        guard FileManager.default.isExecutableFile(atPath: agent.path) else {
-            throw CoordinatorError(.launch, "no cmk-guest agent at \(agent.path): build it (swift build --product cmk-guest)")
-        }
-        let image = try await GuestImage.build(
-            profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent, output: folder.appendingPathComponent("image"))
+        // 3. The exact bytes QEMU is given.
         let firmwarePath = "/usr/share/ovmf/OVMF.fd"
         let firmware = try Array(Data(contentsOf: URL(fileURLWithPath: firmwarePath)))
         let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
@@ -329,6 +332,16 @@ public final class InstanceSupervisor: @unchecked Sendable {
             }
         }
         instanceID = nil
+    }
+
+    /// Where launches build their images, one folder per profile (reproducible bytes, so launches can share them).
+    public static func imagesDirectory(_ paths: CMKPaths) -> URL { paths.cacheDirectory.appendingPathComponent("images") }
+
+    /// The environment policies are loaded with: the process's, plus `CMK_IMAGES` when unset.
+    public static func policyEnvironment(_ paths: CMKPaths) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        if environment["CMK_IMAGES"] == nil { environment["CMK_IMAGES"] = imagesDirectory(paths).path }
+        return environment
     }
 
     static func seconds(_ duration: Duration) -> Double {
