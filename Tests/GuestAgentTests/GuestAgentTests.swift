@@ -269,8 +269,13 @@ struct CommandLineTests {
         #expect(overridden.provider == .auto)
     }
 
+    @Test("without a name the agent calls itself unnamed: the host knows a child by its control port, not its name")
+    func unnamed() throws {
+        #expect(try AgentCommandLine.parse(["--control", "c"], kernelCommandLine: "console=ttyS0").instance == "unnamed")
+    }
+
     @Test("usage errors say what is wrong", arguments: [
-        ["--instance", "x"], ["--control", "c"], ["--control", "c", "--instance", "x", "--provider", "tpm"],
+        ["--instance", "x"], ["--control", "c", "--instance", "x", "--provider", "tpm"],
         ["--control", "c", "--instance", "x", "--vmpl", "4"], ["--control"], ["--control", "c", "--bogus"],
     ])
     func usageErrors(arguments: [String]) {
