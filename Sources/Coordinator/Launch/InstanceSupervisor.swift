@@ -248,10 +248,12 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let presented: PresentedEvidence = kind == "sev-snp"
             ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
             : .tdx(quote: evidence, collateral: nil)
-        let appraisal = appraiser.appraise(
-            presented, policy: policy,
+        let input = appraiser.input(
+            presented, revocation: policy.trust.crl,
             context: AppraisalContext(
                 evaluationTime: Date(), nonce: nonce, boundKey: publicKey, manifest: manifest.canonicalBytes, collectedAt: asked))
+        let appraisal = policy.evaluate(input)
+        let measurement: String? = if case .snp(let result)? = input.claims { result.claims.measurement.description } else { nil }
 
         // 10. Sign the result and record the decision, whatever it is.
         try state.prepare()
@@ -263,10 +265,6 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
         let recorded = try audit.append(.appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
         try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
-
-        let measurement: String? = if case .success(.snp(let result)) = appraiser.input(presented, revocation: .soft, context: AppraisalContext(evaluationTime: Date(), recordedEvidence: true)).verification {
-            result.claims.measurement.description
-        } else { nil }
 
         guard appraisal.verdict == .admit else {
             progress("REJECTED by policy \(policy.id): \(appraisal.failures.map(\.rule).joined(separator: ", ")); quarantining")
