@@ -11,7 +11,7 @@ extension CMK {
     struct Evidence: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Decode and verify attestation evidence (SEV-SNP reports, TDX quotes).",
-            subcommands: [Show.self, Verify.self])
+            subcommands: [Show.self, Verify.self, FetchCollateral.self])
     }
 }
 

@@ -149,4 +149,67 @@ struct TDXVerifierTests {
         #expect(result.checks["tcb_info_signing_chain"] == false)
         #expect(!result.valid)
     }
+
+    @Test("check names are unique, and a result's typed outcomes agree with its checks and failures by name")
+    func typedChecks() throws {
+        #expect(Set(TDXCheck.allCases.map(\.name)).count == TDXCheck.allCases.count)
+        for check in TDXCheck.allCases { #expect(TDXCheck(name: check.name) == check) }
+        #expect(TDXCheck(name: "no_such_check") == nil)
+        for name in ["gotdxguest-v5-td15", "dcapqvl-v5-td15-no-matching-tcb"] {
+            let v = try TDXVector(name)
+            var bytes = v.bytes
+            bytes[0x100] ^= 1  // inside the TD report: the quote signature fails
+            for result in [try v.verify(), try v.verify(try TDXQuote(bytes: bytes))] {
+                let checks = result.checks
+                #expect(checks.count == TDXCheck.allCases.filter { result.outcome(of: $0) != nil }.count)
+                for check in TDXCheck.allCases {
+                    #expect(checks[check.name] == result.outcome(of: check), "\(name) \(check)")
+                    #expect(result.failures[check.name] == result.failure(of: check), "\(name) \(check)")
+                    #expect((result.failure(of: check) != nil) == (result.outcome(of: check) == false))
+                }
+            }
+        }
+    }
+
+    @Test("a result and its claims survive JSON: the same checks, failures, statuses and claims")
+    func resultJSON() throws {
+        for name in tdxCollateralVectors + ["gotdxguest-gcp-cos113-ccel"] {
+            let v = try TDXVector(name)
+            let result = try v.verify()
+            let json = try JSONEncoder().encode(result)
+            let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+            #expect(Set(object.keys).isSuperset(of: ["checks", "failures", "advisoryIDs", "claims", "warnings"]))
+            let claims = try #require(object["claims"] as? [String: Any])
+            #expect(claims["mrTD"] as? String == Hex.encode(v.quote.body.mrTD))
+            #expect(claims["debug"] as? Bool == v.quote.body.isDebug)
+            #expect((claims["rtmrs"] as? [String])?.count == 4)
+            let decoded = try JSONDecoder().decode(TDXVerificationResult.self, from: json)
+            #expect(decoded.checks == result.checks)
+            #expect(decoded.failures == result.failures)
+            #expect(decoded.tcbStatus == result.tcbStatus && decoded.qeTCBStatus == result.qeTCBStatus)
+            #expect(decoded.valid == result.valid)
+            #expect(decoded.claims == result.claims)
+            #expect(decoded.claims.rtmrs == result.claims.rtmrs)
+            #expect(decoded.claims.mrServiceTD == result.claims.mrServiceTD)
+            let sorted = JSONEncoder()
+            sorted.outputFormatting = .sortedKeys
+            #expect(try sorted.encode(decoded.claims) == sorted.encode(result.claims))
+        }
+    }
+
+    @Test("claims read back from JSON are rejected when DEBUG contradicts TDATTRIBUTES, or a size is wrong")
+    func claimsJSONRejections() throws {
+        let v = try TDXVector("gotdxguest-v5-td15")
+        let json = try JSONEncoder().encode(try v.verify().claims)
+        var object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        object["debug"] = !(object["debug"] as? Bool ?? false)
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TDXClaims.self, from: JSONSerialization.data(withJSONObject: object))
+        }
+        object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        object["mrTD"] = "00"
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TDXClaims.self, from: JSONSerialization.data(withJSONObject: object))
+        }
+    }
 }

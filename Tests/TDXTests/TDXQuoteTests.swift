@@ -130,4 +130,43 @@ struct TDXQuoteTests {
             _ = try? TDXQuote(bytes: bytes)
         }
     }
+
+    @Test("the PCK chain must be UTF-8 text without a NUL: ASCII, other UTF-8, a NUL and invalid UTF-8")
+    func chainText() throws {
+        let v4 = try SharedVectors.bytes("tdx/dcapqvl-v4-uptodate/quote.bin")
+        let (q, _) = try Self.load("dcapqvl-v4-uptodate")
+        let chainStart = q.signedLength + 4 + 128 + 6 + 384 + 64 + 2 + q.qeAuthData.count + 6
+        #expect(Array(q.pckCertificateChainBytes) == Array(q.pckCertificateChainPEM.utf8))
+        #expect(q.pckCertificateChainBytes.startIndex == chainStart)
+        func field(_ bytes: [UInt8]) -> String? {
+            do { _ = try TDXQuote(bytes: bytes); return nil } catch { return error.field }
+        }
+        // A NUL anywhere but at the very end, in each position of an eight-byte block.
+        for offset in 100..<108 {
+            var m = v4
+            m[chainStart + offset] = 0
+            #expect(field(m) == "PCK certificate chain")
+        }
+        var m = v4
+        m[chainStart + 100] = 0xFF
+        #expect(field(m) == "PCK certificate chain")
+        m = v4
+        m[chainStart + 100] = 0xC3
+        m[chainStart + 101] = 0xA9  // "é": text, though not PEM; reading the chain is verification's job
+        #expect(field(m) == nil)
+    }
+
+    @Test("report fields are cut from the quote's bytes, and a report from bytes alone has the body's size")
+    func reportFromBytes() throws {
+        let (q, _) = try Self.load("gotdxguest-v5-td15")
+        let body = Array(q.body.bytes)
+        #expect(q.body.bytes.startIndex == q.signedLength - body.count)
+        let copy = try TDXQuote.TDReport(bytes: body, type: .td15)
+        #expect(copy == q.body)
+        #expect(copy.mrTD == q.body.mrTD && copy.rtmrs == q.body.rtmrs && copy.mrServiceTD == q.body.mrServiceTD)
+        #expect(throws: BinaryFormatError.self) { try TDXQuote.TDReport(bytes: body, type: .td10) }
+        #expect(throws: BinaryFormatError.self) { try TDXQuote.TDReport(bytes: Array(body.dropLast()), type: .td15) }
+        #expect(Array(q.qeReport.signedBytes) == q.qeReport.bytes)
+        #expect(q.qeReport.bytes.count == TDXQuote.Layout.qeReportSize)
+    }
 }

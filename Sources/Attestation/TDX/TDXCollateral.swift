@@ -2,13 +2,19 @@ public import Foundation
 import BinaryFormat
 
 /// Intel PCS v4 addresses of TDX collateral (Intel "Provisioning Certification Service for ECDSA Attestation"
-/// API v4). Fetching is optional and separate; verification reads a collateral folder only.
+/// API v4). Fetching is optional and separate (``TDXCollateralFetch``); verification reads a collateral folder only.
+/// Each address takes the service's base URL, Intel's by default; a PCCS or a mirror serves the same paths.
 public enum IntelPCS {
     public static let baseURL = "https://api.trustedservices.intel.com"
-    public static func tcbInfoURL(fmspc: [UInt8]) -> String { "\(baseURL)/tdx/certification/v4/tcb?fmspc=\(Hex.encode(fmspc))" }
-    public static let qeIdentityURL = "\(baseURL)/tdx/certification/v4/qe/identity"
+    public static func tcbInfoURL(fmspc: [UInt8], base: String = baseURL) -> String {
+        "\(base)/tdx/certification/v4/tcb?fmspc=\(Hex.encode(fmspc))"
+    }
+    public static let qeIdentityURL = qeIdentityURL(base: baseURL)
+    public static func qeIdentityURL(base: String) -> String { "\(base)/tdx/certification/v4/qe/identity" }
     /// `ca` is `platform` or `processor`, after the PCK certificate's issuer.
-    public static func pckCRLURL(ca: String) -> String { "\(baseURL)/sgx/certification/v4/pckcrl?ca=\(ca)&encoding=der" }
+    public static func pckCRLURL(ca: String, base: String = baseURL) -> String {
+        "\(base)/sgx/certification/v4/pckcrl?ca=\(ca)&encoding=der"
+    }
     public static let rootCACRLURL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
 }
 

@@ -1,6 +1,6 @@
 public import Foundation
 public import TDX
-public import BinaryFormat
+import BinaryFormat
 import Crypto
 import Synchronization
 
@@ -19,11 +19,11 @@ public struct TDXVerificationOptions: Sendable {
 /// The outcome of verifying a TDX quote: every check by name (the names Intel's verification steps and the test
 /// vectors use), the TCB status, and the claims. Checks are evaluated independently, so a report says everything
 /// that failed, not only the first thing.
+///
+/// The outcomes are kept as a compact ``TDXCheck`` set; ``checks`` and ``failures`` spell them out by name when
+/// asked, and ``outcome(of:)`` and ``failure(of:)`` read one check without building either dictionary.
 public struct TDXVerificationResult: Sendable, Codable {
-    /// Check name → passed. A check whose inputs are absent (collateral not given) is not listed.
-    public let checks: [String: Bool]
-    /// Why each failed check failed.
-    public let failures: [String: String]
+    let checkSet: TDXCheckSet
     /// Intel's TCB status (`UpToDate`, `OutOfDate` ... or `TCB_NOT_SUPPORTED` ...), nil when not evaluated.
     public let tcbStatus: String?
     public let qeTCBStatus: String?
@@ -31,56 +31,68 @@ public struct TDXVerificationResult: Sendable, Codable {
     public let claims: TDXClaims
     public let warnings: [String]
 
-    /// Whether every check passed and the TCB status is one Intel reports for a supported platform.
-    public var valid: Bool {
-        checks.values.allSatisfy { $0 } && tcbStatus.map { !TDXVerificationResult.hardFailures.contains($0) } == true
+    init(
+        checks: TDXCheckSet, tcbStatus: String?, qeTCBStatus: String?, advisoryIDs: [String], claims: TDXClaims,
+        warnings: [String]
+    ) {
+        checkSet = checks
+        self.tcbStatus = tcbStatus
+        self.qeTCBStatus = qeTCBStatus
+        self.advisoryIDs = advisoryIDs
+        self.claims = claims
+        self.warnings = warnings
     }
 
-    static let hardFailures: Set<String> = ["TCB_NOT_SUPPORTED", "TDX_MODULE_MISMATCH", "TCB_INFO_MISMATCH", "QE_IDENTITY_MISMATCH", "Revoked"]
-}
+    /// Check name → passed. A check whose inputs are absent (collateral not given) is not listed.
+    public var checks: [String: Bool] { checkSet.byName }
+    /// Why each failed check failed.
+    public var failures: [String: String] { checkSet.failuresByName }
 
-/// What a verified TDX quote says, as typed values for the policy layer. The DEBUG attribute is always surfaced.
-public struct TDXClaims: Sendable, Hashable, Codable {
-    public let evidenceType: String
-    public let quoteVersion: UInt16
-    public let teeTCBSVN: HexBytes
-    public let teeTCBSVN2: HexBytes?
-    public let mrSeam: HexBytes
-    public let mrSignerSeam: HexBytes
-    public let mrTD: HexBytes
-    public let rtmrs: [HexBytes]
-    public let reportData: HexBytes
-    public let mrConfigID: HexBytes
-    public let mrOwner: HexBytes
-    public let mrOwnerConfig: HexBytes
-    public let mrServiceTD: HexBytes?
-    public let tdAttributes: UInt64
-    public let tdAttributeFlags: [String]
-    public let debug: Bool
-    public let xfam: UInt64
-    public let fmspc: HexBytes?
-    public let pceID: HexBytes?
+    /// Whether `check` passed; nil when it was not evaluated (its inputs were absent).
+    public func outcome(of check: TDXCheck) -> Bool? { checkSet.outcome(check) }
 
-    init(quote q: TDXQuote, pck: PCKExtensions?) {
-        evidenceType = "tdx"
-        quoteVersion = q.version
-        teeTCBSVN = HexBytes(q.body.teeTCBSVN)
-        teeTCBSVN2 = q.body.teeTCBSVN2.map(HexBytes.init)
-        mrSeam = HexBytes(q.body.mrSeam)
-        mrSignerSeam = HexBytes(q.body.mrSignerSeam)
-        mrTD = HexBytes(q.body.mrTD)
-        rtmrs = q.body.rtmrs.map(HexBytes.init)
-        reportData = HexBytes(q.body.reportData)
-        mrConfigID = HexBytes(q.body.mrConfigID)
-        mrOwner = HexBytes(q.body.mrOwner)
-        mrOwnerConfig = HexBytes(q.body.mrOwnerConfig)
-        mrServiceTD = q.body.mrServiceTD.map(HexBytes.init)
-        tdAttributes = q.body.tdAttributesValue
-        tdAttributeFlags = q.body.tdAttributeFlags
-        debug = q.body.isDebug
-        xfam = q.body.xfamValue
-        fmspc = pck?.fmspc
-        pceID = pck?.pceID
+    /// Why `check` failed; nil when it passed or was not evaluated.
+    public func failure(of check: TDXCheck) -> String? { checkSet.reason(check) }
+
+    /// Whether every check passed and the TCB status is one Intel reports for a supported platform.
+    public var valid: Bool {
+        checkSet.noneFailed && tcbStatus.map { !TDXVerificationResult.hardFailures.contains($0) } == true
+    }
+
+    static let hardFailures: Set<String> = [
+        "TCB_NOT_SUPPORTED", "TDX_MODULE_MISMATCH", "TCB_INFO_MISMATCH", "QE_IDENTITY_MISMATCH", "Revoked",
+    ]
+
+    private enum CodingKeys: String, CodingKey {
+        case checks, failures, tcbStatus, qeTCBStatus, advisoryIDs, claims, warnings
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let checks = try container.decode([String: Bool].self, forKey: .checks)
+        let failures = try container.decode([String: String].self, forKey: .failures)
+        do throws(TDXCheckSetError) {
+            checkSet = try TDXCheckSet(checks: checks, failures: failures)
+        } catch {
+            throw DecodingError.dataCorruptedError(
+                forKey: .checks, in: container, debugDescription: "'\(error.name)' is not a TDX check cmk defines")
+        }
+        tcbStatus = try container.decodeIfPresent(String.self, forKey: .tcbStatus)
+        qeTCBStatus = try container.decodeIfPresent(String.self, forKey: .qeTCBStatus)
+        advisoryIDs = try container.decode([String].self, forKey: .advisoryIDs)
+        claims = try container.decode(TDXClaims.self, forKey: .claims)
+        warnings = try container.decode([String].self, forKey: .warnings)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(checks, forKey: .checks)
+        try container.encode(failures, forKey: .failures)
+        try container.encodeIfPresent(tcbStatus, forKey: .tcbStatus)
+        try container.encodeIfPresent(qeTCBStatus, forKey: .qeTCBStatus)
+        try container.encode(advisoryIDs, forKey: .advisoryIDs)
+        try container.encode(claims, forKey: .claims)
+        try container.encode(warnings, forKey: .warnings)
     }
 }
 
@@ -94,71 +106,107 @@ public struct TDXClaims: Sendable, Hashable, Codable {
 public struct TDXVerifier: Sendable {
     public let trustAnchors: TrustAnchorStore
     let chains = TDXChainCache()
+    /// The pinned Intel SGX Root CA, looked up once; nil, with the reason in ``missingRoot``, when the store has none.
+    private let root: PinnedRoot?
+    private let missingRoot: AttestationError?
 
-    public init(trustAnchors: TrustAnchorStore) { self.trustAnchors = trustAnchors }
+    public init(trustAnchors: TrustAnchorStore) {
+        self.trustAnchors = trustAnchors
+        do {
+            root = PinnedRoot(try trustAnchors.intelSGXRoot())
+            missingRoot = nil
+        } catch {
+            root = nil
+            missingRoot = error
+        }
+    }
+
+    /// The pinned root, or the error that says why there is none.
+    func pinnedRoot() throws(AttestationError) -> PinnedRoot {
+        guard let root else { throw missingRoot ?? AttestationError(.trustAnchor, "no Intel SGX Root CA") }
+        return root
+    }
+
+    /// The pinned root, held by reference: each verification reads its fields in place instead of copying it.
+    final class PinnedRoot: Sendable {
+        let certificate: AttestationCertificate
+        init(_ certificate: AttestationCertificate) { self.certificate = certificate }
+    }
 
     static let leafName = "Intel SGX PCK Certificate"
     static let intermediateNames = ["Intel SGX PCK Platform CA", "Intel SGX PCK Processor CA"]
-
-    /// A running list of named checks.
-    struct Checks {
-        var results: [String: Bool] = [:]
-        var failures: [String: String] = [:]
-        mutating func record(_ name: String, _ passed: Bool, _ reason: @autoclosure () -> String) {
-            results[name] = passed && (results[name] ?? true)
-            if !passed && failures[name] == nil { failures[name] = reason() }
-        }
-        mutating func merge(_ other: [(String, Bool, String)]) {
-            for (name, passed, reason) in other { record(name, passed, reason) }
-        }
-    }
+    /// The checks ``TDXCheck/signatureChainValid`` sums up.
+    static let signatureChain: [TDXCheck] = [
+        .pckChainSignatures, .pckChainAnchoredToTrustedRoot, .qeReportSignature, .qeReportDataBinding, .quoteSignature,
+    ]
 
     /// Verifies `quote` with collateral read from files (prepared on the spot).
-    public func verify(_ quote: TDXQuote, collateral: TDXCollateral?, options: TDXVerificationOptions) throws(AttestationError) -> TDXVerificationResult {
-        try verify(quote, prepared: try collateral.map { (c: TDXCollateral) throws(AttestationError) in try prepare(c) }, options: options)
+    public func verify(
+        _ quote: TDXQuote, collateral: TDXCollateral?, options: TDXVerificationOptions
+    ) throws(AttestationError) -> TDXVerificationResult {
+        let prepared = try collateral.map { (c: TDXCollateral) throws(AttestationError) in try prepare(c) }
+        return try verify(quote, prepared: prepared, options: options)
     }
 
-    public func verify(_ quote: TDXQuote, prepared collateral: PreparedTDXCollateral?, options: TDXVerificationOptions) throws(AttestationError) -> TDXVerificationResult {
-        let root = try trustAnchors.intelSGXRoot()
+    /// Verifies `quote` with collateral already prepared: every check runs, against `options.evaluationTime`.
+    public func verify(
+        _ quote: TDXQuote, prepared collateral: PreparedTDXCollateral?, options: TDXVerificationOptions
+    ) throws(AttestationError) -> TDXVerificationResult {
+        let anchor = try pinnedRoot()
         let time = options.evaluationTime
-        var checks = Checks()
+        var checks = TDXCheckSet()
         var warnings: [String] = []
-        checks.record("header_format", true, "")
-        checks.record("qe_vendor_is_intel", constantTimeEqual(quote.qeVendorID, TDXQuote.intelQEVendorID),
-                      "the QE vendor ID \(Hex.encode(quote.qeVendorID)) is not Intel's")
+        checks.pass(.headerFormat)
+        checks.record(
+            .qeVendorIsIntel, constantTimeEqual(quote.qeVendorIDBytes, TDXQuote.intelQEVendorID),
+            "the QE vendor ID \(Hex.encode(quote.qeVendorIDBytes)) is not Intel's")
         if quote.trailingBytes > 0 {
-            warnings.append("\(quote.trailingBytes) \(quote.trailingBytesAreZero ? "zero " : "")bytes follow the signature data (outside every signature)")
+            warnings.append(
+                "\(quote.trailingBytes) \(quote.trailingBytesAreZero ? "zero " : "")bytes follow the signature data "
+                    + "(outside every signature)")
         }
 
         // A. The PCK chain carried in the quote, anchored to the pinned root (time-independent part cached).
-        let chain = try chains.entry(pem: quote.pckCertificateChainPEM, root: root)
+        let chain = try chains.entry(chain: quote.pckCertificateChainBytes, root: anchor)
         checks.merge(chain.checks)
-        for certificate in [chain.leaf, chain.intermediate, root] {
-            do {
-                try certificate.checkValidity(at: time)
-                checks.record("pck_chain_time_valid", true, "")
-            } catch {
-                checks.record("pck_chain_time_valid", false, error.reason)
-            }
-        }
+        checks.record(
+            .pckChainTimeValid, time.isWithin(chain.leaf.notBefore, chain.leaf.notAfter),
+            chain.leaf.validityFailure(at: time))
+        checks.record(
+            .pckChainTimeValid, time.isWithin(chain.intermediate.notBefore, chain.intermediate.notAfter),
+            chain.intermediate.validityFailure(at: time))
+        checks.record(
+            .pckChainTimeValid, time.isWithin(anchor.certificate.notBefore, anchor.certificate.notAfter),
+            anchor.certificate.validityFailure(at: time))
 
-        // D .4.12–.4.13, .4.16: QE report signature by the PCK key, its binding to the attestation key, the quote signature.
-        let qeSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.qeReportSignature)
+        // D .4.12–.4.13, .4.16: the QE report signature by the PCK key, its binding to the attestation key, the
+        // quote signature.
+        let qeSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.qeReportSignatureBytes)
         checks.record(
-            "qe_report_signature",
-            chain.pckKey != nil && qeSignature != nil && chain.pckKey!.isValidSignature(qeSignature!, for: quote.qeReport.bytes),
+            .qeReportSignature,
+            qeSignature.map { signature in
+                chain.pckKey?.isValidSignature(signature, for: quote.qeReport.signedBytes) == true
+            } == true,
             "the QE report signature does not verify under the PCK certificate's key")
-        let binding = Array(SHA256.hash(data: quote.attestationKey + quote.qeAuthData))
+        var hash = SHA256()
+        quote.attestationKeyBytes.withUnsafeBytes { hash.update(bufferPointer: $0) }
+        quote.qeAuthDataBytes.withUnsafeBytes { hash.update(bufferPointer: $0) }
+        let binding = hash.finalize()
+        typealias QELayout = TDXQuote.QEReport.Layout
+        let reportData = quote.qeReport.slice(QELayout.reportData, QELayout.reportDataSize)
         checks.record(
-            "qe_report_data_binding",
-            constantTimeEqual(quote.qeReport.reportData.prefix(32), binding) && quote.qeReport.reportData.suffix(32).allSatisfy { $0 == 0 },
-            "the QE report does not bind the attestation key: REPORTDATA is not SHA-256(attestation key ‖ QE auth data) ‖ zeros")
-        let attestationKey = chains.attestationKey(quote.attestationKey)
-        let quoteSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signature)
+            .qeReportDataBinding,
+            binding.withUnsafeBytes { constantTimeEqual(reportData.prefix(32), $0) }
+                && reportData.suffix(32).allSatisfy { $0 == 0 },
+            "the QE report does not bind the attestation key: REPORTDATA is not SHA-256(attestation key ‖ QE auth "
+                + "data) ‖ zeros")
+        let attestationKey = chains.attestationKey(quote.attestationKeyBytes)
+        let quoteSignature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signatureBytes)
         checks.record(
-            "quote_signature",
-            attestationKey != nil && quoteSignature != nil
-                && quote.bytes.withUnsafeBytes { attestationKey!.isValidSignature(quoteSignature!, for: UnsafeRawBufferPointer(rebasing: $0[0..<quote.signedLength])) },
+            .quoteSignature,
+            quoteSignature.map { signature in
+                attestationKey?.isValidSignature(signature, for: quote.signedBytes) == true
+            } == true,
             "the quote signature does not verify under the attestation key: header or TD report was altered")
 
         var tcbStatus: String?
@@ -166,100 +214,160 @@ public struct TDXVerifier: Sendable {
         var advisories: [String] = []
         if let collateral {
             try evaluateCollateral(
-                collateral, quote: quote, chain: chain, root: root, options: options, checks: &checks, warnings: &warnings,
-                tcbStatus: &tcbStatus, qeStatus: &qeStatus, advisories: &advisories)
+                collateral, quote: quote, chain: chain, anchor: anchor, options: options, checks: &checks,
+                warnings: &warnings, tcbStatus: &tcbStatus, qeStatus: &qeStatus, advisories: &advisories)
         } else {
             warnings.append("no collateral: revocation and TCB status were not evaluated")
         }
-        let signatureChain = ["pck_chain_signatures", "pck_chain_anchored_to_trusted_root", "qe_report_signature",
-                              "qe_report_data_binding", "quote_signature"].allSatisfy { checks.results[$0] == true }
-        checks.record("signature_chain_valid", signatureChain, "a signature of the quote, the QE report or the PCK chain does not verify")
+        checks.record(
+            .signatureChainValid, checks.allPassed(Self.signatureChain),
+            "a signature of the quote, the QE report or the PCK chain does not verify")
         return TDXVerificationResult(
-            checks: checks.results, failures: checks.failures, tcbStatus: tcbStatus, qeTCBStatus: qeStatus,
-            advisoryIDs: advisories, claims: TDXClaims(quote: quote, pck: chain.pck), warnings: warnings)
+            checks: checks, tcbStatus: tcbStatus, qeTCBStatus: qeStatus, advisoryIDs: advisories,
+            claims: TDXClaims(quote: quote, pck: chain.pck), warnings: warnings)
+    }
+}
+
+extension Date {
+    /// Whether the date lies within [notBefore, notAfter], exactly as ``AttestationCertificate/checkValidity(at:)``
+    /// decides, without building its error.
+    func isWithin(_ notBefore: Date, _ notAfter: Date) -> Bool { !(self < notBefore) && !(self > notAfter) }
+}
+
+extension AttestationCertificate {
+    /// The reason ``checkValidity(at:)`` gives at `time`; empty when the certificate is valid then.
+    func validityFailure(at time: Date) -> String {
+        do {
+            try checkValidity(at: time)
+            return ""
+        } catch {
+            return error.reason
+        }
+    }
+}
+
+/// Bytes as a dictionary key, hashed and compared as one block rather than byte by byte.
+struct ByteKey: Hashable, Sendable {
+    let bytes: ArraySlice<UInt8>
+
+    init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
+
+    /// A key that owns a copy of its bytes, so a cache does not keep the buffer they were cut from alive.
+    func owned() -> ByteKey { ByteKey(ArraySlice(Array(bytes))) }
+
+    static func == (a: ByteKey, b: ByteKey) -> Bool {
+        guard a.bytes.count == b.bytes.count else { return false }
+        guard !a.bytes.isEmpty else { return true }
+        return a.bytes.withUnsafeBytes { x in
+            b.bytes.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
+        }
+    }
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 
 /// PCK chains already parsed and checked. Looked up by a hash of the chain's first bytes and confirmed by
-/// comparing the whole PEM text, so a hit costs a short hash and one comparison, not a digest of the chain.
+/// comparing the whole chain, so a hit costs a short hash and one comparison, not a digest of the chain.
 final class TDXChainCache: Sendable {
-    struct Entry: Sendable {
+    /// One checked chain; a class, so a cache hit hands out a reference rather than copies of three certificates.
+    final class Entry: Sendable {
         let leaf: AttestationCertificate
         let intermediate: AttestationCertificate
         let pck: PCKExtensions?
         let pckKey: P256.Signing.PublicKey?
         /// Time-independent results: names, signatures, anchoring, the SGX extension.
-        let checks: [(String, Bool, String)]
+        let checks: TDXCheckSet
+
+        init(
+            leaf: AttestationCertificate, intermediate: AttestationCertificate, pck: PCKExtensions?,
+            pckKey: P256.Signing.PublicKey?, checks: TDXCheckSet
+        ) {
+            self.leaf = leaf
+            self.intermediate = intermediate
+            self.pck = pck
+            self.pckKey = pckKey
+            self.checks = checks
+        }
     }
 
-    private let entries = Mutex<[Int: [(pem: String, root: [UInt8], entry: Entry)]]>([:])
-    private let keys = Mutex<[[UInt8]: P256.Signing.PublicKey]>([:])
+    private let entries = Mutex<[Int: [(chain: ByteKey, root: [UInt8], entry: Entry)]]>([:])
+    private let keys = Mutex<[ByteKey: P256.Signing.PublicKey]>([:])
 
     /// The attestation key for its raw x ‖ y bytes. A quoting enclave keeps its key across quotes, and importing
     /// a key validates the point (a scalar multiplication), so keys are kept once imported.
-    func attestationKey(_ raw: [UInt8]) -> P256.Signing.PublicKey? {
-        if let known = keys.withLock({ $0[raw] }) { return known }
+    func attestationKey(_ raw: ArraySlice<UInt8>) -> P256.Signing.PublicKey? {
+        if let known = keys.withLock({ $0[ByteKey(raw)] }) { return known }
         guard let key = try? P256.Signing.PublicKey(rawRepresentation: raw) else { return nil }
         keys.withLock { cache in
             if cache.count >= 4096 { cache.removeAll() }
-            cache[raw] = key
+            cache[ByteKey(raw).owned()] = key
         }
         return key
     }
 
-    func entry(pem: String, root: AttestationCertificate) throws(AttestationError) -> Entry {
+    /// The checked chain for the PEM bytes `chain` under `root`, from the cache or parsed and checked now.
+    func entry(chain bytes: ArraySlice<UInt8>, root anchor: TDXVerifier.PinnedRoot) throws(AttestationError) -> Entry {
         var hasher = Hasher()
-        var text = pem
-        text.withUTF8 { utf8 in
-            hasher.combine(utf8.count)
-            hasher.combine(bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8.prefix(512))))
-        }
+        hasher.combine(bytes.count)
+        bytes.prefix(256).withUnsafeBytes { hasher.combine(bytes: $0) }
         let key = hasher.finalize()
-        if let cached = entries.withLock({ bucket in bucket[key]?.first(where: { $0.pem == pem && $0.root == root.fingerprint })?.entry }) {
-            return cached
+        let pem = ByteKey(bytes)
+        let cached = entries.withLock { bucket in
+            bucket[key]?.first(where: { $0.chain == pem && $0.root == anchor.certificate.fingerprint })?.entry
         }
+        if let cached { return cached }
+        let root = anchor.certificate
         let chain: [AttestationCertificate]
         do {
-            chain = try PEMDocuments.certificates(in: pem).map { (der: [UInt8]) throws(AttestationError) in
-                try AttestationCertificate(der: der)
-            }
+            let ders = try PEMDocuments.certificates(in: String(decoding: bytes, as: UTF8.self))
+            chain = try ders.map { (der: [UInt8]) throws(AttestationError) in try AttestationCertificate(der: der) }
         } catch {
-            throw AttestationError(.malformedEvidence, "the quote's PCK certificate chain cannot be read: \(error.reason)")
+            throw AttestationError(
+                .malformedEvidence, "the quote's PCK certificate chain cannot be read: \(error.reason)")
         }
         guard chain.count == 3 else {
-            throw AttestationError(.malformedEvidence, "the quote's PCK chain has \(chain.count) certificates; it must be leaf, CA and root")
+            throw AttestationError(
+                .malformedEvidence,
+                "the quote's PCK chain has \(chain.count) certificates; it must be leaf, CA and root")
         }
         let (leaf, intermediate, quoteRoot) = (chain[0], chain[1], chain[2])
-        var checks: [(String, Bool, String)] = []
+        var checks = TDXCheckSet()
         let namesOK = leaf.subjectCommonName == TDXVerifier.leafName
             && TDXVerifier.intermediateNames.contains(intermediate.subjectCommonName ?? "")
             && quoteRoot.subjectCommonName == root.subjectCommonName
-        checks.append(("pck_chain_signatures", namesOK, "the PCK chain's names are not leaf ← PCK Platform/Processor CA ← SGX Root CA"))
+        checks.record(
+            .pckChainSignatures, namesOK,
+            "the PCK chain's names are not leaf ← PCK Platform/Processor CA ← SGX Root CA")
         for (certificate, issuer) in [(leaf, intermediate), (intermediate, quoteRoot)] {
             do {
                 try certificate.verifySignature(issuedBy: issuer, requiredAlgorithm: .ecdsaWithSHA256)
                 try certificate.checkCriticalExtensions()
             } catch {
-                checks.append(("pck_chain_signatures", false, error.reason))
+                checks.record(.pckChainSignatures, false, error.reason)
             }
         }
-        checks.append(("pck_chain_anchored_to_trusted_root", quoteRoot.fingerprint == root.fingerprint,
-                       "the quote's chain ends in '\(quoteRoot.subjectCommonName ?? "?")' \(Hex.encode(quoteRoot.fingerprint)), not the pinned Intel SGX Root CA"))
+        checks.record(
+            .pckChainAnchoredToTrustedRoot, quoteRoot.fingerprint == root.fingerprint,
+            "the quote's chain ends in '\(quoteRoot.subjectCommonName ?? "?")' \(Hex.encode(quoteRoot.fingerprint)), "
+                + "not the pinned Intel SGX Root CA")
         if (try? intermediate.verifySignature(issuedBy: root, requiredAlgorithm: .ecdsaWithSHA256)) == nil {
-            checks.append(("pck_chain_anchored_to_trusted_root", false, "the PCK CA is not signed by the pinned Intel SGX Root CA"))
+            checks.record(
+                .pckChainAnchoredToTrustedRoot, false, "the PCK CA is not signed by the pinned Intel SGX Root CA")
         }
         var pck: PCKExtensions?
         do {
             pck = try PCKExtensions(certificate: leaf)
         } catch {
-            checks.append(("pck_chain_signatures", false, error.reason))
+            checks.record(.pckChainSignatures, false, error.reason)
         }
         let entry = Entry(
             leaf: leaf, intermediate: intermediate, pck: pck,
             pckKey: try? P256.Signing.PublicKey(derRepresentation: leaf.subjectPublicKeyInfo), checks: checks)
         entries.withLock { cache in
             if cache.count >= 4096 { cache.removeAll() }
-            cache[key, default: []].append((pem, root.fingerprint, entry))
+            cache[key, default: []].append((pem.owned(), root.fingerprint, entry))
         }
         return entry
     }

@@ -100,7 +100,8 @@ public struct TDXQEIdentity: Sendable, Hashable {
                     advisoryIDs: try CollateralText.advisoryIDs(level.advisoryIDs, field: "\(path).advisoryIDs")))
         }
         tcbLevels = levels
-        tcbLevelsDescending = levels.enumerated().sorted { ($0.element.isvsvn, -$0.offset) > ($1.element.isvsvn, -$1.offset) }.map(\.element)
+        tcbLevelsDescending = levels.enumerated()
+            .sorted { ($0.element.isvsvn, -$0.offset) > ($1.element.isvsvn, -$1.offset) }.map(\.element)
         signedBytes = envelope.bodyBytes
         signature = try CollateralText.signature(envelope.signatureText)
     }
@@ -130,8 +131,38 @@ public struct TDXQEIdentity: Sendable, Hashable {
     public func match(
         miscselect: [UInt8], attributes: [UInt8], mrsigner: [UInt8], isvprodid: UInt16, isvsvn: UInt16
     ) -> TDXQEIdentityMatch {
+        match(
+            miscselect: miscselect[...], attributes: attributes[...], mrsigner: mrsigner[...], isvprodid: isvprodid,
+            isvsvn: isvsvn)
+    }
+
+    /// As ``match(miscselect:attributes:mrsigner:isvprodid:isvsvn:)`` with MISCSELECT as the little-endian u32 the
+    /// report holds.
+    public func match(
+        miscselect: UInt32, attributes: [UInt8], mrsigner: [UInt8], isvprodid: UInt16, isvsvn: UInt16
+    ) -> TDXQEIdentityMatch {
+        let bytes = (0..<4).map { UInt8(truncatingIfNeeded: miscselect >> (8 * UInt32($0))) }
+        return match(
+            miscselect: bytes, attributes: attributes, mrsigner: mrsigner, isvprodid: isvprodid, isvsvn: isvsvn)
+    }
+
+    /// As ``match(miscselect:attributes:mrsigner:isvprodid:isvsvn:)`` with the fields read in place from a quote's
+    /// QE report.
+    public func match(report: TDXQuote.QEReport) -> TDXQEIdentityMatch {
+        typealias Layout = TDXQuote.QEReport.Layout
+        return match(
+            miscselect: report.slice(Layout.miscSelect, Format.miscselectSize),
+            attributes: report.slice(Layout.attributes, Layout.attributesSize),
+            mrsigner: report.slice(Layout.mrSigner, Layout.mrSignerSize), isvprodid: report.isvProdID,
+            isvsvn: report.isvSVN)
+    }
+
+    private func match(
+        miscselect: ArraySlice<UInt8>, attributes: ArraySlice<UInt8>, mrsigner: ArraySlice<UInt8>, isvprodid: UInt16,
+        isvsvn: UInt16
+    ) -> TDXQEIdentityMatch {
         guard miscselect.count == Format.miscselectSize,
-            Self.masked(miscselect, miscselectMask) == self.miscselect
+            Self.masked(miscselect, miscselectMask, equals: self.miscselect)
         else {
             return .mismatch(
                 .miscselect,
@@ -140,7 +171,7 @@ public struct TDXQEIdentity: Sendable, Hashable {
             )
         }
         guard attributes.count == Format.attributesSize,
-            Self.masked(attributes, attributesMask) == self.attributes
+            Self.masked(attributes, attributesMask, equals: self.attributes)
         else {
             return .mismatch(
                 .attributes,
@@ -148,7 +179,7 @@ public struct TDXQEIdentity: Sendable, Hashable {
                     + "is not \(Self.hex(self.attributes))"
             )
         }
-        guard mrsigner == self.mrsigner else {
+        guard mrsigner.elementsEqual(self.mrsigner) else {
             return .mismatch(
                 .mrsigner,
                 "QE report MRSIGNER \(Self.hex(mrsigner)) is not Intel's TD QE signer \(Self.hex(self.mrsigner))")
@@ -162,21 +193,17 @@ public struct TDXQEIdentity: Sendable, Hashable {
         return .matched(level)
     }
 
-    /// As ``match(miscselect:attributes:mrsigner:isvprodid:isvsvn:)`` with MISCSELECT as the little-endian u32 the
-    /// report holds.
-    public func match(
-        miscselect: UInt32, attributes: [UInt8], mrsigner: [UInt8], isvprodid: UInt16, isvsvn: UInt16
-    ) -> TDXQEIdentityMatch {
-        let bytes = (0..<4).map { UInt8(truncatingIfNeeded: miscselect >> (8 * UInt32($0))) }
-        return match(
-            miscselect: bytes, attributes: attributes, mrsigner: mrsigner, isvprodid: isvprodid, isvsvn: isvsvn)
+    /// Whether `value` under `mask`, byte by byte over their common length, equals `expected`.
+    private static func masked(_ value: ArraySlice<UInt8>, _ mask: [UInt8], equals expected: [UInt8]) -> Bool {
+        let count = min(value.count, mask.count)
+        guard count == expected.count else { return false }
+        for (offset, byte) in value.prefix(count).enumerated() where byte & mask[offset] != expected[offset] {
+            return false
+        }
+        return true
     }
 
-    private static func masked(_ value: [UInt8], _ mask: [UInt8]) -> [UInt8] {
-        zip(value, mask).map { $0 & $1 }
-    }
-
-    private static func hex(_ bytes: [UInt8]) -> String {
+    private static func hex(_ bytes: some Collection<UInt8>) -> String {
         bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 

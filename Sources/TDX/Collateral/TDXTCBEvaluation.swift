@@ -107,8 +107,8 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
     }
 
     public let outcome: Outcome
-    /// Why the evaluation ended this way, in a sentence a person can act on.
-    public let reason: String
+    /// Why the evaluation ended this way, rendered into ``reason`` only when someone asks.
+    private let explanation: Explanation
     /// The first level whose SGX components and PCESVN the PCK certificate reaches; nil when none does.
     public let sgxLevel: TDXTCBInfo.TCBLevel?
     /// The level that decided the TDX status; nil when none matched (or the evaluation stopped earlier).
@@ -135,6 +135,34 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(outcome.name): \(reason)" }
 
+    /// Why the evaluation ended this way, in a sentence a person can act on.
+    public var reason: String {
+        switch explanation {
+        case .failure(let text):
+            return text
+        case .status(let moduleRevoked, let relaunchSVN2, let qeNoted):
+            guard let tdxLevel else { return "" }
+            var why = "TDX TCB level \(Self.dateText(tdxLevel)) is \(TDXTCBStatus(tdxLevel.tcbStatus))"
+            if let module = moduleLevel {
+                why += "; module \(module.identityID) level isvsvn \(module.level.isvsvn) is \(module.level.tcbStatus)"
+            }
+            if moduleRevoked { return why + ": the TDX module is revoked" }
+            if let relaunchSVN2 {
+                why += "; TEE_TCB_SVN2 \(Self.hex(relaunchSVN2)) already reaches the newest level: "
+                    + "relaunch the TD to run the updated TDX module"
+            }
+            if qeNoted, let qeLevel { why += "; QE level isvsvn \(qeLevel.isvsvn) is \(qeLevel.tcbStatus)" }
+            return why
+        }
+    }
+
+    /// What ``reason`` says: the sentence of a failure, or the notes a status collected on its way — the TDX level
+    /// and module always, then a revoked module, a relaunch advice (with TEE_TCB_SVN2), and the QE's status.
+    private enum Explanation: Sendable, Hashable {
+        case failure(String)
+        case status(moduleRevoked: Bool, relaunchSVN2: [UInt8]?, qeNoted: Bool)
+    }
+
     /// Evaluates `inputs` against `tcbInfo`.
     public init(tcbInfo: TDXTCBInfo, inputs: Inputs) {
         var selectedSGX: TDXTCBInfo.TCBLevel?
@@ -142,21 +170,23 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         var selectedModule: ModuleLevel?
         let qeLevel: TDXQEIdentity.TCBLevel? = if case .matched(let level) = inputs.qeIdentity { level } else { nil }
 
-        func finish(_ outcome: Outcome, _ reason: String) -> TDXTCBEvaluation {
-            var advisories = Set(qeLevel?.advisoryIDs ?? [])
-            advisories.formUnion(selectedSGX?.advisoryIDs ?? [])
-            advisories.formUnion(selectedTDX?.advisoryIDs ?? [])
-            advisories.formUnion(selectedModule?.level.advisoryIDs ?? [])
+        func finish(_ outcome: Outcome, _ explanation: Explanation) -> TDXTCBEvaluation {
+            var advisories: [String] = []
+            if let ids = qeLevel?.advisoryIDs { advisories += ids }
+            if let ids = selectedSGX?.advisoryIDs { advisories += ids }
+            if let ids = selectedTDX?.advisoryIDs { advisories += ids }
+            if let ids = selectedModule?.level.advisoryIDs { advisories += ids }
             return TDXTCBEvaluation(
-                outcome: outcome, reason: reason, sgxLevel: selectedSGX, tdxLevel: selectedTDX,
-                moduleLevel: selectedModule,
-                qeLevel: qeLevel, advisoryIDs: advisories.sorted())
+                outcome: outcome, explanation: explanation, sgxLevel: selectedSGX, tdxLevel: selectedTDX,
+                moduleLevel: selectedModule, qeLevel: qeLevel, advisoryIDs: Self.sortedUnique(advisories))
         }
-        func fail(_ failure: TDXTCBFailure, _ reason: String) -> TDXTCBEvaluation { finish(.failure(failure), reason) }
-
-        let hex = { (bytes: [UInt8]) in bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+        func fail(_ failure: TDXTCBFailure, _ reason: String) -> TDXTCBEvaluation {
+            finish(.failure(failure), .failure(reason))
+        }
+        let hex = Self.hex
         let major = inputs.moduleMajorVersion
-        let moduleID = TDXTCBInfo.moduleIdentityID(majorVersion: major)
+        // Reasons are built only on the paths that end in them.
+        var moduleID: String { TDXTCBInfo.moduleIdentityID(majorVersion: major) }
 
         // .4.10: the TCB Info must be the one for this platform.
         guard inputs.pckFMSPC == tcbInfo.fmspc else {
@@ -178,7 +208,8 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         let expectedSigner: [UInt8]
         let expectedAttributes: [UInt8]
         let attributesMask: [UInt8]
-        let identityName: String
+        let identityID: String?
+        var knownIdentity: TDXTCBInfo.TDXModuleIdentity?
         if inputs.quoteVersion > 3 && major > 0 {
             guard let identities = tcbInfo.tdxModuleIdentities else {
                 self = fail(
@@ -199,14 +230,16 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
             (expectedSigner, expectedAttributes, attributesMask) = (
                 identity.mrsigner, identity.attributes, identity.attributesMask
             )
-            identityName = "module identity \(identity.id)"
+            identityID = identity.id
+            knownIdentity = identity
         } else {
             let module = tcbInfo.tdxModule
             (expectedSigner, expectedAttributes, attributesMask) = (
                 module.mrsigner, module.attributes, module.attributesMask
             )
-            identityName = "tdxModule"
+            identityID = nil
         }
+        var identityName: String { identityID.map { "module identity \($0)" } ?? "tdxModule" }
         guard inputs.mrSignerSEAM == expectedSigner else {
             self = fail(
                 .tdxModuleMismatch,
@@ -216,7 +249,7 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
             return
         }
         guard inputs.seamAttributes.allSatisfy({ $0 == 0 }),
-            zip(inputs.seamAttributes, attributesMask).map({ $0 & $1 }) == expectedAttributes
+            Self.masked(inputs.seamAttributes, attributesMask, equals: expectedAttributes)
         else {
             self = fail(
                 .tdxModuleMismatch,
@@ -235,18 +268,20 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         // §6.1 steps 1–2: the SGX and TDX levels.
         let levels = tcbInfo.tcbLevelsDescending
         let firstTDXIndex = major > 0 ? 2 : 0
-        for level in levels {
+        var sgxIndex: Int?
+        for index in levels.indices {
             let sgxReached =
-                zip(inputs.pckSGXComponentSVNs, level.sgxSVNs).allSatisfy { $0 >= $1 }
-                && inputs.pckPCESVN >= level.pceSVN
+                zip(inputs.pckSGXComponentSVNs, levels[index].sgxSVNs).allSatisfy { $0 >= $1 }
+                && inputs.pckPCESVN >= levels[index].pceSVN
             guard sgxReached else { continue }
-            if selectedSGX == nil { selectedSGX = level }
-            let tdxSVNs = level.tdxSVNs
+            if sgxIndex == nil { sgxIndex = index }
+            let tdxSVNs = levels[index].tdxSVNs
             if (firstTDXIndex..<TDXTCBInfo.Format.componentCount).allSatisfy({ inputs.teeTCBSVN[$0] >= tdxSVNs[$0] }) {
-                selectedTDX = level
+                selectedTDX = levels[index]
                 break
             }
         }
+        selectedSGX = sgxIndex.map { levels[$0] }
         guard let sgxLevel = selectedSGX else {
             self = fail(
                 .tcbNotSupported,
@@ -271,7 +306,7 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         if inputs.quoteVersion > 3 && major == 0 {
             moduleStatus = .upToDate
         } else {
-            guard let identity = tcbInfo.moduleIdentity(majorVersion: major) else {
+            guard let identity = knownIdentity ?? tcbInfo.moduleIdentity(majorVersion: major) else {
                 self = fail(
                     .tdxModuleMismatch,
                     "the TCB Info lists no module identity \(moduleID) to judge TDX module SVN \(inputs.moduleSVN)")
@@ -290,30 +325,24 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         }
 
         // Step 4: combine the TDX level with the module.
-        let levelStatus = TDXTCBStatus(tdxLevel.tcbStatus)
-        var status = levelStatus
-        var why = "TDX TCB level \(Self.dateText(tdxLevel)) is \(levelStatus)"
-        if let moduleLevel = selectedModule {
-            why += "; module \(moduleLevel.identityID) level isvsvn \(moduleLevel.level.isvsvn) is \(moduleStatus)"
-        }
+        var status = TDXTCBStatus(tdxLevel.tcbStatus)
         switch moduleStatus {
         case .outOfDate: status = status.degradedByOutOfDateComponent()
         case .revoked:
-            self = finish(.status(.revoked), why + ": the TDX module is revoked")
+            self = finish(.status(.revoked), .status(moduleRevoked: true, relaunchSVN2: nil, qeNoted: false))
             return
         default: break
         }
         if status == .revoked {
-            self = finish(.status(.revoked), why)
+            self = finish(.status(.revoked), .status(moduleRevoked: false, relaunchSVN2: nil, qeNoted: false))
             return
         }
 
         // Step 5: TD 1.5 relaunch check.
+        var relaunchSVN2: [UInt8]?
         let qeStatus = inputs.qeIdentity.tcbStatus
         let qeCurrent = qeStatus == .upToDate
-        if let svn2 = inputs.teeTCBSVN2, qeCurrent,
-            [.upToDate, .swHardeningNeeded, .configurationNeeded, .configurationAndSWHardeningNeeded].contains(
-                sgxLevel.tcbStatus),
+        if let svn2 = inputs.teeTCBSVN2, qeCurrent, Self.isCurrentOrNeedsOnlyChanges(sgxLevel.tcbStatus),
             status == .outOfDate || status == .outOfDateConfigurationNeeded, moduleStatus == .outOfDate,
             let newest = levels.first
         {
@@ -338,13 +367,12 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
             if reachesNewest {
                 let configuration = TDXTCBStatus(sgxLevel.tcbStatus).needsConfiguration || status.needsConfiguration
                 status = configuration ? .tdRelaunchAdvisedConfigurationNeeded : .tdRelaunchAdvised
-                why +=
-                    "; TEE_TCB_SVN2 \(hex(svn2)) already reaches the newest level: "
-                        + "relaunch the TD to run the updated TDX module"
+                relaunchSVN2 = svn2
             }
         }
 
         // Step 6: combine with the QE.
+        var qeNoted = false
         switch inputs.qeIdentity {
         case .tcbNotSupported(let isvsvn):
             self = fail(.tcbNotSupported, "the QE's ISVSVN \(isvsvn) is below every level of the QE Identity")
@@ -354,23 +382,23 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
             case .upToDate: break
             case .revoked:
                 status = .revoked
-                why += "; QE level isvsvn \(level.isvsvn) is Revoked"
+                qeNoted = true
             default:
                 status = status.degradedByOutOfDateComponent()
-                why += "; QE level isvsvn \(level.isvsvn) is \(level.tcbStatus)"
+                qeNoted = true
             }
         case .mismatch:
             break  // Handled at .4.15.
         }
-        self = finish(.status(status), why)
+        self = finish(.status(status), .status(moduleRevoked: false, relaunchSVN2: relaunchSVN2, qeNoted: qeNoted))
     }
 
     private init(
-        outcome: Outcome, reason: String, sgxLevel: TDXTCBInfo.TCBLevel?, tdxLevel: TDXTCBInfo.TCBLevel?,
+        outcome: Outcome, explanation: Explanation, sgxLevel: TDXTCBInfo.TCBLevel?, tdxLevel: TDXTCBInfo.TCBLevel?,
         moduleLevel: ModuleLevel?, qeLevel: TDXQEIdentity.TCBLevel?, advisoryIDs: [String]
     ) {
         self.outcome = outcome
-        self.reason = reason
+        self.explanation = explanation
         self.sgxLevel = sgxLevel
         self.tdxLevel = tdxLevel
         self.moduleLevel = moduleLevel
@@ -378,7 +406,40 @@ public struct TDXTCBEvaluation: Sendable, Hashable, CustomStringConvertible {
         self.advisoryIDs = advisoryIDs
     }
 
+    /// Lower-case hex of `bytes`, for reasons.
+    private static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
     private static func dateText(_ level: TDXTCBInfo.TCBLevel) -> String {
-        "of \(level.tcbDate.formatted(.iso8601))"
+        "of " + level.tcbDateText
+    }
+
+    /// Whether a level status is UpToDate, SWHardeningNeeded or one of the ConfigurationNeeded statuses (not out of
+    /// date, not revoked): the SGX statuses under which the relaunch check runs.
+    private static func isCurrentOrNeedsOnlyChanges(_ status: TDXTCBLevelStatus) -> Bool {
+        switch status {
+        case .upToDate, .swHardeningNeeded, .configurationNeeded, .configurationAndSWHardeningNeeded: true
+        case .outOfDate, .outOfDateConfigurationNeeded, .revoked: false
+        }
+    }
+
+    /// Whether `value` under `mask`, byte by byte over their common length, equals `expected`.
+    private static func masked(_ value: [UInt8], _ mask: [UInt8], equals expected: [UInt8]) -> Bool {
+        let count = min(value.count, mask.count)
+        guard count == expected.count else { return false }
+        for index in 0..<count where value[index] & mask[index] != expected[index] { return false }
+        return true
+    }
+
+    /// The advisory ids sorted, each once.
+    private static func sortedUnique(_ ids: [String]) -> [String] {
+        var all = ids
+        guard all.count > 1 else { return all }
+        all.sort()
+        var unique: [String] = []
+        unique.reserveCapacity(all.count)
+        for id in all where id != unique.last { unique.append(id) }
+        return unique
     }
 }

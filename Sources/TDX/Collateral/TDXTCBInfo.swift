@@ -53,21 +53,77 @@ public struct TDXTCBInfo: Sendable, Hashable {
     /// One platform TCB level: the SGX component SVNs and PCESVN a PCK certificate must reach, and the TDX
     /// component SVNs TEE_TCB_SVN must reach.
     public struct TCBLevel: Sendable, Hashable {
-        /// `tcb.sgxtcbcomponents`, 16 entries.
-        public let sgxComponents: [TCBComponent]
-        /// `tcb.pcesvn`.
-        public let pceSVN: UInt16
-        /// `tcb.tdxtcbcomponents`, 16 entries.
-        public let tdxComponents: [TCBComponent]
-        public let tcbDate: Date
-        public let tcbStatus: TDXTCBLevelStatus
-        /// Intel security advisories (INTEL-SA-…) that apply at this level; empty when none are listed.
-        public let advisoryIDs: [String]
+        /// The level's values, shared by every copy: an evaluation copies the levels it selects, and one reference
+        /// is cheaper to copy than the arrays and text a level holds.
+        private final class Storage: Sendable {
+            let sgxComponents: [TCBComponent]
+            let pceSVN: UInt16
+            let tdxComponents: [TCBComponent]
+            let tcbDate: Date
+            let tcbStatus: TDXTCBLevelStatus
+            let advisoryIDs: [String]
+            let sgxSVNs: [UInt8]
+            let tdxSVNs: [UInt8]
+            let tcbDateText: String
 
+            init(
+                sgxComponents: [TCBComponent], pceSVN: UInt16, tdxComponents: [TCBComponent], tcbDate: Date,
+                tcbStatus: TDXTCBLevelStatus, advisoryIDs: [String]
+            ) {
+                self.sgxComponents = sgxComponents
+                self.pceSVN = pceSVN
+                self.tdxComponents = tdxComponents
+                self.tcbDate = tcbDate
+                self.tcbStatus = tcbStatus
+                self.advisoryIDs = advisoryIDs
+                sgxSVNs = sgxComponents.map(\.svn)
+                tdxSVNs = tdxComponents.map(\.svn)
+                tcbDateText = tcbDate.formatted(.iso8601)
+            }
+        }
+
+        private let storage: Storage
+
+        /// `tcb.sgxtcbcomponents`, 16 entries.
+        public var sgxComponents: [TCBComponent] { storage.sgxComponents }
+        /// `tcb.pcesvn`.
+        public var pceSVN: UInt16 { storage.pceSVN }
+        /// `tcb.tdxtcbcomponents`, 16 entries.
+        public var tdxComponents: [TCBComponent] { storage.tdxComponents }
+        public var tcbDate: Date { storage.tcbDate }
+        public var tcbStatus: TDXTCBLevelStatus { storage.tcbStatus }
+        /// Intel security advisories (INTEL-SA-…) that apply at this level; empty when none are listed.
+        public var advisoryIDs: [String] { storage.advisoryIDs }
         /// The 16 SGX component SVNs.
-        public var sgxSVNs: [UInt8] { sgxComponents.map(\.svn) }
+        public var sgxSVNs: [UInt8] { storage.sgxSVNs }
         /// The 16 TDX component SVNs.
-        public var tdxSVNs: [UInt8] { tdxComponents.map(\.svn) }
+        public var tdxSVNs: [UInt8] { storage.tdxSVNs }
+        /// ``tcbDate`` as ISO 8601 text, formatted once when the level is read: reasons quote it.
+        var tcbDateText: String { storage.tcbDateText }
+
+        init(
+            sgxComponents: [TCBComponent], pceSVN: UInt16, tdxComponents: [TCBComponent], tcbDate: Date,
+            tcbStatus: TDXTCBLevelStatus, advisoryIDs: [String]
+        ) {
+            storage = Storage(
+                sgxComponents: sgxComponents, pceSVN: pceSVN, tdxComponents: tdxComponents, tcbDate: tcbDate,
+                tcbStatus: tcbStatus, advisoryIDs: advisoryIDs)
+        }
+
+        public static func == (a: TCBLevel, b: TCBLevel) -> Bool {
+            a.storage === b.storage
+                || (a.sgxComponents == b.sgxComponents && a.pceSVN == b.pceSVN && a.tdxComponents == b.tdxComponents
+                    && a.tcbDate == b.tcbDate && a.tcbStatus == b.tcbStatus && a.advisoryIDs == b.advisoryIDs)
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(sgxComponents)
+            hasher.combine(pceSVN)
+            hasher.combine(tdxComponents)
+            hasher.combine(tcbDate)
+            hasher.combine(tcbStatus)
+            hasher.combine(advisoryIDs)
+        }
 
         /// QVL's order (TcbLevel::operator>): SGX SVNs lexicographically, then PCESVN, then TDX SVNs.
         static func isHigher(_ a: Self, than b: Self) -> Bool {
@@ -105,11 +161,25 @@ public struct TDXTCBInfo: Sendable, Hashable {
         public let attributesMask: [UInt8]
         /// The levels as listed (Intel lists them newest first).
         public let tcbLevels: [ModuleTCBLevel]
+        /// The levels in evaluation order: descending ISVSVN (stable for equal values), sorted once when read.
+        public let tcbLevelsDescending: [ModuleTCBLevel]
+        /// The TDX module major version ``id`` names ("TDX_%02X", case-insensitive as in QVL); nil for other ids.
+        let majorVersion: UInt8?
 
-        /// The levels in evaluation order: descending ISVSVN (stable for equal values).
-        public var tcbLevelsDescending: [ModuleTCBLevel] {
-            tcbLevels.enumerated().sorted { ($0.element.isvsvn, -$0.offset) > ($1.element.isvsvn, -$1.offset) }.map(
-                \.element)
+        init(id: String, mrsigner: [UInt8], attributes: [UInt8], attributesMask: [UInt8], tcbLevels: [ModuleTCBLevel]) {
+            self.id = id
+            self.mrsigner = mrsigner
+            self.attributes = attributes
+            self.attributesMask = attributesMask
+            self.tcbLevels = tcbLevels
+            tcbLevelsDescending = tcbLevels.enumerated()
+                .sorted { ($0.element.isvsvn, -$0.offset) > ($1.element.isvsvn, -$1.offset) }.map(\.element)
+            // Exactly the ids `moduleIdentityID(majorVersion:)` produces, compared after upper-casing as QVL does.
+            let upper = id.uppercased()
+            let digits = upper.dropFirst(4)
+            majorVersion =
+                upper.hasPrefix("TDX_") && digits.count == 2 && digits.allSatisfy(\.isHexDigit)
+                ? UInt8(digits, radix: 16) : nil
         }
     }
 
@@ -199,8 +269,7 @@ public struct TDXTCBInfo: Sendable, Hashable {
     /// The identity of the TDX module with `majorVersion`, matched case-insensitively as QVL does; nil when the
     /// TCB Info lists none for it (or lists no identities at all).
     public func moduleIdentity(majorVersion: UInt8) -> TDXModuleIdentity? {
-        let wanted = Self.moduleIdentityID(majorVersion: majorVersion)
-        return tdxModuleIdentities?.first { $0.id.uppercased() == wanted }
+        tdxModuleIdentities?.first { $0.majorVersion == majorVersion }
     }
 
     // MARK: Decoding
