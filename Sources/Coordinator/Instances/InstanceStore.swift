@@ -24,15 +24,18 @@ public final class InstanceStore: Sendable {
         /// How long to wait for SQLite's write lock (held briefly by a reader's checkpoint, or a crashed writer's
         /// recovery) before failing.
         public var busyTimeout: TimeInterval
+        /// How long to wait for another coordinator to release the state lock before refusing with `stateLocked`.
+        public var lockWait: TimeInterval
         /// The clock for transition times (inject a fixed one in tests).
         public var clock: @Sendable () -> Date
 
         public init(
-            reserve: HostReserve = .default, busyTimeout: TimeInterval = 10,
+            reserve: HostReserve = .default, busyTimeout: TimeInterval = 10, lockWait: TimeInterval = 2,
             clock: @escaping @Sendable () -> Date = { Date() }
         ) {
             self.reserve = reserve
             self.busyTimeout = busyTimeout
+            self.lockWait = lockWait
             self.clock = clock
         }
     }
@@ -55,7 +58,7 @@ public final class InstanceStore: Sendable {
         } catch {
             throw CoordinatorError(.fileSystem, "cannot create the state folder \(state.url.path): \(error)")
         }
-        let lock = try StateLock(path: state.coordinatorLock)
+        let lock = try StateLock(path: state.coordinatorLock, wait: options.lockWait)
         self.lock = lock
         self.path = state.instanceStore
         self.options = options

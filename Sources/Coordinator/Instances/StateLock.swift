@@ -17,11 +17,15 @@ public final class StateLock: @unchecked Sendable {
     private let mutex = NSLock()
     private var descriptor: Int32
 
-    /// Takes the lock without waiting.
+    /// Takes the lock, waiting up to `wait` seconds for a holder to let go.
     ///
-    /// - Throws: `stateLocked` naming the holder's pid when another open file holds it (another process, or
-    ///   another store in this process); `fileSystem` when the file cannot be opened.
-    public init(path: URL) throws(CoordinatorError) {
+    /// A short wait lets two short commands (`cmk stop a`, `cmk stop b`) run one after the other instead of one
+    /// failing, and covers the moment after a holder closes the file while a child it was forking still holds the
+    /// descriptor until its `exec` (close-on-exec closes it only then; on a loaded host that can take a while).
+    ///
+    /// - Throws: `stateLocked` naming the holder's pid when another open file still holds it after `wait`
+    ///   (another process, or another store in this process); `fileSystem` when the file cannot be opened.
+    public init(path: URL, wait: TimeInterval = 0) throws(CoordinatorError) {
         self.path = path
         let fd = open(path.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -29,6 +33,10 @@ public final class StateLock: @unchecked Sendable {
             throw CoordinatorError(
                 .fileSystem, "cannot open the state lock \(path.path): \(String(cString: strerror(code)))",
                 nativeCode: code)
+        }
+        let deadline = Date().addingTimeInterval(wait)
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 && (errno == EWOULDBLOCK || errno == EAGAIN) && Date() < deadline {
+            usleep(20_000)
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let code = errno
