@@ -53,6 +53,7 @@ extension CBORValue {
 
     private init(libcborEncoded bytes: [UInt8]) throws(CBORError) {
         guard !bytes.isEmpty else { throw CBORError(.malformed, "the CBOR data ends after a tag") }
+        try Self.checkDeclaredSizes(bytes)
         var result = cbor_load_result()
         let loaded = bytes.withUnsafeBufferPointer { buffer in
             cbor_load(buffer.baseAddress, buffer.count, &result)
@@ -71,6 +72,78 @@ extension CBORValue {
             throw CBORError(.trailingBytes, "\(bytes.count - result.read) bytes follow the CBOR item")
         }
         self = try Self.value(of: item.pointer, depth: 0)
+    }
+
+    /// Walks the item heads of `bytes` without building anything and refuses, before libcbor sees them, lengths and
+    /// counts the input cannot hold.
+    ///
+    /// libcbor allocates a definite array's or map's element table, and a string's buffer, from the count in its
+    /// head before reading any element: a ten-byte input declaring 2³² elements would make it reserve gigabytes
+    /// (measured: a seeded fuzz run spent minutes in the kernel handing out pages). Every element takes at least one
+    /// byte and every map entry two, so a count larger than the bytes left is malformed whatever follows; a string
+    /// longer than the bytes left likewise. Indefinite lengths, reserved additional-information values and nesting
+    /// deeper than ``maximumDepth`` are refused here too. Only the first complete item is checked: trailing bytes are
+    /// left to the caller's check.
+    static func checkDeclaredSizes(_ bytes: [UInt8]) throws(CBORError) {
+        var offset = 0
+        // Items still to read at each open level; the top level expects one.
+        var pending: [UInt64] = [1]
+        while let last = pending.last {
+            if last == 0 {
+                pending.removeLast()
+                continue
+            }
+            pending[pending.count - 1] = last - 1
+            guard offset < bytes.count else {
+                throw CBORError(.malformed, "the CBOR data ends at byte \(offset) where an item should start")
+            }
+            let head = bytes[offset]
+            offset += 1
+            let major = head >> 5
+            let info = head & 0x1F
+            var argument = UInt64(info)
+            switch info {
+            case 0..<24: break
+            case 24...27:
+                let width = 1 << Int(info - 24)
+                guard bytes.count - offset >= width else {
+                    throw CBORError(.malformed, "the CBOR data ends inside the head at byte \(offset - 1)")
+                }
+                argument = bytes[offset..<(offset + width)].reduce(0) { $0 << 8 | UInt64($1) }
+                offset += width
+            case 31:
+                throw CBORError(.unsupported, "indefinite-length item at byte \(offset - 1)")
+            default:
+                throw CBORError(.malformed, "reserved additional information \(info) at byte \(offset - 1)")
+            }
+            let left = UInt64(bytes.count - offset)
+            switch major {
+            case 2, 3:  // byte and text strings: their bytes follow
+                guard argument <= left else {
+                    throw CBORError(
+                        .malformed, "a string at byte \(offset) declares \(argument) bytes; \(left) are left")
+                }
+                offset += Int(argument)
+            case 4, 5:  // arrays and maps: that many items (twice for maps), at least a byte each
+                let items = major == 4 ? argument : argument.multipliedReportingOverflow(by: 2).partialValue
+                guard argument <= left, items <= left else {
+                    throw CBORError(
+                        .malformed,
+                        "a\(major == 4 ? "n array" : " map") at byte \(offset) declares \(argument) "
+                            + "\(major == 4 ? "elements" : "entries"); \(left) bytes are left")
+                }
+                guard pending.count <= maximumDepth else {
+                    throw CBORError(.tooDeep, "CBOR nests deeper than \(maximumDepth) levels")
+                }
+                pending.append(items)
+            case 6:  // a tag: one item follows
+                guard pending.count <= maximumDepth else {
+                    throw CBORError(.tooDeep, "CBOR nests deeper than \(maximumDepth) levels")
+                }
+                pending.append(1)
+            default: break  // integers, simple values and floats carry no content beyond the head
+            }
+        }
     }
 
     private static func value(of item: UnsafeMutablePointer<cbor_item_t>, depth: Int) throws(CBORError) -> CBORValue {

@@ -95,6 +95,35 @@ struct COSESign1Tests {
         #expect(code([0x9F, 0x40, 0xA0, 0xF6, 0x40, 0xFF]) == .unsupported)
     }
 
+    @Test("lengths and counts larger than the input are refused before libcbor allocates for them")
+    func declaredSizes() throws {
+        func error(_ bytes: [UInt8]) -> CBORError? {
+            do {
+                _ = try CBORValue(encoded: bytes)
+                return nil
+            } catch { return error }
+        }
+        let cases: [(bytes: [UInt8], says: String)] = [
+            ([0x9B, 0, 0, 0, 1, 0, 0, 0, 0, 0x00], "declares 4294967296 elements; 1 bytes are left"),  // 2^32-element array
+            ([0xBA, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00], "declares 4294967295 entries; 2 bytes are left"),
+            ([0xBB, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x00], "entries"),  // a count whose double overflows
+            ([0x5A, 0x7F, 0xFF, 0xFF, 0xFF, 0x01], "declares 2147483647 bytes; 1 are left"),
+            ([0x82, 0x44, 0xA1, 0x01, 0x00], "declares 4 bytes; 3 are left"),  // cut inside a string
+            ([0x82, 0x81, 0x01], "where an item should start"),  // an array one element short
+            ([0x1B, 0x00], "inside the head"),
+        ]
+        for test in cases {
+            let refused = try #require(error(test.bytes), "\(test.bytes) was accepted")
+            #expect(refused.code == .malformed, "\(test.bytes): \(refused)")
+            #expect(refused.reason.contains(test.says), "\(refused.reason)")
+        }
+        #expect(error([0x1C])?.code == .malformed)  // reserved additional information 28
+        #expect(error([0x5F, 0x41, 0x00, 0xFF])?.code == .unsupported)  // indefinite byte string
+        // Sizes that fit are still read: a 3-element array of empty strings, a 1-entry map.
+        #expect(error([0x83, 0x40, 0x40, 0x40]) == nil)
+        #expect(error([0xA1, 0x01, 0x02]) == nil)
+    }
+
     @Test("deep nesting is refused instead of exhausting the stack")
     func depthLimit() {
         let deep = [UInt8](repeating: 0x81, count: 10_000) + [0x00]
