@@ -77,7 +77,7 @@ struct EARSigningKeyTests {
         }
     }
 
-    @Test("OpenSSL reads the stored PKCS#8 key, and a SEC 1 key made by OpenSSL loads", .timeLimit(.minutes(1)))
+    @Test("OpenSSL reads the stored PKCS#8 key, and a SEC 1 key made by OpenSSL loads", .timeLimit(.minutes(3)))
     func openSSLInterop() throws {
         try withTemporaryFolder { folder in
             let created = try EARSigningKey.loadOrCreate(directory: folder)

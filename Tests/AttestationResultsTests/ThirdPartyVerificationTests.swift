@@ -101,7 +101,7 @@ struct ThirdPartyVerificationTests {
 
     @Test(
         "joserfc verifies the JWT against the exported JWKS and reads the policy id and simulated flag",
-        .timeLimit(.minutes(2)), arguments: cases)
+        .timeLimit(.minutes(4)), arguments: cases)
     func joserfcVerifiesJWT(profile: EARProfile, simulated: Bool) throws {
         let token = try EARJWT.sign(EARFixtures.claims(profile: profile, simulated: simulated), with: key)
         let jwks = EARKeySet(keys: [key.publicKey]).jwksJSON().utf8String
@@ -118,7 +118,7 @@ struct ThirdPartyVerificationTests {
 
     @Test(
         "pycose verifies the CWT against the public key and reads the policy id and simulated flag",
-        .timeLimit(.minutes(2)), arguments: cases)
+        .timeLimit(.minutes(4)), arguments: cases)
     func pycoseVerifiesCWT(profile: EARProfile, simulated: Bool) throws {
         let token = try EARCWT.sign(EARFixtures.claims(profile: profile, simulated: simulated), with: key)
         let output = try ThirdPartyVerifier.run(
@@ -136,7 +136,7 @@ struct ThirdPartyVerificationTests {
         #expect(printed["profile"] as? String == profile.rawValue)
     }
 
-    @Test("joserfc rejects a JWT with a flipped payload or signature byte", .timeLimit(.minutes(2)))
+    @Test("joserfc rejects a JWT with a flipped payload or signature byte", .timeLimit(.minutes(4)))
     func joserfcRejectsTamperedJWT() throws {
         let token = try EARJWT.sign(EARFixtures.claims(), with: key)
         let jwks = EARKeySet(keys: [key.publicKey]).jwksJSON().utf8String
@@ -162,7 +162,7 @@ struct ThirdPartyVerificationTests {
         #expect(good.status == 0, "\(good.standardError)")
     }
 
-    @Test("pycose rejects a CWT with a flipped payload or signature byte", .timeLimit(.minutes(2)))
+    @Test("pycose rejects a CWT with a flipped payload or signature byte", .timeLimit(.minutes(4)))
     func pycoseRejectsTamperedCWT() throws {
         let token = try EARCWT.sign(EARFixtures.claims(), with: key)
         let message = try COSESign1(encoded: token)
@@ -195,7 +195,7 @@ struct ThirdPartyVerificationTests {
         #expect(good.status == 0, "\(good.standardError)")
     }
 
-    @Test("joserfc refuses the flipped simulated flag: the claim check is real", .timeLimit(.minutes(2)))
+    @Test("joserfc refuses the flipped simulated flag: the claim check is real", .timeLimit(.minutes(4)))
     func joserfcClaimCheckIsReal() throws {
         let token = try EARJWT.sign(EARFixtures.claims(simulated: true), with: key)
         let jwks = EARKeySet(keys: [key.publicKey]).jwksJSON().utf8String

@@ -44,7 +44,7 @@ final class LoopbackKDS {
 @Suite("Collateral fetching over real HTTP", .serialized)
 struct CollateralFetchTests {
     @Test("fetchMissing stores the VCEK, chain and CRL under the cache layout, then verification needs no network",
-          .timeLimit(.minutes(1)))
+          .timeLimit(.minutes(3)))
     func fetchThenVerifyOffline() async throws {
         let fm = FileManager.default
         let work = fm.temporaryDirectory.appendingPathComponent("cmk-kds-\(UUID().uuidString)")
@@ -80,7 +80,7 @@ struct CollateralFetchTests {
         #expect(result.revocation.notCheckedReason != nil)
     }
 
-    @Test("an HTTP error or an unparseable answer is an error and nothing is cached", .timeLimit(.minutes(1)))
+    @Test("an HTTP error or an unparseable answer is an error and nothing is cached", .timeLimit(.minutes(3)))
     func fetchFailures() async throws {
         let fm = FileManager.default
         let work = fm.temporaryDirectory.appendingPathComponent("cmk-kds-\(UUID().uuidString)")

@@ -81,7 +81,7 @@ struct TDXCollateralFetchTests {
     }
 
     @Test("the fetched folder verifies the vector's quote offline exactly as the vector's own folder does",
-          .timeLimit(.minutes(1)))
+          .timeLimit(.minutes(3)))
     func fetchThenVerify() async throws {
         let v = try TDXVector("gotdxguest-v5-td15")
         let platform = try TDXCollateralFetch.platform(of: v.quote)
@@ -110,7 +110,7 @@ struct TDXCollateralFetchTests {
     }
 
     @Test("a status other than 200, or a missing issuer-chain header, fails naming the URL and writes nothing",
-          .timeLimit(.minutes(1)))
+          .timeLimit(.minutes(3)))
     func failures() async throws {
         let v = try TDXVector("gotdxguest-v5-td15")
         let platform = try TDXCollateralFetch.platform(of: v.quote)
@@ -136,6 +136,46 @@ struct TDXCollateralFetchTests {
             }
             #expect(!FileManager.default.fileExists(atPath: folder.path))
         }
+    }
+
+    @Test("cmk evidence fetch-collateral, run as a user runs it: fetch, then verify offline; a 404 is status 1, a bad URL 2",
+          .timeLimit(.minutes(3)))
+    func commandLine() throws {
+        let v = try TDXVector("dcapqvl-v4-uptodate")
+        let fmspc = Hex.encode(try TDXCollateralFetch.platform(of: v.quote).fmspc)
+        let quote = SharedVectors.url("tdx/\(v.name)/quote.bin").path
+        let folder = Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let server = try LocalPCS(vector: v.name, fmspc: fmspc)
+        let fetched = try BuiltCMK.run([
+            "evidence", "fetch-collateral", quote, "--collateral", folder.path, "--base-url", server.baseURL,
+            "--root-crl-url", server.baseURL + "/IntelSGXRootCA.der", "--json",
+        ])
+        #expect(fetched.status == 0, "\(fetched.standardError)")
+        let output = try #require(
+            try JSONSerialization.jsonObject(with: Data(fetched.standardOutput.utf8)) as? [String: Any])
+        #expect(output["fmspc"] as? String == fmspc)
+        #expect(Set(output["files"] as? [String] ?? []) == Set(TDXCollateral.fileNames + ["pck_crl_issuer_chain.pem"]))
+        let verified = try BuiltCMK.run([
+            "evidence", "verify", "--tdx", quote, "--collateral", folder.path,
+            "--at", ISO8601DateFormatter().string(from: v.time), "--json",
+        ])
+        #expect(verified.status == 0, "\(verified.standardOutput)\(verified.standardError)")
+        #expect(verified.standardOutput.contains("\"valid\" : true"))
+
+        let failing = try LocalPCS(vector: v.name, fmspc: fmspc, failing: ["/tdx/certification/v4/qe/identity"])
+        let other = Self.scratchFolder()
+        let refused = try BuiltCMK.run([
+            "evidence", "fetch-collateral", quote, "--collateral", other.path, "--base-url", failing.baseURL,
+            "--root-crl-url", failing.baseURL + "/IntelSGXRootCA.der",
+        ])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("answered HTTP 404"), "\(refused.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: other.path))
+
+        let usage = try BuiltCMK.run(["evidence", "fetch-collateral", quote, "--base-url", "ftp://example"])
+        #expect(usage.status == 2)
+        #expect(usage.standardError.contains("is not an http(s) URL"))
     }
 
     @Test("curl's header dump is read from the last response block, names as sent")

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("cmk doctor, run as a user runs it", .serialized)
 struct DoctorCommandTests {
-    @Test("--json reports every probe, and the exit status agrees with the blockers", .timeLimit(.minutes(2)))
+    @Test("--json reports every probe, and the exit status agrees with the blockers", .timeLimit(.minutes(4)))
     func jsonReport() throws {
         let output = try BuiltCMK.run(["doctor", "--json", "--kvm-timeout", "6"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any])
@@ -33,7 +33,7 @@ struct DoctorCommandTests {
         #expect(json["guestKernel"] is [String: Any])
     }
 
-    @Test("the table names each probe and says whether the embedded default can run", .timeLimit(.minutes(2)))
+    @Test("the table names each probe and says whether the embedded default can run", .timeLimit(.minutes(4)))
     func tableReport() throws {
         let output = try BuiltCMK.run(["doctor", "--kvm-timeout", "3"])
         for label in ["/dev/sev-guest", "/dev/tdx_guest", "configfs-tsm", "KVM", "QEMU", "OVMF", "swtpm", "guest kernel"] {

@@ -24,7 +24,7 @@ struct PolicyAuditCommandTests {
     static let tdxVector = SharedVectors.url("tdx/dcapqvl-v4-uptodate").path
     static let tdxTime = "2025-07-19T10:00:34Z"
 
-    @Test("lint: the shipped policies pass at the default threshold; a weak one fails with its findings", .timeLimit(.minutes(1)))
+    @Test("lint: the shipped policies pass at the default threshold; a weak one fails with its findings", .timeLimit(.minutes(3)))
     func lint() throws {
         let shipped = try cmk(["policy", "lint", "\(Self.policies)/sev-snp-production.yaml", "\(Self.policies)/tdx-production.yaml", "--json"])
         #expect(shipped.status == 0, "\(shipped.standardOutput)")
@@ -41,7 +41,7 @@ struct PolicyAuditCommandTests {
         #expect(try cmk(["policy", "lint", weak.path, "--fail-on", "critical"]).status == 1)
     }
 
-    @Test("a bad policy file is exit 2 with the file, line and key", .timeLimit(.minutes(1)))
+    @Test("a bad policy file is exit 2 with the file, line and key", .timeLimit(.minutes(3)))
     func badPolicy() throws {
         let bad = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-bad-\(UUID().uuidString).yaml")
         try "id: bad\nversion: 1\nevidence: tdx\ntrust: {roots: [intel-sgx-root]}\ntdx:\n  debgu: forbidden\n"
@@ -55,7 +55,7 @@ struct PolicyAuditCommandTests {
         #expect(try json(asJSON)["line"] as? Int == 6)
     }
 
-    @Test("policy test: admitted evidence exits 0, rejected 1, and the JSON lists every outcome", .timeLimit(.minutes(1)))
+    @Test("policy test: admitted evidence exits 0, rejected 1, and the JSON lists every outcome", .timeLimit(.minutes(3)))
     func policyTest() throws {
         let admitted = try cmk(["policy", "test", "\(Self.policies)/tdx-production.yaml", Self.tdxVector, "--at", Self.tdxTime, "--json"])
         #expect(admitted.status == 0, "\(admitted.standardOutput)")
@@ -73,7 +73,7 @@ struct PolicyAuditCommandTests {
         #expect(rejected.standardOutput.contains("hint: the guest policy allows debugging"))
     }
 
-    @Test("attest signs an EAR, records it, and the chain verifies until someone edits a record", .timeLimit(.minutes(2)))
+    @Test("attest signs an EAR, records it, and the chain verifies until someone edits a record", .timeLimit(.minutes(4)))
     func attestAndAudit() throws {
         defer { try? FileManager.default.removeItem(at: state) }
         let attest = try cmk([
@@ -126,7 +126,7 @@ struct PolicyAuditCommandTests {
         #expect(((verification["firstProblem"] as? [String: Any])?["sequence"] as? Int) == 2)
     }
 
-    @Test("audit report writes one self-contained HTML file and stable JSON", .timeLimit(.minutes(2)))
+    @Test("audit report writes one self-contained HTML file and stable JSON", .timeLimit(.minutes(4)))
     func auditReport() throws {
         defer { try? FileManager.default.removeItem(at: state) }
         #expect(try cmk(["attest", "--policy", "\(Self.policies)/tdx-production.yaml", Self.tdxVector, "--at", Self.tdxTime, "--recorded"]).status == 0)

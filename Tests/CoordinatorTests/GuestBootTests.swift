@@ -187,7 +187,7 @@ struct GuestPortListenerTests {
 
     @Test(
         "keeps bytes from successive connections in order, sends to the connected one, removes its socket file",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(3)))
     func receiveSendReconnect() async throws {
         let work = try shortTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: work) }

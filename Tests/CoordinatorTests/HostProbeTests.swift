@@ -5,7 +5,7 @@ import Testing
 
 @Suite("cmk doctor's host probes", .serialized)
 struct HostProbeTests {
-    @Test("the probe guest boots to completion under TCG", .timeLimit(.minutes(1)))
+    @Test("the probe guest boots to completion under TCG", .timeLimit(.minutes(3)))
     func probeGuestRunsUnderTCG() async throws {
         let qemu = try #require(CommandRunner.which("qemu-system-x86_64"), "QEMU must be installed (scripts/setup)")
         let outcome = await ProbeGuest.boot(qemu: qemu, accelerator: "tcg", timeout: .seconds(30))
@@ -23,7 +23,7 @@ struct HostProbeTests {
         #expect(markerBytes == Array(ProbeGuest.marker.utf8))
     }
 
-    @Test("KVM counts as usable only after a probe guest ran under it", .timeLimit(.minutes(1)))
+    @Test("KVM counts as usable only after a probe guest ran under it", .timeLimit(.minutes(3)))
     func kvmReportedAsNotUsable() async throws {
         let probe = HostProbe(probeTimeout: .seconds(6))
         let status = await probe.probeKVM(qemuAvailable: true)
@@ -35,7 +35,7 @@ struct HostProbeTests {
         }
     }
 
-    @Test("QEMU's version and confidential-guest object support are read from QEMU itself", .timeLimit(.minutes(1)))
+    @Test("QEMU's version and confidential-guest object support are read from QEMU itself", .timeLimit(.minutes(3)))
     func qemuStatus() async throws {
         let status = try #require(await HostProbe().probeQEMU())
         #expect(status.tcgProbePassed, "\(status.tcgProbeDetail)")
@@ -82,7 +82,7 @@ struct HostProbeTests {
         #expect(QEMUVersion.parse("something else") == nil)
     }
 
-    @Test("a command that outlives its limit is stopped and reported as timed out", .timeLimit(.minutes(1)))
+    @Test("a command that outlives its limit is stopped and reported as timed out", .timeLimit(.minutes(3)))
     func commandTimeout() async throws {
         let started = ContinuousClock.now
         let result = try await CommandRunner.run("sleep", ["30"], timeout: .milliseconds(300))

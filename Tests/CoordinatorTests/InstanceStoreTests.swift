@@ -164,7 +164,7 @@ struct InstanceStoreTests {
         #expect(try InstanceStore(state, options: options).isWritable)
     }
 
-    @Test("a coordinator in another process holds the lock until it dies", .timeLimit(.minutes(1)))
+    @Test("a coordinator in another process holds the lock until it dies", .timeLimit(.minutes(3)))
     func lockAcrossProcesses() throws {
         try state.prepare()
         let lockPath = state.url.appendingPathComponent("coordinator.lock").path
@@ -199,7 +199,7 @@ struct InstanceStoreTests {
 
     @Test(
         "reconciliation re-adopts instances whose QEMU runs and fails the rest, so no core has two owners",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(3)))
     func reconcileAfterCrash() throws {
         let live = try ChildProcess.sleep()
         let liveIdentity = try #require(ProcessIdentity.of(pid: live.pid))
@@ -297,7 +297,7 @@ struct InstanceStoreTests {
         }
     }
 
-    @Test("random reserve/fail/stop sequences through the store match an in-memory allocator", .timeLimit(.minutes(2)))
+    @Test("random reserve/fail/stop sequences through the store match an in-memory allocator", .timeLimit(.minutes(4)))
     func storeMatchesModel() throws {
         let big = try SyntheticHost.inventory(sockets: 2, cores: 4, threads: 2, memoryMiB: 16_384)
         let store = try InstanceStore(state, options: options)

@@ -25,7 +25,7 @@ struct ProcessIdentityTests {
 
     @Test(
         "a running child is running; after it exits (zombie or reaped), or with another start time, it is not",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(3)))
     func liveness() throws {
         let child = try ChildProcess.sleep()
         let identity = try #require(ProcessIdentity.of(pid: child.pid))

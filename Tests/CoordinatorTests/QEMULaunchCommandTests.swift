@@ -184,7 +184,7 @@ struct QEMULaunchCommandTests {
     }
 
     @Test(
-        "the EPYC model: v4 where QEMU has it, else the newest version with the same signature", .timeLimit(.minutes(1))
+        "the EPYC model: v4 where QEMU has it, else the newest version with the same signature", .timeLimit(.minutes(3))
     )
     func cpuModels() async throws {
         let older = QEMUCPUModels(

@@ -14,7 +14,7 @@ func builder(_ name: String, agent: URL? = nil) throws -> InitramfsBuilder {
 
 @Suite("initramfs images", .serialized)
 struct InitramfsBuilderTests {
-    @Test("two builds of a profile are byte-identical", .timeLimit(.minutes(2)), arguments: ["general", "database"])
+    @Test("two builds of a profile are byte-identical", .timeLimit(.minutes(4)), arguments: ["general", "database"])
     func reproducible(name: String) async throws {
         let first = try await builder(name).build()
         let second = try await builder(name).build()
@@ -22,7 +22,7 @@ struct InitramfsBuilderTests {
         #expect(first.bytes.count % 512 == 0)
     }
 
-    @Test("one changed byte of the init, of a module or of busybox gives a different image", .timeLimit(.minutes(2)))
+    @Test("one changed byte of the init, of a module or of busybox gives a different image", .timeLimit(.minutes(4)))
     func oneByteChanges() async throws {
         let (contents, _) = try await builder("general").contents()
         let reference = sha256(try NewcArchive(InitramfsLayout.members(contents)).encoded())
@@ -45,7 +45,7 @@ struct InitramfsBuilderTests {
 
     @Test(
         "the general image holds busybox and its applets, /dev/console, the init, the modules in load order",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func generalContents() async throws {
         let image = try await builder("general").build()
         #expect(image.agent == nil)
@@ -81,7 +81,7 @@ struct InitramfsBuilderTests {
         #expect(links.allSatisfy { $0.data == Array("/bin/busybox".utf8) })
     }
 
-    @Test("GNU cpio lists the built image member for member", .timeLimit(.minutes(2)))
+    @Test("GNU cpio lists the built image member for member", .timeLimit(.minutes(4)))
     func gnuCpioListsImage() async throws {
         let image = try await builder("realtime").build()
         let output = try ExternalTool.run(
@@ -91,7 +91,7 @@ struct InitramfsBuilderTests {
         #expect(output.standardOutput.split(separator: "\n").map(String.init) == names)
     }
 
-    @Test("a dynamically linked agent comes with the interpreter and every library ldd names", .timeLimit(.minutes(2)))
+    @Test("a dynamically linked agent comes with the interpreter and every library ldd names", .timeLimit(.minutes(4)))
     func dynamicAgent() async throws {
         // Any dynamic executable stands in for cmk-guest here; cpio is one the tests need anyway.
         let stand = URL(fileURLWithPath: "/usr/bin/cpio")
@@ -117,7 +117,7 @@ struct InitramfsBuilderTests {
 
     @Test(
         "a statically linked agent needs no libraries; an unreadable or non-ELF agent is refused",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func staticAndBadAgents() async throws {
         let image = try await builder("general", agent: URL(fileURLWithPath: "/bin/busybox")).build()
         #expect(image.agent?.interpreter == nil && image.agent?.libraries.isEmpty == true)

@@ -6,7 +6,7 @@ import Testing
 struct FramedSocketTests {
     static func path() -> String { "/tmp/cmk-sock-\(UUID().uuidString.prefix(8))" }
 
-    @Test("messages cross a real socket in both directions, in order", .timeLimit(.minutes(1)))
+    @Test("messages cross a real socket in both directions, in order", .timeLimit(.minutes(3)))
     func roundTrip() throws {
         let path = Self.path()
         let listener = try UnixSocketListener(path: path)
@@ -21,7 +21,7 @@ struct FramedSocketTests {
         #expect(mode == 0o600)
     }
 
-    @Test("a deadline passes as an error, a closed peer is an error, garbage is an error", .timeLimit(.minutes(1)))
+    @Test("a deadline passes as an error, a closed peer is an error, garbage is an error", .timeLimit(.minutes(3)))
     func failures() throws {
         let path = Self.path()
         let listener = try UnixSocketListener(path: path)

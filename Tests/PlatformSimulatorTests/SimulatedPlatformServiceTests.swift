@@ -99,7 +99,7 @@ struct SimulatedPlatformServiceTests {
 
     @Test(
         "answers a report request over a real UNIX socket, in pieces too, and removes its socket when stopped",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(3)))
     func answersOverSocket() throws {
         let launch = try SimulatedPlatformFixture.platform().processor.launch(
             try SimulatedPlatformFixture.launchInputs())
@@ -136,7 +136,7 @@ struct SimulatedPlatformServiceTests {
         #expect(client.closedByPeer())
     }
 
-    @Test("closes a connection on a malformed frame and keeps serving new ones", .timeLimit(.minutes(1)))
+    @Test("closes a connection on a malformed frame and keeps serving new ones", .timeLimit(.minutes(3)))
     func closesOnGarbage() throws {
         let launch = try SimulatedPlatformFixture.platform().processor.launch(
             try SimulatedPlatformFixture.launchInputs())
