@@ -91,7 +91,9 @@ struct GuestBootTests {
         }
         let wasRunning = process.isRunning
         let stopStarted = ContinuousClock.now
-        let status = await process.stop(grace: .seconds(5))
+        // A generous grace: on a loaded host QEMU can take seconds to be scheduled and exit; what counts is that it
+        // exits on SIGTERM rather than needing SIGKILL (status 137).
+        let status = await process.stop(grace: .seconds(30))
         return BootOutcome(
             image: image, cpuModel: cpuModel, markerAfter: markerAfter, frameAfter: frameAfter,
             controlBytes: control.receivedBytes(), platformConnections: platform.connectionCount,
@@ -109,7 +111,7 @@ struct GuestBootTests {
 
         // Teardown: SIGTERM sufficed, and the process is gone and reaped, not merely signalled.
         #expect(boot.wasRunning, "QEMU exited by itself (status \(boot.exitStatus)): \(boot.qemuOutput)")
-        #expect(boot.stopTook < .seconds(5), "QEMU ignored SIGTERM and had to be killed")
+        #expect(boot.exitStatus != 128 + SIGKILL, "QEMU ignored SIGTERM and had to be killed")
         #expect(
             kill(boot.processIdentifier, 0) == -1 && errno == ESRCH, "QEMU \(boot.processIdentifier) is still there")
         #expect(boot.pidFromFile == boot.processIdentifier, "the pid file names another process")

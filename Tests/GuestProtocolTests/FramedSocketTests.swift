@@ -11,11 +11,11 @@ struct FramedSocketTests {
         let path = Self.path()
         let listener = try UnixSocketListener(path: path)
         let client = try FramedConnection.connect(path: path)
-        let server = try listener.accept(timeout: .seconds(5))
+        let server = try listener.accept(timeout: .seconds(30))
         for message in GuestMessageTests.samples { try client.send(message) }
-        for message in GuestMessageTests.samples { #expect(try server.receive(timeout: .seconds(5)) == message) }
+        for message in GuestMessageTests.samples { #expect(try server.receive(timeout: .seconds(30)) == message) }
         try server.send(.shutdown)
-        #expect(try client.receive(timeout: .seconds(5)) == .shutdown)
+        #expect(try client.receive(timeout: .seconds(30)) == .shutdown)
         // The socket file is private to its owner.
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
@@ -27,15 +27,15 @@ struct FramedSocketTests {
         let listener = try UnixSocketListener(path: path)
         #expect(throws: SocketError.self) { try listener.accept(timeout: .milliseconds(100)) }
         let client = try FramedConnection.connect(path: path)
-        let server = try listener.accept(timeout: .seconds(5))
+        let server = try listener.accept(timeout: .seconds(30))
         #expect(throws: SocketError.self) { try server.receive(timeout: .milliseconds(100)) }
         client.close()
-        #expect(throws: SocketError.self) { try server.receive(timeout: .seconds(5)) }
+        #expect(throws: SocketError.self) { try server.receive(timeout: .seconds(30)) }
 
         let raw = try FramedConnection.connect(path: path)
-        let other = try listener.accept(timeout: .seconds(5))
+        let other = try listener.accept(timeout: .seconds(30))
         try raw.send(.failure("x"))
-        _ = try other.receive(timeout: .seconds(5))
+        _ = try other.receive(timeout: .seconds(30))
         // A frame announcing 2 GiB is refused without reading further.
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -46,8 +46,8 @@ struct FramedSocketTests {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         #expect(connected == 0)
-        let victim = try listener.accept(timeout: .seconds(5))
+        let victim = try listener.accept(timeout: .seconds(30))
         _ = [UInt8]([0x7F, 0xFF, 0xFF, 0xFF, 0x10]).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        #expect(throws: SocketError.self) { try victim.receive(timeout: .seconds(5)) }
+        #expect(throws: SocketError.self) { try victim.receive(timeout: .seconds(30)) }
     }
 }
