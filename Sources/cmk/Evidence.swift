@@ -218,7 +218,9 @@ extension CMK.Evidence.Verify {
         } else {
             let c = result.claims
             print("\(result.valid ? "VALID" : "INVALID"): TDX quote v\(c.quoteVersion), TCB status \(result.tcbStatus ?? "not evaluated")"
-                + (result.advisoryIDs.isEmpty ? "" : " (advisories \(result.advisoryIDs.joined(separator: ", ")))"))
+                + (result.advisoryIDs.isEmpty ? "" : " (advisories \(result.advisoryIDs.joined(separator: ", ")))")
+                + (c.simulated ? " — SIMULATED platform (\(c.trustAnchor)): no hardware isolation" : ""))
+            print("  root         \(c.trustAnchor)\(c.simulated ? " (SIMULATED, not Intel)" : "")")
             print("  MRTD         \(c.mrTD)")
             print("  REPORTDATA   \(c.reportData)")
             print("  attributes   0x\(String(c.tdAttributes, radix: 16)) [\(c.tdAttributeFlags.joined(separator: " "))]\(c.debug ? " DEBUG" : "")")
