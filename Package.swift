@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "PlatformSimulator",
             dependencies: [
-                "SEVSNP", "Attestation", "BinaryFormat", "GuestProtocol", "COpenSSL",
+                "SEVSNP", "TDX", "Attestation", "BinaryFormat", "GuestProtocol", "COpenSSL",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
@@ -170,11 +170,16 @@ let package = Package(
         .testTarget(
             name: "PlatformSimulatorTests",
             dependencies: [
-                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "GuestImage", "BinaryFormat",
-                "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
+                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "TDX", "EventLog", "GuestProtocol",
+                "GuestImage", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(
-            name: "CoordinatorTests", dependencies: ["Coordinator", "GuestImage", "GuestProtocol", "CMKTesting"]),
+            name: "CoordinatorTests",
+            dependencies: [
+                "Coordinator", "GuestImage", "GuestProtocol", "CMKTesting", "PlatformSimulator", "Attestation", "TDX",
+                "BinaryFormat",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(
