@@ -177,7 +177,7 @@ let package = Package(
             name: "CoordinatorTests",
             dependencies: [
                 "Coordinator", "GuestImage", "GuestProtocol", "CMKTesting", "PlatformSimulator", "Attestation", "TDX",
-                "BinaryFormat",
+                "BinaryFormat", "AttestationPolicy",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
