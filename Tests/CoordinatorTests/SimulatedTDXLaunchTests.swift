@@ -92,6 +92,15 @@ struct SimulatedTDXLaunchTests {
         #expect(outcome.measurement?.count == 96)
         #expect(lines.text.contains("SIMULATED TDX platform: MRTD"))
         #expect(lines.text.contains("evidence: simulated-tdx"), "\(lines.text)")
+        // The audit record and the EAR say simulated.
+        var environment = ProcessInfo.processInfo.environment
+        environment["CMK_STATE_DIR"] = state.url.path
+        let log = try BuiltCMK.run(["audit", "log"], environment: environment)
+        #expect(log.standardOutput.contains("tdx-1: ADMIT tdx SIMULATED policy development-tdx v1"), "\(log.standardOutput)")
+        let token = try String(
+            contentsOf: state.url.appendingPathComponent("instances/tdx-1/ear.jwt"), encoding: .utf8)
+        let ear = try BuiltCMK.run(["ear", "verify", token], environment: environment)
+        #expect(ear.status == 0 && ear.standardOutput.contains("\"simulated\":true"), "\(ear.standardOutput)")
         print(
             "supervisor, simulated TDX: ready after \(String(format: "%.1f", outcome.bootSeconds ?? -1)) s, "
                 + "attested in \(String(format: "%.2f", outcome.attestationSeconds ?? -1)) s, MRTD \(outcome.measurement ?? "?")")

@@ -403,6 +403,28 @@ struct SimulatedTDXQuoteTests {
         #expect(output.standardOutput.contains("SGX PCK Certificate (cmk simulated)"))
     }
 
+    @Test("cmk evidence verify --tdx says SIMULATED with the simulated folder, and refuses the quote without it")
+    func commandLine() throws {
+        let module = try SimulatedTDXFixture.platform().module
+        let folder = try SimulatedPlatformFixture.temporaryFolder("tdx-cli")
+        let quote = folder.appendingPathComponent("quote.bin")
+        try Data(try SimulatedTDXFixture.launch().quote(reportData: Self.reportData())).write(to: quote)
+        let collateral = folder.appendingPathComponent("collateral")
+        try module.writeCollateral(to: collateral)
+        let arguments = ["evidence", "verify", "--tdx", quote.path, "--collateral", collateral.path]
+        let verified = try BuiltCMK.run(arguments + ["--simulated", module.directory.path])
+        #expect(verified.status == 0, "\(verified.standardOutput)\(verified.standardError)")
+        let first = verified.standardOutput.split(separator: "\n").first ?? ""
+        #expect(first.hasPrefix("VALID: TDX quote v4, TCB status UpToDate"))
+        #expect(first.contains("SIMULATED platform (simulated-intel): no hardware isolation"))
+        #expect(verified.standardOutput.contains("root         simulated-intel (SIMULATED, not Intel)"))
+        let json = try BuiltCMK.run(arguments + ["--simulated", module.directory.path, "--json"])
+        #expect(json.standardOutput.contains("\"simulated\":true") || json.standardOutput.contains("\"simulated\" : true"))
+        let refused = try BuiltCMK.run(arguments)
+        #expect(refused.status != 0)
+        #expect((refused.standardOutput + refused.standardError).contains("simulated"))
+    }
+
     @Test("the platform service answers a TDX quote request over a real socket with the quote and the event log")
     func serviceAnswers() throws {
         let launch = try SimulatedTDXFixture.launch()
