@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "Coordinator",
             dependencies: [
-                "BinaryFormat", "Firmware", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
+                "BinaryFormat", "Firmware", "EventLog", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
                 "AttestationPolicy", "AttestationResults", "AuditLog", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),

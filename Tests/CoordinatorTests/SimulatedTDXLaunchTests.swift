@@ -91,6 +91,7 @@ struct SimulatedTDXLaunchTests {
         #expect(outcome.simulated)
         #expect(outcome.measurement?.count == 96)
         #expect(lines.text.contains("SIMULATED TDX platform: MRTD"))
+        #expect(lines.text.contains("replays to the RTMRs its quote carries"), "\(lines.text)")
         #expect(lines.text.contains("evidence: simulated-tdx"), "\(lines.text)")
         // The audit record and the EAR say simulated.
         var environment = ProcessInfo.processInfo.environment

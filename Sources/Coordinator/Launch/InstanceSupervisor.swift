@@ -5,6 +5,7 @@ import AttestationResults
 import AuditLog
 import BinaryFormat
 import Crypto
+import EventLog
 import GuestImage
 import GuestProtocol
 import PlatformSimulator
@@ -291,6 +292,22 @@ public final class InstanceSupervisor: @unchecked Sendable {
             presented, revocation: policy.trust.crl,
             context: AppraisalContext(
                 evaluationTime: Date(), nonce: nonce, boundKey: publicKey, manifest: manifest.canonicalBytes, collectedAt: asked))
+        // A TD's event log must replay to the RTMRs its verified quote carries, or the log describes another boot.
+        if case .tdx(let result)? = input.claims, !auxiliary.isEmpty {
+            let replayed: [HexBytes]
+            do {
+                replayed = try TDXMeasurementRegisters(log: try TCGEventLog(bytes: auxiliary)).rtmrs
+            } catch {
+                throw CoordinatorError(.launch, "the TD's event log cannot be read: \(error)")
+            }
+            guard replayed == result.claims.rtmrs else {
+                throw CoordinatorError(
+                    .launch,
+                    "the TD's event log replays to RTMRs \(replayed.map { $0.description.prefix(16) + "…" }) but its "
+                        + "quote carries \(result.claims.rtmrs.map { $0.description.prefix(16) + "…" })")
+            }
+            progress("the TD's event log (\(auxiliary.count) bytes) replays to the RTMRs its quote carries")
+        }
         let appraisal = policy.evaluate(input)
         let measurement: String? =
             switch input.claims {
