@@ -207,16 +207,26 @@ public struct TDVFDirectBoot: Sendable, Hashable {
 /// the checksum and the certificate-table directory entry, then every section's raw data in file order, then any
 /// data after the sections except the certificate table.
 public enum PEAuthenticode {
-    /// The SHA-384 Authenticode digest of `image`; throws when it is not a PE32 or PE32+ image.
+    /// The SHA-384 Authenticode digest of `image` (what TDVF measures); throws when it is not a PE32 or PE32+ image.
     public static func sha384(_ image: [UInt8]) throws(TDXMeasurementError) -> [UInt8] {
+        try digest(image, SHA384.self)
+    }
+
+    /// The SHA-256 Authenticode digest of `image`: what a signature over the image (e.g. a distribution's Secure
+    /// Boot signature) covers, so the same code can be checked against a signed image.
+    public static func sha256(_ image: [UInt8]) throws(TDXMeasurementError) -> [UInt8] {
+        try digest(image, SHA256.self)
+    }
+
+    static func digest<H: HashFunction>(_ image: [UInt8], _ hash: H.Type) throws(TDXMeasurementError) -> [UInt8] {
         do {
-            return try digest(image)
+            return try digest(image, into: H())
         } catch {
             throw TDXMeasurementError("the kernel is not a PE/COFF image TDVF could load: \(error.description)")
         }
     }
 
-    static func digest(_ image: [UInt8]) throws(BinaryFormatError) -> [UInt8] {
+    static func digest<H: HashFunction>(_ image: [UInt8], into start: H) throws(BinaryFormatError) -> [UInt8] {
         var dos = try ByteCursor(image).window(at: 0x3C, count: 4, field: "e_lfanew")
         let peOffset = Int(try dos.readLittleEndian(UInt32.self, field: "e_lfanew"))
         var pe = try ByteCursor(image).window(at: peOffset, count: 24, field: "PE header")
@@ -248,7 +258,7 @@ public enum PEAuthenticode {
         guard headerSize <= image.count, securityEntry + 8 <= headerSize, checksum + 4 <= securityEntry else {
             throw BinaryFormatError(.invalidValue, field: "SizeOfHeaders", offset: optional + 60, "headers out of range")
         }
-        var hash = SHA384()
+        var hash = start
         hash.update(data: image[0..<checksum])
         if directoryCount > 4 {
             hash.update(data: image[(checksum + 4)..<securityEntry])
@@ -273,6 +283,12 @@ public enum PEAuthenticode {
         for section in sections.sorted(by: { $0.offset < $1.offset }) {
             hash.update(data: image[section.offset..<(section.offset + section.size)])
             hashed += section.size
+        }
+        // As edk2: the certificate table (the file's tail) must fit after what was hashed.
+        guard image.count >= hashed + certificateSize else {
+            throw BinaryFormatError(
+                .truncated, field: "certificate table", offset: image.count,
+                "the sections and the \(certificateSize)-byte certificate table need more than the file's \(image.count) bytes")
         }
         if image.count > hashed + certificateSize {
             hash.update(data: image[hashed..<(image.count - certificateSize)])
