@@ -100,7 +100,8 @@ public struct TDVFDirectBoot: Sendable, Hashable {
         if let initrd = inputs.initrd {
             events.append(
                 MeasuredEvent(
-                    mrIndex: 3, type: Event.eventTag, digest: sha384(initrd), data: tagged(Event.initrdTag, "Linux initrd")))
+                    mrIndex: 3, type: Event.eventTag, digest: sha384(initrd),
+                    data: tagged(Event.initrdTag, "Linux initrd")))
         }
         events += [
             MeasuredEvent(
@@ -133,7 +134,9 @@ public struct TDVFDirectBoot: Sendable, Hashable {
     }()
 
     static func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
-    static func le64(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) } }
+    static func le64(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+    }
 
     /// UEFI_IMAGE_LOAD_EVENT: location and link-time address unknown (0), the image length, and the device path
     /// edk2's QEMU kernel loader gives the kernel: VenMedia(1428F772-B64A-441E-B8C3-9EBDD7F893C7)/"kernel"/End.
@@ -142,7 +145,8 @@ public struct TDVFDirectBoot: Sendable, Hashable {
             0x72, 0xF7, 0x28, 0x14, 0x4A, 0xB6, 0x1E, 0x44, 0xB8, 0xC3, 0x9E, 0xBD, 0xD7, 0xF8, 0x93, 0xC7,
         ]
         let name = "kernel\0".utf16.flatMap { [UInt8(truncatingIfNeeded: $0), UInt8($0 >> 8)] }
-        let path = [0x04, 0x03, 20, 0] + guid + [0x04, 0x04, UInt8(4 + name.count), 0] + name + [0x7F, 0xFF, 0x04, 0x00]
+        let path =
+            [0x04, 0x03, 20, 0] + guid + [0x04, 0x04, UInt8(4 + name.count), 0] + name + [0x7F, 0xFF, 0x04, 0x00]
         return le64(0) + le64(length) + le64(0) + le64(UInt64(path.count)) + path
     }
 
@@ -193,7 +197,8 @@ public struct TDVFDirectBoot: Sendable, Hashable {
             }
             if initrdMaximum >= belowFourGiB - acpiDataSize { initrdMaximum = belowFourGiB - acpiDataSize - 1 }
             guard initrdSize < initrdMaximum else {
-                throw TDXMeasurementError("the initrd (\(initrdSize) bytes) does not fit below 0x\(String(initrdMaximum, radix: 16))")
+                throw TDXMeasurementError(
+                    "the initrd (\(initrdSize) bytes) does not fit below 0x\(String(initrdMaximum, radix: 16))")
             }
             write32(0x218, (initrdMaximum - initrdSize) & ~UInt32(4095))
             write32(0x21C, initrdSize)
@@ -256,7 +261,8 @@ public enum PEAuthenticode {
             certificateSize = Int(try entry.readLittleEndian(UInt32.self, field: "certificate table size"))
         }
         guard headerSize <= image.count, securityEntry + 8 <= headerSize, checksum + 4 <= securityEntry else {
-            throw BinaryFormatError(.invalidValue, field: "SizeOfHeaders", offset: optional + 60, "headers out of range")
+            throw BinaryFormatError(
+                .invalidValue, field: "SizeOfHeaders", offset: optional + 60, "headers out of range")
         }
         var hash = start
         hash.update(data: image[0..<checksum])
@@ -288,7 +294,8 @@ public enum PEAuthenticode {
         guard image.count >= hashed + certificateSize else {
             throw BinaryFormatError(
                 .truncated, field: "certificate table", offset: image.count,
-                "the sections and the \(certificateSize)-byte certificate table need more than the file's \(image.count) bytes")
+                "the sections and the \(certificateSize)-byte certificate table need more than the file's \(image.count) bytes"
+            )
         }
         if image.count > hashed + certificateSize {
             hash.update(data: image[hashed..<(image.count - certificateSize)])

@@ -18,7 +18,8 @@ import Testing
 struct SimulatedTDXBootTests {
     /// Waits (polling, never blocking a thread) until the control port has delivered one more whole frame.
     static func nextFrame(
-        _ control: GuestPortListener, _ decoder: inout GuestFrameDecoder, consumed: inout Int, deadline: ContinuousClock.Instant,
+        _ control: GuestPortListener, _ decoder: inout GuestFrameDecoder, consumed: inout Int,
+        deadline: ContinuousClock.Instant,
         process: QEMUProcess
     ) async throws -> GuestMessage? {
         while ContinuousClock.now < deadline && process.isRunning {
@@ -67,7 +68,8 @@ struct SimulatedTDXBootTests {
         defer { control.close() }
 
         let help = try await CommandRunner.run(qemu, ["-cpu", "help"], timeout: .seconds(30))
-        let cpuModel = try #require(QEMUCPUModels(help: help.standardOutputText).epycModel(), "QEMU offers no EPYC model")
+        let cpuModel = try #require(
+            QEMUCPUModels(help: help.standardOutputText).epycModel(), "QEMU offers no EPYC model")
         let serial = SerialConsoleLog(url: work.appendingPathComponent("serial.log"))
         let command = SimulatedLaunchCommand(
             settings: QEMUInstanceSettings(
@@ -82,7 +84,8 @@ struct SimulatedTDXBootTests {
         var outcome: (ready: GuestMessage?, answer: GuestMessage?, nonce: [UInt8], seconds: Double) = (nil, nil, [], 0)
         do {
             let deadline = ContinuousClock.now + .seconds(180)
-            outcome.ready = try await Self.nextFrame(control, &decoder, consumed: &consumed, deadline: deadline, process: process)
+            outcome.ready = try await Self.nextFrame(
+                control, &decoder, consumed: &consumed, deadline: deadline, process: process)
             if case .ready? = outcome.ready {
                 outcome.nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
                 let asked = ContinuousClock.now
@@ -104,7 +107,8 @@ struct SimulatedTDXBootTests {
         }
         #expect(provider == "simulated-tdx")
         guard case .attestResponse(let kind, let publicKey, let quoteBytes, let eventLog)? = outcome.answer else {
-            Issue.record("no attestation response: \(String(describing: outcome.answer)); \(serial.text().suffix(2000))")
+            Issue.record(
+                "no attestation response: \(String(describing: outcome.answer)); \(serial.text().suffix(2000))")
             return
         }
         #expect(kind == "tdx")

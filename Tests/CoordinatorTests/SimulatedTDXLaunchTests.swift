@@ -76,17 +76,22 @@ struct SimulatedTDXLaunchTests {
                 progress: { lines.append($0) })
         }
 
-        // A policy for the other TEE is refused before anything is reserved or started.
-        await #expect(throws: (any Error).self) { try await supervisor("wrong-1", policy: "development.yaml").launch() }
-
         let executor = DedicatedThreadExecutor(name: "cmk test supervisor")
         defer { executor.stop() }
         let launched = supervisor("tdx-1", policy: "development-tdx.yaml")
-        let outcome = try await withTaskExecutorPreference(executor) {
+        let (refusal, outcome) = try await withTaskExecutorPreference(executor) {
+            // A policy for the other TEE is refused before anything is reserved or started.
+            var refusal = "none"
+            do {
+                _ = try await supervisor("wrong-1", policy: "development.yaml").launch()
+            } catch {
+                refusal = "\(error)"
+            }
             let outcome = try await launched.launch()
             await launched.supervise(stopRequested: { true })
-            return outcome
+            return (refusal, outcome)
         }
+        #expect(refusal.contains("policy development is for sev-snp"), "\(refusal)")
         #expect(outcome.verdict == .admit, "\(outcome.failures.map(\.rule)); \(lines.text)")
         #expect(outcome.simulated)
         #expect(outcome.measurement?.count == 96)
@@ -97,14 +102,17 @@ struct SimulatedTDXLaunchTests {
         var environment = ProcessInfo.processInfo.environment
         environment["CMK_STATE_DIR"] = state.url.path
         let log = try BuiltCMK.run(["audit", "log"], environment: environment)
-        #expect(log.standardOutput.contains("tdx-1: ADMIT tdx SIMULATED policy development-tdx v1"), "\(log.standardOutput)")
+        #expect(
+            log.standardOutput.contains("tdx-1: ADMIT tdx SIMULATED policy development-tdx v1"), "\(log.standardOutput)"
+        )
         let token = try String(
             contentsOf: state.url.appendingPathComponent("instances/tdx-1/ear.jwt"), encoding: .utf8)
         let ear = try BuiltCMK.run(["ear", "verify", token], environment: environment)
         #expect(ear.status == 0 && ear.standardOutput.contains("\"simulated\":true"), "\(ear.standardOutput)")
         print(
             "supervisor, simulated TDX: ready after \(String(format: "%.1f", outcome.bootSeconds ?? -1)) s, "
-                + "attested in \(String(format: "%.2f", outcome.attestationSeconds ?? -1)) s, MRTD \(outcome.measurement ?? "?")")
+                + "attested in \(String(format: "%.2f", outcome.attestationSeconds ?? -1)) s, MRTD \(outcome.measurement ?? "?")"
+        )
     }
 }
 

@@ -51,15 +51,18 @@ struct SimulatedTDXPolicyTests {
         let appraisal = appraiser.appraise(try Self.evidence(session), policy: policy, context: session.context)
         #expect(appraisal.verdict == .admit, "\(appraisal.failures)")
         #expect(appraisal.simulated)
-        for rule in ["evidence.verified", "trust.root", "freshness.report-data", "tdx.mr-config-id", "tdx.debug",
-                     "tdx.tcb-status"] {
+        for rule in [
+            "evidence.verified", "trust.root", "freshness.report-data", "tdx.mr-config-id", "tdx.debug",
+            "tdx.tcb-status",
+        ] {
             #expect(Self.status(appraisal, rule) == .pass, "\(rule)")
         }
         #expect(Self.status(appraisal, "trust.simulated") == .warn)
 
         // Another manifest, another nonce: rejected, each by its own rule.
         let otherManifest = appraiser.appraise(
-            try Self.evidence(session, manifest: Array("another manifest".utf8)), policy: policy, context: session.context)
+            try Self.evidence(session, manifest: Array("another manifest".utf8)), policy: policy,
+            context: session.context)
         #expect(otherManifest.verdict == .reject && Self.status(otherManifest, "tdx.mr-config-id") == .fail)
         let stale = appraiser.appraise(try Self.evidence(Session()), policy: policy, context: session.context)
         #expect(stale.verdict == .reject && Self.status(stale, "freshness.report-data") == .fail)

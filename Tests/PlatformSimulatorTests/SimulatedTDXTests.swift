@@ -54,12 +54,15 @@ struct SimulatedTDXModuleTests {
             let name = try #require(certificate.subjectCommonName)
             #expect(name.hasSuffix(" (cmk simulated)") && !name.contains("Intel"), "\(name)")
             // The organization (a UTF8String, so its bytes appear as they are in the DER) says what it is not.
-            #expect(String(decoding: certificate.der, as: UTF8.self).contains("cmk simulated platform (not Intel hardware)"))
+            #expect(
+                String(decoding: certificate.der, as: UTF8.self).contains("cmk simulated platform (not Intel hardware)")
+            )
         }
         let manifest = try JSONDecoder().decode(
             TrustAnchorStore.Manifest.self,
             from: Data(contentsOf: module.directory.appendingPathComponent("anchors.json")))
-        #expect(manifest.anchors.map(\.root) == ["simulated-intel"] && manifest.anchors.allSatisfy { $0.simulated == true })
+        #expect(
+            manifest.anchors.map(\.root) == ["simulated-intel"] && manifest.anchors.allSatisfy { $0.simulated == true })
         let store = try SimulatedTDXFixture.storeWithSimulatedRoot()
         #expect(store.isSimulated(root: "simulated-intel"))
         #expect(store.simulatedIntelRoot()?.der == module.root.der)
@@ -103,11 +106,14 @@ struct SimulatedTDXModuleTests {
             }
         }
         let swapped = try copy()
-        let pck = swapped.appendingPathComponent("pck.key"), ca = swapped.appendingPathComponent("pck-ca.key")
+        let pck = swapped.appendingPathComponent("pck.key")
+        let ca = swapped.appendingPathComponent("pck-ca.key")
         let pckText = try Data(contentsOf: pck)
         try Data(contentsOf: ca).write(to: pck)
         try pckText.write(to: ca)
-        for url in [pck, ca] { try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: url.path) }
+        for url in [pck, ca] {
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: url.path)
+        }
         do {
             _ = try SimulatedTDXModule(directory: swapped)
             Issue.record("a platform with swapped keys loaded")
@@ -233,8 +239,14 @@ struct SimulatedTDXQuoteTests {
         let qeReport = signatureData + 64 + 64 + 2 + 4
         typealias QE = TDXQuote.QEReport.Layout
         let cases: [(what: String, offset: Int, failed: [TDXCheck])] = [
-            ("a byte of MRTD in the body", TDXQuote.Layout.headerSize + TDXQuote.TDReport.Layout.mrTD, [.quoteSignature]),
-            ("a byte of REPORTDATA", TDXQuote.Layout.headerSize + TDXQuote.TDReport.Layout.reportData + 5, [.quoteSignature]),
+            (
+                "a byte of MRTD in the body", TDXQuote.Layout.headerSize + TDXQuote.TDReport.Layout.mrTD,
+                [.quoteSignature]
+            ),
+            (
+                "a byte of REPORTDATA", TDXQuote.Layout.headerSize + TDXQuote.TDReport.Layout.reportData + 5,
+                [.quoteSignature]
+            ),
             ("the header's user data (QE_ID)", TDXQuote.Layout.userData, [.quoteSignature]),
             ("the quote signature", signatureData + 10, [.quoteSignature]),
             ("the attestation key", signatureData + 64 + 3, [.quoteSignature, .qeReportDataBinding]),
@@ -319,9 +331,10 @@ struct SimulatedTDXQuoteTests {
         let log = try TCGEventLog(bytes: launch.eventLog)
         #expect(log.algorithms == [.sha384])
         #expect(log.events.map(\.pcrIndex) == [2, 2, 2, 3, 3, 2, 2])
-        #expect(log.events.map(\.eventType) == [
-            .efiBootServicesApplication, .efiAction, .separator, .eventTag, .eventTag, .efiAction, .efiAction,
-        ])
+        #expect(
+            log.events.map(\.eventType) == [
+                .efiBootServicesApplication, .efiAction, .separator, .eventTag, .eventTag, .efiAction, .efiAction,
+            ])
         let replayed = try TDXMeasurementRegisters(log: log)
         #expect(replayed.rtmrs.map(\.bytes) == quote.body.rtmrs)
         #expect(quote.body.rtmrs[0] == [UInt8](repeating: 0, count: 48) && quote.body.rtmrs[1] != quote.body.rtmrs[0])
@@ -342,7 +355,8 @@ struct SimulatedTDXQuoteTests {
         #expect(otherKernel.rtmrs[1] != launch.rtmrs[1] && otherKernel.rtmrs[2] == launch.rtmrs[2])
         // A debug TD is not a launch the simulated module starts.
         #expect(throws: PlatformSimulatorError.self) {
-            try SimulatedTDXFixture.platform().module.launch(try SimulatedTDXFixture.launchInputs(tdAttributes: 0x1000_0001))
+            try SimulatedTDXFixture.platform().module.launch(
+                try SimulatedTDXFixture.launchInputs(tdAttributes: 0x1000_0001))
         }
     }
 
@@ -419,7 +433,8 @@ struct SimulatedTDXQuoteTests {
         #expect(first.contains("SIMULATED platform (simulated-intel): no hardware isolation"))
         #expect(verified.standardOutput.contains("root         simulated-intel (SIMULATED, not Intel)"))
         let json = try BuiltCMK.run(arguments + ["--simulated", module.directory.path, "--json"])
-        #expect(json.standardOutput.contains("\"simulated\":true") || json.standardOutput.contains("\"simulated\" : true"))
+        #expect(
+            json.standardOutput.contains("\"simulated\":true") || json.standardOutput.contains("\"simulated\" : true"))
         let refused = try BuiltCMK.run(arguments)
         #expect(refused.status != 0)
         #expect((refused.standardOutput + refused.standardError).contains("simulated"))

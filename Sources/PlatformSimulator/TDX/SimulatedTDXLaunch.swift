@@ -73,7 +73,9 @@ public struct SimulatedTDXLaunch: Sendable {
         do throws(TDXMeasurementError) {
             mrTD = try TDXMRTD(firmware: inputs.firmware, order: .perPage).digest.bytes
             let boot = try TDVFDirectBoot(
-                .init(kernel: inputs.kernel, initrd: inputs.initrd, commandLine: inputs.cmdline, memoryMiB: inputs.memoryMiB))
+                .init(
+                    kernel: inputs.kernel, initrd: inputs.initrd, commandLine: inputs.cmdline,
+                    memoryMiB: inputs.memoryMiB))
             eventLog = boot.log
             rtmrs = boot.rtmrs
         } catch {

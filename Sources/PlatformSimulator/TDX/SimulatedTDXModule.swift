@@ -62,8 +62,12 @@ public struct SimulatedTDXModule: Sendable {
         /// MRSIGNERSEAM: zero, as for Intel-signed modules; SEAMATTRIBUTES: zero, as TDX 1.x requires.
         public static let mrSignerSeam = [UInt8](repeating: 0, count: 48)
         /// The TD quoting enclave: MRSIGNER and MRENCLAVE are digests of cmk's own names, not Intel's TD QE signer.
-        public static var qeMRSigner: [UInt8] { Array(SHA256.hash(data: Array("cmk simulated TD quoting enclave signer".utf8))) }
-        public static var qeMREnclave: [UInt8] { Array(SHA256.hash(data: Array("cmk simulated TD quoting enclave".utf8))) }
+        public static var qeMRSigner: [UInt8] {
+            Array(SHA256.hash(data: Array("cmk simulated TD quoting enclave signer".utf8)))
+        }
+        public static var qeMREnclave: [UInt8] {
+            Array(SHA256.hash(data: Array("cmk simulated TD quoting enclave".utf8)))
+        }
         public static let qeISVProdID: UInt16 = 2
         public static let qeISVSVN: UInt16 = 4
         /// The QE's ATTRIBUTES (INIT, MODE64BIT, PROVISIONKEY; XFRM 0xE7) and MISCSELECT.
@@ -191,8 +195,10 @@ public struct SimulatedTDXModule: Sendable {
     /// verify --collateral`) reads: the PCS bodies and headers as files.
     public func writeCollateral(to folder: URL, at now: Date = Date()) throws(PlatformSimulatorError) {
         let files = try collateralFiles(at: now)
-        let signingChain = Array((PEM.encode(tcbSigning.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8)
-        let crlChain = Array((PEM.encode(pckCA.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8)
+        let signingChain = Array(
+            (PEM.encode(tcbSigning.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8)
+        let crlChain = Array(
+            (PEM.encode(pckCA.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8)
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         } catch {
@@ -258,7 +264,8 @@ public struct SimulatedTDXModule: Sendable {
         func name(_ commonName: String) -> SimulatedCertificate.Name {
             .init(
                 organization: SimulatedIntel.organization,
-                organizationalUnit: "simulated TDX module and quoting enclave, installation \(configuration.installation)",
+                organizationalUnit:
+                    "simulated TDX module and quoting enclave, installation \(configuration.installation)",
                 commonName: commonName)
         }
         return (
@@ -281,7 +288,8 @@ public struct SimulatedTDXModule: Sendable {
         let day: TimeInterval = 86_400
         let notBefore = now.addingTimeInterval(-day)
         func spki(_ key: P256.Signing.PrivateKey) -> [UInt8] { Array(key.publicKey.derRepresentation) }
-        let rootID = keyIdentifier(spki(keys.root)), caID = keyIdentifier(spki(keys.pckCA))
+        let rootID = keyIdentifier(spki(keys.root))
+        let caID = keyIdentifier(spki(keys.pckCA))
         func ext(_ oid: ASN1ObjectIdentifier, critical: Bool, _ value: [UInt8]) -> SimulatedCertificate.Extension {
             .init(oid: oid, critical: critical, value: value)
         }
@@ -315,7 +323,9 @@ public struct SimulatedTDXModule: Sendable {
             issuer: names.pckCA, subject: names.pck, years: 7, key: keys.pck, signer: keys.pckCA,
             extensions: [
                 ext(OID.authorityKeyIdentifier, critical: false, StandardExtensions.authorityKeyIdentifier(caID)),
-                ext(OID.subjectKeyIdentifier, critical: false, StandardExtensions.subjectKeyIdentifier(keyIdentifier(spki(keys.pck)))),
+                ext(
+                    OID.subjectKeyIdentifier, critical: false,
+                    StandardExtensions.subjectKeyIdentifier(keyIdentifier(spki(keys.pck)))),
                 ext(OID.keyUsage, critical: true, StandardExtensions.keyUsageDigitalSignature),
                 ext(OID.basicConstraints, critical: true, StandardExtensions.basicConstraintsEndEntity),
                 ext(SGXExtensionEncoding.oid, critical: false, try SGXExtensionEncoding.value(configuration)),
@@ -324,12 +334,15 @@ public struct SimulatedTDXModule: Sendable {
             issuer: names.root, subject: names.tcbSigning, years: 7, key: keys.tcbSigning, signer: keys.root,
             extensions: [
                 ext(OID.authorityKeyIdentifier, critical: false, StandardExtensions.authorityKeyIdentifier(rootID)),
-                ext(OID.subjectKeyIdentifier, critical: false, StandardExtensions.subjectKeyIdentifier(keyIdentifier(spki(keys.tcbSigning)))),
+                ext(
+                    OID.subjectKeyIdentifier, critical: false,
+                    StandardExtensions.subjectKeyIdentifier(keyIdentifier(spki(keys.tcbSigning)))),
                 ext(OID.keyUsage, critical: true, StandardExtensions.keyUsageDigitalSignature),
                 ext(OID.basicConstraints, critical: true, StandardExtensions.basicConstraintsEndEntity),
             ])
         let state = LoadedState(
-            configuration: configuration, root: try certificate(rootDER, "root CA"), pckCA: try certificate(caDER, "PCK CA"),
+            configuration: configuration, root: try certificate(rootDER, "root CA"),
+            pckCA: try certificate(caDER, "PCK CA"),
             pck: try certificate(pckDER, "PCK"), tcbSigning: try certificate(signingDER, "TCB Signing"), keys: keys)
         // What was issued must pass the checks the verifier makes, or it is not written at all.
         try checkChain(state)
@@ -342,12 +355,14 @@ public struct SimulatedTDXModule: Sendable {
             try StateFiles.write(Array(key.pemRepresentation.utf8), to: path(name), mode: StateFiles.keyMode)
         }
         for (der, name) in [
-            (rootDER, FileName.root), (caDER, FileName.pckCA), (pckDER, FileName.pck), (signingDER, FileName.tcbSigning),
+            (rootDER, FileName.root), (caDER, FileName.pckCA), (pckDER, FileName.pck),
+            (signingDER, FileName.tcbSigning),
         ] {
             try StateFiles.write(
                 Array(PEM.encode(der, label: "CERTIFICATE").utf8), to: path(name), mode: StateFiles.publicMode)
         }
-        try StateFiles.write(try json(manifest(root: state.root)), to: path(FileName.manifest), mode: StateFiles.publicMode)
+        try StateFiles.write(
+            try json(manifest(root: state.root)), to: path(FileName.manifest), mode: StateFiles.publicMode)
         // The configuration last: its presence says the platform is complete.
         try StateFiles.write(try json(configuration), to: path(FileName.configuration), mode: StateFiles.publicMode)
         return state
@@ -412,7 +427,8 @@ public struct SimulatedTDXModule: Sendable {
         try checkChain(state)
         for (key, certificate, name) in [
             (state.keys.root, state.root, FileName.rootKey), (state.keys.pckCA, state.pckCA, FileName.pckCAKey),
-            (state.keys.pck, state.pck, FileName.pckKey), (state.keys.tcbSigning, state.tcbSigning, FileName.tcbSigningKey),
+            (state.keys.pck, state.pck, FileName.pckKey),
+            (state.keys.tcbSigning, state.tcbSigning, FileName.tcbSigningKey),
         ] where Array(key.publicKey.derRepresentation) != certificate.subjectPublicKeyInfo {
             throw PlatformSimulatorError(.inconsistentState, "\(path(name).path) is not the key of its certificate")
         }
@@ -443,10 +459,12 @@ public struct SimulatedTDXModule: Sendable {
                 state.pck.subjectCommonName == SimulatedIntel.pckCommonName,
                 state.tcbSigning.subjectCommonName == SimulatedIntel.tcbSigningCommonName
             else {
-                throw PlatformSimulatorError(.inconsistentState, "a simulated certificate does not carry its simulated name")
+                throw PlatformSimulatorError(
+                    .inconsistentState, "a simulated certificate does not carry its simulated name")
             }
             for (certificate, issuer) in [
-                (state.root, state.root), (state.pckCA, state.root), (state.pck, state.pckCA), (state.tcbSigning, state.root),
+                (state.root, state.root), (state.pckCA, state.root), (state.pck, state.pckCA),
+                (state.tcbSigning, state.root),
             ] {
                 try certificate.verifySignature(issuedBy: issuer, requiredAlgorithm: .ecdsaWithSHA256)
                 try certificate.checkCriticalExtensions()
@@ -461,7 +479,8 @@ public struct SimulatedTDXModule: Sendable {
                     .inconsistentState, "the PCK certificate's SGX extension differs from the platform's identity")
             }
         } catch let error as AttestationError {
-            throw PlatformSimulatorError(.inconsistentState, "the simulated certificate chain does not verify: \(error)")
+            throw PlatformSimulatorError(
+                .inconsistentState, "the simulated certificate chain does not verify: \(error)")
         } catch let error as PlatformSimulatorError {
             throw error
         } catch {
@@ -573,7 +592,8 @@ enum CollateralJSON {
         calendar.timeZone = TimeZone(identifier: "UTC")!
         let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
         func two(_ value: Int?) -> String { String(format: "%02d", value ?? 0) }
-        return "\(String(format: "%04d", c.year ?? 1970))-\(two(c.month))-\(two(c.day))T\(two(c.hour)):\(two(c.minute)):\(two(c.second))Z"
+        return
+            "\(String(format: "%04d", c.year ?? 1970))-\(two(c.month))-\(two(c.day))T\(two(c.hour)):\(two(c.minute)):\(two(c.second))Z"
     }
 
     static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes).uppercased() }
@@ -586,7 +606,8 @@ enum CollateralJSON {
     /// levels, the platform's (UpToDate) and one below it (OutOfDate).
     static func tcbInfo(issueDate: Date, nextUpdate: Date) -> String {
         let zeroSigner = hex(I.mrSignerSeam)
-        let module = "\"mrsigner\":\"\(zeroSigner)\",\"attributes\":\"0000000000000000\",\"attributesMask\":\"FFFFFFFFFFFFFFFF\""
+        let module =
+            "\"mrsigner\":\"\(zeroSigner)\",\"attributes\":\"0000000000000000\",\"attributesMask\":\"FFFFFFFFFFFFFFFF\""
         let older = "2024-03-13T00:00:00Z"
         var olderSGX = I.sgxTCBComponents
         olderSGX[0] -= 1
