@@ -53,7 +53,7 @@ struct SimulatedTDXPolicyTests {
         #expect(appraisal.simulated)
         for rule in [
             "evidence.verified", "trust.root", "freshness.report-data", "tdx.mr-config-id", "tdx.debug",
-            "tdx.tcb-status",
+            "tdx.tcb-status", "trust.revocation",
         ] {
             #expect(Self.status(appraisal, rule) == .pass, "\(rule)")
         }
