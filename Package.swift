@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "PlatformSimulator",
             dependencies: [
-                "SEVSNP", "Attestation", "BinaryFormat", "GuestProtocol", "COpenSSL",
+                "SEVSNP", "TDX", "Attestation", "BinaryFormat", "GuestProtocol", "COpenSSL",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "Coordinator",
             dependencies: [
-                "BinaryFormat", "Firmware", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
+                "BinaryFormat", "Firmware", "EventLog", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
                 "AttestationPolicy", "AttestationResults", "AuditLog", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
@@ -170,11 +170,16 @@ let package = Package(
         .testTarget(
             name: "PlatformSimulatorTests",
             dependencies: [
-                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "GuestImage", "BinaryFormat",
-                "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
+                "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "TDX", "EventLog", "GuestProtocol",
+                "GuestImage", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(
-            name: "CoordinatorTests", dependencies: ["Coordinator", "GuestImage", "GuestProtocol", "CMKTesting"]),
+            name: "CoordinatorTests",
+            dependencies: [
+                "Coordinator", "GuestImage", "GuestProtocol", "CMKTesting", "PlatformSimulator", "Attestation", "TDX",
+                "BinaryFormat", "AttestationPolicy",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
         .testTarget(

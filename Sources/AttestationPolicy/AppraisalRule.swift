@@ -17,8 +17,7 @@ public enum EvidenceClaims: Sendable {
     public var simulated: Bool {
         switch self {
         case .snp(let result): result.claims.simulated
-        // The TDX verifier anchors only in the pinned Intel SGX Root CA today.
-        case .tdx: false
+        case .tdx(let result): result.claims.simulated
         }
     }
 
@@ -26,7 +25,7 @@ public enum EvidenceClaims: Sendable {
     public var trustAnchor: String {
         switch self {
         case .snp(let result): result.claims.trustAnchor
-        case .tdx: "intel-sgx-root"
+        case .tdx(let result): result.claims.trustAnchor
         }
     }
 

@@ -66,6 +66,11 @@ public final class SimulatedPlatformService: Sendable {
         try self.init(socketPath: socketPath) { launch.respond(to: $0) }
     }
 
+    /// Serves one simulated TDX launch: its ``SimulatedTDXLaunch/respond(to:)`` answers every frame.
+    public convenience init(socketPath: String, launch: SimulatedTDXLaunch) throws(PlatformSimulatorError) {
+        try self.init(socketPath: socketPath) { launch.respond(to: $0) }
+    }
+
     /// Stops answering: closes every connection and the socket, removes the socket file. Idempotent.
     public func stop() {
         let first = stopped.withLock { done -> Bool in

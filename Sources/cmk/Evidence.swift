@@ -111,8 +111,17 @@ extension CMK.Evidence {
         @Option(help: "The collateral: for SEV-SNP the offline cache (VCEKs, CRLs); for TDX a folder with tcbinfo.json, qeidentity.json, their issuer chains and the CRLs, or the cache holding intel/tdx/<fmspc>/. Default: the cmk cache folder.")
         var collateral: String?
 
+        @Option(help: "An installation's simulated-platform folder (<state-dir>/simulated/amd or <state-dir>/simulated/intel) whose root to trust besides the pinned ones; evidence under it is reported as SIMULATED.")
+        var simulated: String?
+
         @Flag(help: "Print JSON.")
         var json = false
+
+        /// The pinned anchors, plus the simulated folder when one was named.
+        func trustAnchors() throws(AttestationError) -> TrustAnchorStore {
+            try TrustAnchorStore(
+                directory: TrustAnchorStore.locateDefaultDirectory(), simulated: simulated.map { URL(fileURLWithPath: $0) })
+        }
 
         func validate() throws {
             if (report == nil) == (tdxQuote == nil) { throw ValidationError("give exactly one of --snp REPORT or --tdx QUOTE") }
@@ -148,7 +157,7 @@ extension CMK.Evidence {
                         report: parsed, endorsementCertificate: try vcek.map(SNPEvidenceFiles.certificate),
                         presentedChain: try chain.map { try SNPEvidenceFiles.chain(directory: $0) } ?? [])
                 }
-                let anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory())
+                let anchors = try trustAnchors()
                 let folder = collateral.map { URL(fileURLWithPath: $0) }
                     ?? CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
                 verifier = SNPVerifier(trustAnchors: anchors, collateral: SNPCollateralStore(directory: folder))
@@ -162,7 +171,8 @@ extension CMK.Evidence {
                     print(try JSONOutput.encode(VerifyOutput(valid: true, result: result, error: nil)))
                 } else {
                     let c = result.claims
-                    print("VALID: SEV-SNP report v\(c.reportVersion) from \(c.product.rawValue), signed by \(c.signer), chain \(result.chain.map(\.subject).joined(separator: " <- "))")
+                    print("VALID: SEV-SNP report v\(c.reportVersion) from \(c.product.rawValue), signed by \(c.signer), chain \(result.chain.map(\.subject).joined(separator: " <- "))"
+                        + (c.simulated ? " — SIMULATED platform (\(c.trustAnchor)): no hardware isolation" : ""))
                     print("  measurement  \(c.measurement)")
                     print("  report data  \(c.reportData)")
                     print("  host data    \(c.hostData)")
@@ -189,7 +199,7 @@ extension CMK.Evidence.Verify {
             } catch {
                 throw AttestationError(.malformedEvidence, "'\(path)' is not a TDX quote: \(error.description)")
             }
-            verifier = TDXVerifier(trustAnchors: try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory()))
+            verifier = TDXVerifier(trustAnchors: try trustAnchors())
             let base = collateral.map { URL(fileURLWithPath: $0) } ?? CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
             let direct = FileManager.default.fileExists(atPath: base.appendingPathComponent("tcbinfo.json").path)
             let fmspc = try? PCKExtensions(certificate: AttestationCertificate(pem: quote.pckCertificateChainPEM)).fmspc.bytes
@@ -218,7 +228,9 @@ extension CMK.Evidence.Verify {
         } else {
             let c = result.claims
             print("\(result.valid ? "VALID" : "INVALID"): TDX quote v\(c.quoteVersion), TCB status \(result.tcbStatus ?? "not evaluated")"
-                + (result.advisoryIDs.isEmpty ? "" : " (advisories \(result.advisoryIDs.joined(separator: ", ")))"))
+                + (result.advisoryIDs.isEmpty ? "" : " (advisories \(result.advisoryIDs.joined(separator: ", ")))")
+                + (c.simulated ? " — SIMULATED platform (\(c.trustAnchor)): no hardware isolation" : ""))
+            print("  root         \(c.trustAnchor)\(c.simulated ? " (SIMULATED, not Intel)" : "")")
             print("  MRTD         \(c.mrTD)")
             print("  REPORTDATA   \(c.reportData)")
             print("  attributes   0x\(String(c.tdAttributes, radix: 16)) [\(c.tdAttributeFlags.joined(separator: " "))]\(c.debug ? " DEBUG" : "")")

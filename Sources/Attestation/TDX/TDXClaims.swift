@@ -13,6 +13,10 @@ public struct TDXClaims: Sendable, Hashable, Codable {
     let report: TDXQuote.TDReport
     public let fmspc: HexBytes?
     public let pceID: HexBytes?
+    /// The trust-anchor name the PCK chain ended in: `intel-sgx-root`, or `simulated-intel` for cmk's simulation.
+    public let trustAnchor: String
+    /// Whether the evidence comes from cmk's simulated platform (its root is not Intel's). Always surfaced.
+    public let simulated: Bool
 
     public var teeTCBSVN: HexBytes { HexBytes(report.teeTCBSVN) }
     public var teeTCBSVN2: HexBytes? { report.teeTCBSVN2.map(HexBytes.init) }
@@ -30,19 +34,22 @@ public struct TDXClaims: Sendable, Hashable, Codable {
     public var debug: Bool { report.isDebug }
     public var xfam: UInt64 { report.xfamValue }
 
-    init(quote q: TDXQuote, pck: PCKExtensions?) {
+    init(quote q: TDXQuote, pck: PCKExtensions?, trustAnchor: String, simulated: Bool) {
         evidenceType = "tdx"
         quoteVersion = q.version
         report = q.body
         fmspc = pck?.fmspc
         pceID = pck?.pceID
+        self.trustAnchor = trustAnchor
+        self.simulated = simulated
     }
 
     // MARK: Equality: every exposed field, which is every report byte but SEAMATTRIBUTES.
 
     public static func == (a: TDXClaims, b: TDXClaims) -> Bool {
         a.evidenceType == b.evidenceType && a.quoteVersion == b.quoteVersion && a.fmspc == b.fmspc
-            && a.pceID == b.pceID && a.report.type == b.report.type
+            && a.pceID == b.pceID && a.trustAnchor == b.trustAnchor && a.simulated == b.simulated
+            && a.report.type == b.report.type
             && a.exposedBytes.0.elementsEqual(b.exposedBytes.0) && a.exposedBytes.1.elementsEqual(b.exposedBytes.1)
     }
 
@@ -51,6 +58,8 @@ public struct TDXClaims: Sendable, Hashable, Codable {
         hasher.combine(quoteVersion)
         hasher.combine(fmspc)
         hasher.combine(pceID)
+        hasher.combine(trustAnchor)
+        hasher.combine(simulated)
         hasher.combine(report.type)
         exposedBytes.0.withUnsafeBytes { hasher.combine(bytes: $0) }
         exposedBytes.1.withUnsafeBytes { hasher.combine(bytes: $0) }
@@ -70,7 +79,7 @@ public struct TDXClaims: Sendable, Hashable, Codable {
     private enum CodingKeys: String, CodingKey {
         case evidenceType, quoteVersion, teeTCBSVN, teeTCBSVN2, mrSeam, mrSignerSeam, mrTD, rtmrs, reportData
         case mrConfigID, mrOwner, mrOwnerConfig, mrServiceTD, tdAttributes, tdAttributeFlags, debug, xfam, fmspc
-        case pceID
+        case pceID, trustAnchor, simulated
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -94,6 +103,8 @@ public struct TDXClaims: Sendable, Hashable, Codable {
         try container.encode(xfam, forKey: .xfam)
         try container.encodeIfPresent(fmspc, forKey: .fmspc)
         try container.encodeIfPresent(pceID, forKey: .pceID)
+        try container.encode(trustAnchor, forKey: .trustAnchor)
+        try container.encode(simulated, forKey: .simulated)
     }
 
     /// Reads claims back: the report is reassembled from the fields (SEAMATTRIBUTES, which claims do not carry, as
@@ -116,6 +127,14 @@ public struct TDXClaims: Sendable, Hashable, Codable {
         quoteVersion = try container.decode(UInt16.self, forKey: .quoteVersion)
         fmspc = try container.decodeIfPresent(HexBytes.self, forKey: .fmspc)
         pceID = try container.decodeIfPresent(HexBytes.self, forKey: .pceID)
+        // Claims written before cmk had a simulated TDX platform came from Intel's root only.
+        trustAnchor = try container.decodeIfPresent(String.self, forKey: .trustAnchor) ?? "intel-sgx-root"
+        simulated = try container.decodeIfPresent(Bool.self, forKey: .simulated) ?? false
+        guard simulated == (trustAnchor == SimulatedIntel.rootName) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .simulated, in: container,
+                debugDescription: "simulated is true exactly when the trust anchor is \(SimulatedIntel.rootName)")
+        }
         let rtmrs = try container.decode([HexBytes].self, forKey: .rtmrs).map(\.bytes)
         guard rtmrs.count == Layout.rtmrCount, rtmrs.allSatisfy({ $0.count == Layout.measurementSize }) else {
             throw DecodingError.dataCorruptedError(

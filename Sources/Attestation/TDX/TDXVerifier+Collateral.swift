@@ -32,6 +32,9 @@ public final class PreparedTDXCollateral: Sendable {
         case unusable(String)
     }
 
+    /// The fingerprint of the root the collateral was checked against: a quote whose chain ends in another root
+    /// gets no use of it (its signing chains and Root CA CRL count as failed).
+    let rootFingerprint: [UInt8]
     let rootCACRL: CertificateRevocationList?
     let rootCRLSigned: Bool
     let pckCRL: CertificateRevocationList?
@@ -42,6 +45,7 @@ public final class PreparedTDXCollateral: Sendable {
     private let pckCRLSignedBy = Mutex<[(fingerprint: [UInt8], signed: Bool)]>([])
 
     init(_ collateral: TDXCollateral, root: AttestationCertificate) {
+        rootFingerprint = root.fingerprint
         rootCACRL = collateral.rootCACRL
         rootCRLSigned = collateral.rootCACRL.map { crl in
             (try? crl.verify(issuedBy: root, at: nil, requiredAlgorithm: .ecdsaWithSHA256)) != nil
@@ -93,9 +97,12 @@ public final class PreparedTDXCollateral: Sendable {
 }
 
 extension TDXVerifier {
-    /// Parses the collateral and checks its signatures and signing chains against the pinned root, once.
+    /// Parses the collateral and checks its signatures and signing chains against the pinned root, once: Intel's,
+    /// or — for collateral whose signing certificate is issued under the simulated root's name — the installation's
+    /// simulated root, when it was loaded (else `untrusted-root`).
     public func prepare(_ collateral: TDXCollateral) throws(AttestationError) -> PreparedTDXCollateral {
-        PreparedTDXCollateral(collateral, root: try pinnedRoot().certificate)
+        let issuer = (collateral.tcbInfoIssuerChain.first ?? collateral.qeIdentityIssuerChain.first)?.issuerCommonName
+        return PreparedTDXCollateral(collateral, root: try root(forIssuer: issuer).certificate)
     }
 
     /// The checks of one signed collateral item (TCB Info or QE Identity) and the name reasons give it.
@@ -124,14 +131,17 @@ extension TDXVerifier {
     ) throws(AttestationError) {
         let time = options.evaluationTime
         let pck = chain.pck
+        // Collateral checked against another root than the quote's chain vouches for nothing about this quote.
+        let sameRoot = collateral.rootFingerprint == anchor.certificate.fingerprint
+        let otherRoot = sameRoot ? "" : " (the collateral is signed under another root than the quote's PCK chain)"
         func crlTimeValid(_ crl: CertificateRevocationList) -> Bool {
             time >= crl.thisUpdate && (crl.nextUpdate.map { time <= $0 } ?? true)
         }
         // Root CA CRL: signed by the pinned root, current, and not listing the PCK CA.
         if let rootCRL = collateral.rootCACRL {
             checks.record(
-                .rootCACRLSignature, collateral.rootCRLSigned,
-                "the Root CA CRL is not signed by the pinned Intel SGX Root CA")
+                .rootCACRLSignature, collateral.rootCRLSigned && sameRoot,
+                "the Root CA CRL is not signed by the pinned root of the quote's chain" + otherRoot)
             checks.record(
                 .rootCACRLTimeValid, crlTimeValid(rootCRL), "the Root CA CRL is not current at \(time.ISO8601Format())")
             checks.record(
@@ -164,8 +174,8 @@ extension TDXVerifier {
                 return
             }
             checks.record(
-                names.chain, item.chainOK,
-                "the \(names.name) signing certificate does not chain to the pinned Intel SGX Root CA")
+                names.chain, item.chainOK && sameRoot,
+                "the \(names.name) signing certificate does not chain to the pinned root of the quote's chain" + otherRoot)
             checks.record(
                 names.signature, item.signatureOK, "the \(names.name) signature does not verify under its signing key")
             checks.record(

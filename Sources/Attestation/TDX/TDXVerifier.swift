@@ -99,6 +99,11 @@ public struct TDXVerificationResult: Sendable, Codable {
 /// Verifies TDX DCAP quotes in Intel's order (QuoteVerificationLibrary; TDX.md §6) against the pinned Intel SGX
 /// Root CA — never the root a quote carries.
 ///
+/// A store that loaded an installation's simulated folder also holds the simulated SGX root (`simulated-intel`). It
+/// is used only for a PCK chain whose CA is issued under the simulated root's name; every check then runs unchanged
+/// against that root, and the claims say `trustAnchor: simulated-intel`, `simulated: true`. Without the folder such
+/// a chain is refused (`untrusted-root`).
+///
 /// Work that does not depend on the quote or the time is done once: a PCK chain is parsed and its signatures
 /// checked once per chain (``TDXVerifier`` keeps a cache), and collateral is parsed and its signatures checked once
 /// when it is prepared (``prepare(_:)``). Validity at the evaluation time, revocation lookups and everything about
@@ -109,28 +114,64 @@ public struct TDXVerifier: Sendable {
     /// The pinned Intel SGX Root CA, looked up once; nil, with the reason in ``missingRoot``, when the store has none.
     private let root: PinnedRoot?
     private let missingRoot: AttestationError?
+    /// The installation's simulated SGX root, when the store loaded a simulated folder holding one.
+    private let simulatedRoot: PinnedRoot?
 
     public init(trustAnchors: TrustAnchorStore) {
         self.trustAnchors = trustAnchors
         do {
-            root = PinnedRoot(try trustAnchors.intelSGXRoot())
+            root = PinnedRoot(try trustAnchors.intelSGXRoot(), name: "intel-sgx-root", simulated: false)
             missingRoot = nil
         } catch {
             root = nil
             missingRoot = error
         }
+        simulatedRoot = trustAnchors.simulatedIntelRoot().map {
+            PinnedRoot($0, name: SimulatedIntel.rootName, simulated: true)
+        }
     }
 
-    /// The pinned root, or the error that says why there is none.
+    /// The pinned Intel root, or the error that says why there is none.
     func pinnedRoot() throws(AttestationError) -> PinnedRoot {
         guard let root else { throw missingRoot ?? AttestationError(.trustAnchor, "no Intel SGX Root CA") }
         return root
     }
 
-    /// The pinned root, held by reference: each verification reads its fields in place instead of copying it.
+    /// The root a chain or collateral must end in: the simulated root when `issuerCommonName` (the name the chain's
+    /// CA or signing certificate gives its issuer) is the simulated root's — and only if it was loaded — else Intel's.
+    func root(forIssuer issuerCommonName: String?) throws(AttestationError) -> PinnedRoot {
+        guard issuerCommonName?.hasSuffix(SimulatedIntel.nameSuffix) == true else { return try pinnedRoot() }
+        guard let simulatedRoot else {
+            let reason = trustAnchors.simulatedDirectories.isEmpty
+                ? "this verifier loaded no simulated folder, so it trusts Intel's SGX Root CA only"
+                : "the simulated folders \(trustAnchors.simulatedDirectories.map(\.path).joined(separator: ", ")) "
+                    + "hold no simulated SGX root"
+            throw AttestationError(
+                .untrustedRoot,
+                "the PCK chain is issued under '\(issuerCommonName ?? "?")', cmk's simulated platform; " + reason)
+        }
+        return simulatedRoot
+    }
+
+    /// A root the verifier trusts, held by reference: each verification reads its fields in place instead of copying
+    /// it. ``name`` is the trust-anchor name claims report.
     final class PinnedRoot: Sendable {
         let certificate: AttestationCertificate
-        init(_ certificate: AttestationCertificate) { self.certificate = certificate }
+        let name: String
+        let simulated: Bool
+        /// The common names a PCK leaf and its CA must carry under this root.
+        let leafName: String
+        let intermediateNames: [String]
+
+        init(_ certificate: AttestationCertificate, name: String, simulated: Bool) {
+            self.certificate = certificate
+            self.name = name
+            self.simulated = simulated
+            let suffix = simulated ? SimulatedIntel.nameSuffix : ""
+            let base = simulated ? { (name: String) in String(name.dropFirst("Intel ".count)) } : { $0 }
+            leafName = base(TDXVerifier.leafName) + suffix
+            intermediateNames = TDXVerifier.intermediateNames.map { base($0) + suffix }
+        }
     }
 
     static let leafName = "Intel SGX PCK Certificate"
@@ -152,7 +193,6 @@ public struct TDXVerifier: Sendable {
     public func verify(
         _ quote: TDXQuote, prepared collateral: PreparedTDXCollateral?, options: TDXVerificationOptions
     ) throws(AttestationError) -> TDXVerificationResult {
-        let anchor = try pinnedRoot()
         let time = options.evaluationTime
         var checks = TDXCheckSet()
         var warnings: [String] = []
@@ -167,7 +207,10 @@ public struct TDXVerifier: Sendable {
         }
 
         // A. The PCK chain carried in the quote, anchored to the pinned root (time-independent part cached).
-        let chain = try chains.entry(chain: quote.pckCertificateChainBytes, root: anchor)
+        let chain = try chains.entry(chain: quote.pckCertificateChainBytes) {
+            (issuer: String?) throws(AttestationError) in try root(forIssuer: issuer)
+        }
+        let anchor = chain.anchor
         checks.merge(chain.checks)
         checks.record(
             .pckChainTimeValid, time.isWithin(chain.leaf.notBefore, chain.leaf.notAfter),
@@ -224,7 +267,8 @@ public struct TDXVerifier: Sendable {
             "a signature of the quote, the QE report or the PCK chain does not verify")
         return TDXVerificationResult(
             checks: checks, tcbStatus: tcbStatus, qeTCBStatus: qeStatus, advisoryIDs: advisories,
-            claims: TDXClaims(quote: quote, pck: chain.pck), warnings: warnings)
+            claims: TDXClaims(quote: quote, pck: chain.pck, trustAnchor: anchor.name, simulated: anchor.simulated),
+            warnings: warnings)
     }
 }
 
@@ -279,11 +323,14 @@ final class TDXChainCache: Sendable {
         let pckKey: P256.Signing.PublicKey?
         /// Time-independent results: names, signatures, anchoring, the SGX extension.
         let checks: TDXCheckSet
+        /// The root the chain was checked against (Intel's, or the installation's simulated one).
+        let anchor: TDXVerifier.PinnedRoot
 
         init(
             leaf: AttestationCertificate, intermediate: AttestationCertificate, pck: PCKExtensions?,
-            pckKey: P256.Signing.PublicKey?, checks: TDXCheckSet
+            pckKey: P256.Signing.PublicKey?, checks: TDXCheckSet, anchor: TDXVerifier.PinnedRoot
         ) {
+            self.anchor = anchor
             self.leaf = leaf
             self.intermediate = intermediate
             self.pck = pck
@@ -292,7 +339,7 @@ final class TDXChainCache: Sendable {
         }
     }
 
-    private let entries = Mutex<[Int: [(chain: ByteKey, root: [UInt8], entry: Entry)]]>([:])
+    private let entries = Mutex<[Int: [(chain: ByteKey, entry: Entry)]]>([:])
     private let keys = Mutex<[ByteKey: P256.Signing.PublicKey]>([:])
 
     /// The attestation key for its raw x ‖ y bytes. A quoting enclave keeps its key across quotes, and importing
@@ -307,18 +354,20 @@ final class TDXChainCache: Sendable {
         return key
     }
 
-    /// The checked chain for the PEM bytes `chain` under `root`, from the cache or parsed and checked now.
-    func entry(chain bytes: ArraySlice<UInt8>, root anchor: TDXVerifier.PinnedRoot) throws(AttestationError) -> Entry {
+    /// The checked chain for the PEM bytes `chain`, from the cache or parsed and checked now against the root
+    /// `selectRoot` chooses for the name the chain's CA gives its issuer. The cache belongs to one verifier, whose
+    /// roots never change, so a chain always selects the same root.
+    func entry(
+        chain bytes: ArraySlice<UInt8>,
+        selectRoot: (String?) throws(AttestationError) -> TDXVerifier.PinnedRoot
+    ) throws(AttestationError) -> Entry {
         var hasher = Hasher()
         hasher.combine(bytes.count)
         bytes.prefix(256).withUnsafeBytes { hasher.combine(bytes: $0) }
         let key = hasher.finalize()
         let pem = ByteKey(bytes)
-        let cached = entries.withLock { bucket in
-            bucket[key]?.first(where: { $0.chain == pem && $0.root == anchor.certificate.fingerprint })?.entry
-        }
+        let cached = entries.withLock { bucket in bucket[key]?.first(where: { $0.chain == pem })?.entry }
         if let cached { return cached }
-        let root = anchor.certificate
         let chain: [AttestationCertificate]
         do {
             let ders = try PEMDocuments.certificates(in: String(decoding: bytes, as: UTF8.self))
@@ -333,13 +382,16 @@ final class TDXChainCache: Sendable {
                 "the quote's PCK chain has \(chain.count) certificates; it must be leaf, CA and root")
         }
         let (leaf, intermediate, quoteRoot) = (chain[0], chain[1], chain[2])
+        let anchor = try selectRoot(intermediate.issuerCommonName)
+        let root = anchor.certificate
         var checks = TDXCheckSet()
-        let namesOK = leaf.subjectCommonName == TDXVerifier.leafName
-            && TDXVerifier.intermediateNames.contains(intermediate.subjectCommonName ?? "")
+        let namesOK = leaf.subjectCommonName == anchor.leafName
+            && anchor.intermediateNames.contains(intermediate.subjectCommonName ?? "")
             && quoteRoot.subjectCommonName == root.subjectCommonName
         checks.record(
             .pckChainSignatures, namesOK,
-            "the PCK chain's names are not leaf ← PCK Platform/Processor CA ← SGX Root CA")
+            "the PCK chain's names are not leaf ← PCK Platform/Processor CA ← SGX Root CA"
+                + (anchor.simulated ? " (cmk simulated)" : ""))
         for (certificate, issuer) in [(leaf, intermediate), (intermediate, quoteRoot)] {
             do {
                 try certificate.verifySignature(issuedBy: issuer, requiredAlgorithm: .ecdsaWithSHA256)
@@ -351,10 +403,11 @@ final class TDXChainCache: Sendable {
         checks.record(
             .pckChainAnchoredToTrustedRoot, quoteRoot.fingerprint == root.fingerprint,
             "the quote's chain ends in '\(quoteRoot.subjectCommonName ?? "?")' \(Hex.encode(quoteRoot.fingerprint)), "
-                + "not the pinned Intel SGX Root CA")
+                + "not the pinned \(anchor.simulated ? "simulated SGX root (\(anchor.name))" : "Intel SGX Root CA")")
         if (try? intermediate.verifySignature(issuedBy: root, requiredAlgorithm: .ecdsaWithSHA256)) == nil {
             checks.record(
-                .pckChainAnchoredToTrustedRoot, false, "the PCK CA is not signed by the pinned Intel SGX Root CA")
+                .pckChainAnchoredToTrustedRoot, false,
+                "the PCK CA is not signed by the pinned \(anchor.simulated ? "simulated SGX root" : "Intel SGX Root CA")")
         }
         var pck: PCKExtensions?
         do {
@@ -364,10 +417,11 @@ final class TDXChainCache: Sendable {
         }
         let entry = Entry(
             leaf: leaf, intermediate: intermediate, pck: pck,
-            pckKey: try? P256.Signing.PublicKey(derRepresentation: leaf.subjectPublicKeyInfo), checks: checks)
+            pckKey: try? P256.Signing.PublicKey(derRepresentation: leaf.subjectPublicKeyInfo), checks: checks,
+            anchor: anchor)
         entries.withLock { cache in
             if cache.count >= 4096 { cache.removeAll() }
-            cache[key, default: []].append((pem.owned(), root.fingerprint, entry))
+            cache[key, default: []].append((pem.owned(), entry))
         }
         return entry
     }

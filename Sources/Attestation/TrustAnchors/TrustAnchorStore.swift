@@ -12,8 +12,9 @@ import Crypto
 ///
 /// Simulated roots never come from the pinned folder: a pinned manifest that names a `simulated-*` root or marks an
 /// entry simulated is refused. They come only from an installation's simulated folder (the one cmk's simulated
-/// platform writes, `<state-dir>/simulated/amd`), given explicitly with ``init(directory:simulated:)`` or
-/// ``adding(simulatedDirectory:)``; every entry there must say `"simulated": true` and use a `simulated-*` name.
+/// platform writes, `<state-dir>/simulated/amd` and `<state-dir>/simulated/intel`), given explicitly with
+/// ``init(directory:simulated:)`` or ``adding(simulatedDirectory:)``; every entry there must say `"simulated": true`
+/// and use a `simulated-*` name.
 public struct TrustAnchorStore: Sendable {
     /// One line of the manifest.
     public struct Entry: Sendable, Hashable, Codable {
@@ -46,8 +47,10 @@ public struct TrustAnchorStore: Sendable {
 
     /// The folder the pinned anchors were read from.
     public let directory: URL
-    /// The installation's simulated folder, when one was added.
-    public let simulatedDirectory: URL?
+    /// The first simulated folder added, when one was (``simulatedDirectories`` lists them all).
+    public var simulatedDirectory: URL? { simulatedDirectories.first }
+    /// The installation's simulated folders, in the order they were added (at most one per simulated root name).
+    public let simulatedDirectories: [URL]
     /// The manifest entries, in file order: the pinned folder's, then the simulated folder's.
     public let entries: [Entry]
     private let certificates: [String: AttestationCertificate]
@@ -61,7 +64,7 @@ public struct TrustAnchorStore: Sendable {
     public init(directory: URL) throws(AttestationError) {
         let pinned = try Self.load(directory, simulated: false)
         self.directory = directory
-        self.simulatedDirectory = nil
+        self.simulatedDirectories = []
         self.entries = pinned.entries
         self.certificates = pinned.certificates
     }
@@ -78,26 +81,31 @@ public struct TrustAnchorStore: Sendable {
     }
 
     private init(
-        directory: URL, simulatedDirectory: URL?, entries: [Entry], certificates: [String: AttestationCertificate]
+        directory: URL, simulatedDirectories: [URL], entries: [Entry], certificates: [String: AttestationCertificate]
     ) {
         self.directory = directory
-        self.simulatedDirectory = simulatedDirectory
+        self.simulatedDirectories = simulatedDirectories
         self.entries = entries
         self.certificates = certificates
     }
 
     /// This store plus the simulated roots in `simulatedDirectory`: every entry there must be marked simulated and
     /// named `simulated-*`, no certificate there may be one of the pinned ones, and the folder and its manifest must
-    /// not be writable by group or others. A store holds at most one simulated folder.
+    /// not be writable by group or others. A store holds one folder per simulated root (an installation's
+    /// `simulated-amd` and `simulated-intel`): a folder naming a simulated root the store already holds is refused.
     public func adding(simulatedDirectory: URL) throws(AttestationError) -> TrustAnchorStore {
-        if let existing = self.simulatedDirectory {
-            throw AttestationError(
-                .trustAnchor,
-                "the store already holds the simulated folder \(existing.path); it takes one installation's")
-        }
         try Self.checkNotWritableByOthers(simulatedDirectory)
         try Self.checkNotWritableByOthers(simulatedDirectory.appendingPathComponent(Self.manifestName))
         let simulated = try Self.load(simulatedDirectory, simulated: true)
+        let held = Set(entries.filter { $0.simulated == true }.map(\.root))
+        if let repeated = simulated.entries.first(where: { held.contains($0.root) }),
+            let existing = simulatedDirectories.last
+        {
+            throw AttestationError(
+                .trustAnchor,
+                "the store already holds the simulated root '\(repeated.root)' (from \(existing.path)); it takes one "
+                    + "installation's")
+        }
         let pinnedFingerprints = Set(certificates.values.map(\.fingerprint))
         var merged = certificates
         for (key, certificate) in simulated.certificates {
@@ -110,8 +118,8 @@ public struct TrustAnchorStore: Sendable {
             merged[key] = certificate
         }
         return TrustAnchorStore(
-            directory: directory, simulatedDirectory: simulatedDirectory, entries: entries + simulated.entries,
-            certificates: merged)
+            directory: directory, simulatedDirectories: simulatedDirectories + [simulatedDirectory],
+            entries: entries + simulated.entries, certificates: merged)
     }
 
     /// Reads one folder's manifest and certificates; `simulated` says which kind of folder it must be.
@@ -224,6 +232,16 @@ public struct TrustAnchorStore: Sendable {
             let ask = certificate(root: name, role: "ask"), ark.subjectCommonName == product.simulatedARKCommonName
         else { return nil }
         return AMDRootCertificates(product: product, ark: ark, ask: ask, asvk: nil, simulated: true)
+    }
+
+    /// The installation's simulated SGX Root CA (root `simulated-intel`, role `root-ca`), when a simulated folder
+    /// holding it was added; nil otherwise. It is never returned by ``intelSGXRoot()``.
+    public func simulatedIntelRoot() -> AttestationCertificate? {
+        let name = SimulatedIntel.rootName
+        guard isSimulated(root: name), let root = certificate(root: name, role: "root-ca"),
+            root.subjectCommonName == SimulatedIntel.rootCACommonName
+        else { return nil }
+        return root
     }
 
     /// The Intel SGX Root CA, the root of every DCAP (TDX and SGX) PCK chain.

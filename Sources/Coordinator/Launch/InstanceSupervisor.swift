@@ -5,9 +5,25 @@ import AttestationResults
 import AuditLog
 import BinaryFormat
 import Crypto
+import EventLog
 import GuestImage
 import GuestProtocol
 import PlatformSimulator
+
+/// Which simulated platform a child is launched on: the TEE whose evidence it produces (`--tee sim-snp|sim-tdx`).
+public enum SimulatedPlatformKind: String, Sendable, Hashable, CaseIterable, Codable {
+    /// The simulated AMD secure processor: SEV-SNP reports (the default).
+    case sevSNP = "sim-snp"
+    /// The simulated TDX module and quoting enclave: TDX quotes with a CCEL event log.
+    case tdx = "sim-tdx"
+
+    /// The evidence a policy for this platform must be written for.
+    public var evidence: Policy.EvidenceKind { self == .sevSNP ? .sevSNP : .tdx }
+    /// The platform's folder under the state directory: `simulated/amd` or `simulated/intel`.
+    public var stateFolder: String { self == .sevSNP ? "simulated/amd" : "simulated/intel" }
+    /// The manifest's platform name.
+    var manifestName: String { self == .sevSNP ? "simulated-sev-snp" : "simulated-tdx" }
+}
 
 /// What to launch.
 public struct LaunchRequest: Sendable {
@@ -22,12 +38,15 @@ public struct LaunchRequest: Sendable {
     public var bootTimeout: Duration
     /// The agent binary to put into the image (nil: the `cmk-guest` beside the running executable).
     public var agent: URL?
+    /// The simulated platform the child runs on.
+    public var platform: SimulatedPlatformKind
 
     public init(
         name: String, profile: String, policyPath: String, vcpus: Int? = nil, memoryMiB: Int? = nil,
         allowSharedCores: Bool = false, accelerator: QEMUAccelerator = .tcg, bootTimeout: Duration = .seconds(180),
-        agent: URL? = nil
+        agent: URL? = nil, platform: SimulatedPlatformKind = .sevSNP
     ) {
+        self.platform = platform
         self.name = name
         self.profile = profile
         self.policyPath = policyPath
@@ -132,8 +151,11 @@ public final class InstanceSupervisor: @unchecked Sendable {
             profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent,
             output: Self.imagesDirectory(paths).appendingPathComponent(profile.name))
         let policy = try PolicyLoader(environment: Self.policyEnvironment(paths)).load(path: request.policyPath)
-        guard policy.evidence == .sevSNP else {
-            throw CoordinatorError(.launch, "the simulated default platform produces SEV-SNP evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
+        guard policy.evidence == request.platform.evidence else {
+            throw CoordinatorError(
+                .launch,
+                "the simulated platform \(request.platform.rawValue) produces \(request.platform.evidence.rawValue) "
+                    + "evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
         }
 
         // 2. An exclusive partition (reconcile first: never two owners for a core).
@@ -171,34 +193,52 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
         let initrd = try Array(Data(contentsOf: URL(fileURLWithPath: image.initrd.path)))
 
-        // 4. The manifest the instance is launched with; its digest goes into HOST_DATA.
+        // A simulated TD's agent learns its platform from the command line (which TDVF measures into RTMR2).
+        let commandLine = request.platform == .tdx ? image.commandLine + " cmk.platform=tdx" : image.commandLine
+
+        // 4. The manifest the instance is launched with; its digest goes into HOST_DATA (MRCONFIGID on TDX).
         let manifest = InstanceManifest(
-            name: request.name, platform: "simulated-sev-snp",
+            name: request.name, platform: request.platform.manifestName,
             image: .init(
                 profile: profile.name, kernelSHA256: image.kernel.sha256.description, initrdSHA256: image.initrd.sha256.description,
-                firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: image.commandLine),
+                firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: commandLine),
             vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version, policyDigest: policy.digest,
             channelPeers: policy.handover.channelPeers)
         try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
 
         // 5. The simulated platform measures the launch itself, from the exact bytes QEMU is given.
-        let processor = try SimulatedAMDSecureProcessor(directory: state.url.appendingPathComponent("simulated/amd"))
-        let launch = try processor.launch(.init(
-            firmware: firmware, kernel: kernel, initrd: initrd, cmdline: image.commandLine, vcpus: vcpus, vcpuType: "EPYC-v4",
-            guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
-        progress("SIMULATED platform: launch measurement \(Hex.encode(launch.measurement))")
         let controlPath = folder.appendingPathComponent("control.sock").path
         let platformPath = folder.appendingPathComponent("platform.sock").path
+        let platformFolder = state.url.appendingPathComponent(request.platform.stateFolder)
+        var tdxCollateral: TDXCollateral?
         listener = try UnixSocketListener(path: controlPath)
-        platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+        switch request.platform {
+        case .sevSNP:
+            let processor = try SimulatedAMDSecureProcessor(directory: platformFolder)
+            let launch = try processor.launch(.init(
+                firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, vcpus: vcpus, vcpuType: "EPYC-v4",
+                guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
+            progress("SIMULATED platform: launch measurement \(Hex.encode(launch.measurement))")
+            platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+        case .tdx:
+            let module = try SimulatedTDXModule(directory: platformFolder)
+            let launch = try module.launch(.init(
+                firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, memoryMiB: memory,
+                mrConfigID: manifest.mrConfigID))
+            // The collateral Intel's PCS would serve, issued now by the simulated platform under its own root.
+            tdxCollateral = try module.collateral()
+            progress("SIMULATED TDX platform: MRTD \(Hex.encode(launch.mrTD)), RTMR1 \(Hex.encode(launch.rtmrs[1]))")
+            platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+        }
 
         // 6. QEMU, pinned to the partition.
         let settings = QEMUInstanceSettings(
             name: request.name, firmware: firmwarePath, kernel: image.kernel.path, initrd: image.initrd.path,
-            commandLine: image.commandLine, vcpus: vcpus, memoryMiB: memory,
+            commandLine: commandLine, vcpus: vcpus, memoryMiB: memory,
             serialLog: folder.appendingPathComponent("serial.log").path, pidFile: folder.appendingPathComponent("qemu.pid").path,
             controlSocket: controlPath, platformSocket: platformPath, hostCPUs: record.partition.cpus)
         // Debian's QEMU 7.2 lacks EPYC-v4; EPYC-v3 has the same CPUID signature, so the measurement is unchanged.
+        // (A simulated TD runs on the same vCPU model: no TDX measurement covers the CPU model.)
         let qemuPath = CommandRunner.which("qemu-system-x86_64") ?? "qemu-system-x86_64"
         let help = try await CommandRunner.run(qemuPath, ["-cpu", "help"], timeout: .seconds(30))
         guard let cpuModel = QEMUCPUModels(help: help.standardOutputText).epycModel() else {
@@ -243,17 +283,38 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let attestationSeconds = Self.seconds(ContinuousClock.now - attestStart)
 
         // 9. Appraise with the real verifier; the simulated roots are trusted only if the policy names them.
-        let anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory(), simulated: processor.directory)
+        let anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory(), simulated: platformFolder)
         let appraiser = EvidenceAppraiser(trustAnchors: anchors)
         let presented: PresentedEvidence = kind == "sev-snp"
             ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
-            : .tdx(quote: evidence, collateral: nil)
+            : .tdx(quote: evidence, collateral: tdxCollateral)
         let input = appraiser.input(
             presented, revocation: policy.trust.crl,
             context: AppraisalContext(
                 evaluationTime: Date(), nonce: nonce, boundKey: publicKey, manifest: manifest.canonicalBytes, collectedAt: asked))
+        // A TD's event log must replay to the RTMRs its verified quote carries, or the log describes another boot.
+        if case .tdx(let result)? = input.claims, !auxiliary.isEmpty {
+            let replayed: [HexBytes]
+            do {
+                replayed = try TDXMeasurementRegisters(log: try TCGEventLog(bytes: auxiliary)).rtmrs
+            } catch {
+                throw CoordinatorError(.launch, "the TD's event log cannot be read: \(error)")
+            }
+            guard replayed == result.claims.rtmrs else {
+                throw CoordinatorError(
+                    .launch,
+                    "the TD's event log replays to RTMRs \(replayed.map { $0.description.prefix(16) + "…" }) but its "
+                        + "quote carries \(result.claims.rtmrs.map { $0.description.prefix(16) + "…" })")
+            }
+            progress("the TD's event log (\(auxiliary.count) bytes) replays to the RTMRs its quote carries")
+        }
         let appraisal = policy.evaluate(input)
-        let measurement: String? = if case .snp(let result)? = input.claims { result.claims.measurement.description } else { nil }
+        let measurement: String? =
+            switch input.claims {
+            case .snp(let result)?: result.claims.measurement.description
+            case .tdx(let result)?: result.claims.mrTD.description
+            case nil: nil
+            }
 
         // 10. Sign the result and record the decision, whatever it is.
         try state.prepare()

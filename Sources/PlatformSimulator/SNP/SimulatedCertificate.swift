@@ -1,10 +1,19 @@
+import Crypto
 import Foundation
 import SwiftASN1
 
-/// An X.509 v3 certificate (RFC 5280 §4.1) the simulated secure processor issues: the TBSCertificate encoded with
-/// swift-asn1 exactly as AMD's certificates are laid out, signed with RSASSA-PSS SHA-384 / MGF1-SHA-384 / salt 48
-/// (AMD's parameters for the ARK, ASK and VCEK) over the exact TBS bytes.
+/// An X.509 v3 certificate (RFC 5280 §4.1) a simulated platform issues: the TBSCertificate encoded with swift-asn1,
+/// signed over the exact TBS bytes either with RSASSA-PSS SHA-384 / MGF1-SHA-384 / salt 48 (AMD's parameters for the
+/// ARK, ASK and VCEK) or with ECDSA P-256 / SHA-256 (Intel's for every SGX/TDX certificate).
 struct SimulatedCertificate {
+    /// The signature algorithm of the certificate.
+    enum Algorithm {
+        /// RSASSA-PSS SHA-384, MGF1-SHA-384, salt 48 (AMD).
+        case rsaPSSSHA384
+        /// ecdsa-with-SHA256 (RFC 5758 §3.2; Intel SGX/TDX).
+        case ecdsaSHA256
+    }
+
     /// A distinguished name of the simulated platform: organization, organizational unit, common name (UTF8String).
     struct Name {
         var organization: String
@@ -28,6 +37,7 @@ struct SimulatedCertificate {
     /// The subject's SubjectPublicKeyInfo DER.
     var subjectPublicKeyInfo: [UInt8]
     var extensions: [Extension]
+    var algorithm: Algorithm = .rsaPSSSHA384
 
     enum OID {
         static let rsassaPSS: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 10]
@@ -40,6 +50,8 @@ struct SimulatedCertificate {
         static let keyUsage: ASN1ObjectIdentifier = [2, 5, 29, 15]
         static let subjectKeyIdentifier: ASN1ObjectIdentifier = [2, 5, 29, 14]
         static let authorityKeyIdentifier: ASN1ObjectIdentifier = [2, 5, 29, 35]
+        static let ecdsaWithSHA256: ASN1ObjectIdentifier = [1, 2, 840, 10045, 4, 3, 2]
+        static let crlNumber: ASN1ObjectIdentifier = [2, 5, 29, 20]
     }
 
     /// A random serial number: 16 bytes, positive, no leading zero byte.
@@ -49,16 +61,56 @@ struct SimulatedCertificate {
         return bytes
     }
 
-    /// The whole certificate, DER, signed by `issuerKey`.
+    /// The whole certificate, DER, signed by `issuerKey` (RSASSA-PSS; ``algorithm`` must be `.rsaPSSSHA384`).
     func signed(by issuerKey: OpenSSLRSAPrivateKey) throws(PlatformSimulatorError) -> [UInt8] {
+        guard algorithm == .rsaPSSSHA384 else {
+            throw PlatformSimulatorError(.certificateEncoding, "an RSA key cannot sign an ECDSA certificate")
+        }
         let tbs = try encodeTBS()
-        let signature = try issuerKey.signRSAPSSSHA384(tbs)
-        return try Self.encoding("Certificate") { serializer in
+        return try Self.assemble(tbs, algorithm: algorithm, signature: try issuerKey.signRSAPSSSHA384(tbs))
+    }
+
+    /// The whole certificate, DER, signed by `issuerKey` (ECDSA P-256 SHA-256; ``algorithm`` must be
+    /// `.ecdsaSHA256`): the signature is the DER Ecdsa-Sig-Value (RFC 3279 §2.2.3).
+    func signed(by issuerKey: P256.Signing.PrivateKey) throws(PlatformSimulatorError) -> [UInt8] {
+        guard algorithm == .ecdsaSHA256 else {
+            throw PlatformSimulatorError(.certificateEncoding, "a P-256 key cannot sign an RSA-PSS certificate")
+        }
+        let tbs = try encodeTBS()
+        return try Self.assemble(tbs, algorithm: algorithm, signature: try Self.ecdsaSignature(tbs, issuerKey))
+    }
+
+    /// An ECDSA P-256 / SHA-256 signature over `message`, DER-encoded as X.509 carries it.
+    static func ecdsaSignature(
+        _ message: [UInt8], _ key: P256.Signing.PrivateKey
+    ) throws(PlatformSimulatorError) -> [UInt8] {
+        do {
+            return Array(try key.signature(for: message).derRepresentation)
+        } catch {
+            throw PlatformSimulatorError(.cryptoLibrary, "a simulated P-256 key could not sign: \(error)")
+        }
+    }
+
+    /// SEQUENCE { tbs, signatureAlgorithm, signatureValue BIT STRING }: a certificate or a CRL.
+    static func assemble(
+        _ tbs: [UInt8], algorithm: Algorithm, signature: [UInt8]
+    ) throws(PlatformSimulatorError) -> [UInt8] {
+        try encoding("signed structure") { serializer in
             try serializer.appendConstructedNode(identifier: .sequence) { certificate in
                 certificate.serializeRawBytes(tbs)
-                try Self.appendPSSAlgorithm(&certificate)
+                try appendAlgorithm(algorithm, &certificate)
                 try certificate.serialize(ASN1BitString(bytes: signature[...]))
             }
+        }
+    }
+
+    /// The AlgorithmIdentifier of `algorithm`: RSASSA-PSS with its parameters, or ecdsa-with-SHA256 without any.
+    static func appendAlgorithm(_ algorithm: Algorithm, _ serializer: inout DER.Serializer) throws {
+        switch algorithm {
+        case .rsaPSSSHA384:
+            try appendPSSAlgorithm(&serializer)
+        case .ecdsaSHA256:
+            try serializer.appendConstructedNode(identifier: .sequence) { try $0.serialize(OID.ecdsaWithSHA256) }
         }
     }
 
@@ -70,7 +122,7 @@ struct SimulatedCertificate {
                     try version.serialize(2)  // v3
                 }
                 tbs.appendPrimitiveNode(identifier: .integer) { $0 += serialNumber }
-                try Self.appendPSSAlgorithm(&tbs)
+                try Self.appendAlgorithm(algorithm, &tbs)
                 try Self.appendName(issuer, &tbs)
                 try tbs.appendConstructedNode(identifier: .sequence) { validity in
                     try Self.appendTime(notBefore, &validity)
@@ -158,7 +210,7 @@ struct SimulatedCertificate {
         }
     }
 
-    private static func encoding(
+    static func encoding(
         _ what: String, _ body: (inout DER.Serializer) throws -> Void
     ) throws(PlatformSimulatorError) -> [UInt8] {
         var serializer = DER.Serializer()
@@ -184,6 +236,10 @@ enum StandardExtensions {
     static let keyUsageCertificateAndCRLSign: [UInt8] = [0x03, 0x02, 0x01, 0x06]
     /// KeyUsage keyCertSign only (the ASK's): `03 02 02 04`.
     static let keyUsageCertificateSign: [UInt8] = [0x03, 0x02, 0x02, 0x04]
+    /// KeyUsage digitalSignature and nonRepudiation (Intel's PCK and TCB Signing certificates): `03 02 06 C0`.
+    static let keyUsageDigitalSignature: [UInt8] = [0x03, 0x02, 0x06, 0xC0]
+    /// BasicConstraints of an end entity: CA false, which DER omits, leaving an empty SEQUENCE.
+    static let basicConstraintsEndEntity: [UInt8] = [0x30, 0x00]
 
     /// SubjectKeyIdentifier: OCTET STRING of the 20-byte identifier.
     static func subjectKeyIdentifier(_ identifier: [UInt8]) -> [UInt8] { [0x04, UInt8(identifier.count)] + identifier }
@@ -191,5 +247,51 @@ enum StandardExtensions {
     /// AuthorityKeyIdentifier { keyIdentifier [0] }.
     static func authorityKeyIdentifier(_ identifier: [UInt8]) -> [UInt8] {
         [0x30, UInt8(identifier.count + 2), 0x80, UInt8(identifier.count)] + identifier
+    }
+}
+
+/// An X.509 v2 CRL (RFC 5280 §5.1) a simulated CA issues: issuer, thisUpdate, nextUpdate, the revoked serial numbers
+/// (none, normally) and a CRL number, signed with ECDSA P-256 / SHA-256 as Intel's SGX CRLs are.
+struct SimulatedCRL {
+    var issuer: SimulatedCertificate.Name
+    var thisUpdate: Date
+    var nextUpdate: Date
+    /// Revoked certificates' serial numbers (positive, minimal big-endian bytes), revoked at ``thisUpdate``.
+    var revoked: [[UInt8]] = []
+    var number: Int
+
+    /// The CRL, DER, signed by `issuerKey`.
+    func signed(by issuerKey: P256.Signing.PrivateKey) throws(PlatformSimulatorError) -> [UInt8] {
+        let tbs = try SimulatedCertificate.encoding("TBSCertList") { serializer in
+            try serializer.appendConstructedNode(identifier: .sequence) { list in
+                try list.serialize(1)  // v2
+                try SimulatedCertificate.appendAlgorithm(.ecdsaSHA256, &list)
+                try SimulatedCertificate.appendName(issuer, &list)
+                try SimulatedCertificate.appendTime(thisUpdate, &list)
+                try SimulatedCertificate.appendTime(nextUpdate, &list)
+                if !revoked.isEmpty {
+                    try list.appendConstructedNode(identifier: .sequence) { entries in
+                        for serial in revoked {
+                            try entries.appendConstructedNode(identifier: .sequence) { entry in
+                                entry.appendPrimitiveNode(identifier: .integer) { $0 += serial }
+                                try SimulatedCertificate.appendTime(thisUpdate, &entry)
+                            }
+                        }
+                    }
+                }
+                try list.serialize(explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific) { wrapper in
+                    try wrapper.appendConstructedNode(identifier: .sequence) { extensions in
+                        try extensions.appendConstructedNode(identifier: .sequence) { item in
+                            try item.serialize(SimulatedCertificate.OID.crlNumber)
+                            var value = DER.Serializer()
+                            try value.serialize(number)
+                            try item.serialize(ASN1OctetString(contentBytes: value.serializedBytes[...]))
+                        }
+                    }
+                }
+            }
+        }
+        return try SimulatedCertificate.assemble(
+            tbs, algorithm: .ecdsaSHA256, signature: try SimulatedCertificate.ecdsaSignature(tbs, issuerKey))
     }
 }
