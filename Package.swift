@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "AttestationPolicy", targets: ["AttestationPolicy"]),
         .library(name: "AuditLog", targets: ["AuditLog"]),
         .library(name: "Coordinator", targets: ["Coordinator"]),
+        .library(name: "SealedChannel", targets: ["SealedChannel"]),
+        .library(name: "SealedChannelAttestation", targets: ["SealedChannelAttestation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -85,6 +87,18 @@ let package = Package(
             dependencies: [
                 "AttestationPolicy", "BinaryFormat",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
+        // MARK: Sealed channels: Noise XX with attestation evidence as payload, and the record layer (no Foundation, so
+        // cmk-guest can link it); the peer verifier over the appraisal pipeline lives apart.
+        .target(
+            name: "SealedChannel",
+            dependencies: ["BinaryFormat", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "SealedChannelAttestation",
+            dependencies: [
+                "SealedChannel", "AttestationPolicy", "Attestation", "GuestProtocol", "BinaryFormat",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
@@ -173,6 +187,13 @@ let package = Package(
                 "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "GuestProtocol", "GuestImage", "BinaryFormat",
                 "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .testTarget(
+            name: "SealedChannelTests",
+            dependencies: [
+                "SealedChannel", "SealedChannelAttestation", "PlatformSimulator", "AttestationPolicy", "Attestation",
+                "GuestProtocol", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["noise_interop.py"]),
         .testTarget(
             name: "CoordinatorTests", dependencies: ["Coordinator", "GuestImage", "GuestProtocol", "CMKTesting"]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
