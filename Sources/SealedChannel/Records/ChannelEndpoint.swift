@@ -115,6 +115,8 @@ public final class ChannelEndpoint: Sendable {
     /// The next record from the bytes received so far, or nil until a whole frame has arrived.
     public func nextRecord() throws(SealedChannelError) -> ChannelRecord? {
         try state.withLock { state throws(SealedChannelError) in
+            // After the peer's close, an empty stream is quiet; any byte after it is a frame after the close.
+            if state.receiveClosed, state.failure == nil, state.decoder.pendingByteCount == 0 { return nil }
             try state.guardReceiving()
             let next: [UInt8]?
             do throws(SealedChannelError) {
@@ -223,12 +225,12 @@ struct RecordState: Sendable {
         return error
     }
 
-    func guardReceiving() throws(SealedChannelError) {
+    mutating func guardReceiving() throws(SealedChannelError) {
         if let failure {
             throw SealedChannelError(.channelClosed, "the channel was torn down: \(failure.reason) [\(failure.code)]")
         }
         if receiveClosed {
-            throw SealedChannelError(.recordAfterClose, "the peer closed the channel; nothing more can be received")
+            throw fail(SealedChannelError(.recordAfterClose, "a frame arrived after the peer's close record"))
         }
     }
 
