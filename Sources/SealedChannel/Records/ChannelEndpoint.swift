@@ -71,6 +71,7 @@ public final class ChannelEndpoint: Sendable {
         try state.withLock { state throws(SealedChannelError) in
             let frame = try state.seal(.close, [0] + Self.clipped(reason), descriptor: descriptor)
             state.sendClosed = true
+            state.sending.cipher.erase()
             return frame
         }
     }
@@ -83,11 +84,13 @@ public final class ChannelEndpoint: Sendable {
             let code = failure.code.wireValue == 0 ? SealedChannelError.Code.channelClosed.wireValue : failure.code.wireValue
             let frame = try? state.seal(.close, [code] + Self.clipped(failure.reason), descriptor: descriptor, ignoreFailure: true)
             state.sendClosed = true
+            state.sending.cipher.erase()
             return frame
         }
     }
 
-    /// Opens one whole frame (length prefix included, nothing after it).
+    /// Opens one whole frame (length prefix included, nothing after it). Use either this or ``receive(_:)`` with
+    /// ``nextRecord()`` on one endpoint, not both: they share one stream decoder.
     public func open(frame: [UInt8]) throws(SealedChannelError) -> ChannelRecord {
         try state.withLock { state throws(SealedChannelError) in
             try state.guardReceiving()
