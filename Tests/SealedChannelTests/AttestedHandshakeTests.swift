@@ -189,7 +189,7 @@ struct AttestedHandshakeTests {
         expectChannelError(.handshakeAuthentication) { try initiator.finish(message2) }
     }
 
-    @Test("a relaying host that substitutes its own keys (man in the middle) cannot complete either side")
+    @Test("a relaying host that forwards genuine evidence under its own static key is caught by the binding")
     func manInTheMiddle() throws {
         let pair = try AttestedPair()
         var initiator = try pair.initiator()

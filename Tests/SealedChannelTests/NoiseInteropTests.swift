@@ -178,3 +178,100 @@ struct NoiseInteropTests {
         #expect(b.rekeyCounts.receiving > 3)
     }
 }
+
+/// The Python peer as a live process: one hex message per line each way. Read and written only from a dedicated
+/// thread, never from Swift's cooperative pool.
+final class PythonNoisePeer: @unchecked Sendable {
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private var buffer: [UInt8] = []
+
+    init(protocolName: String, role: String, prologue: [UInt8]) throws {
+        process.executableURL = ExternalTool.python
+        process.arguments = [NoiseInteropTests.script.path, "peer", protocolName, role, Hex.encode(prologue)]
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func send(_ bytes: [UInt8]) { input.fileHandleForWriting.write(Data((Hex.encode(bytes) + "\n").utf8)) }
+    func sendLine(_ text: String) { input.fileHandleForWriting.write(Data((text + "\n").utf8)) }
+
+    func receiveLine() throws -> String {
+        while true {
+            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeFirst(newline + 1)
+                return line
+            }
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { throw SealedChannelError(.frameTruncated, "the Python peer exited early") }
+            buffer += chunk
+        }
+    }
+
+    func receive() throws -> [UInt8] {
+        let line = try receiveLine()
+        return try #require(Hex.decode(line), "not hex from the Python peer: \(line)")
+    }
+
+    func finish() {
+        try? input.fileHandleForWriting.close()
+        waitForExit(process, timeout: 30)
+    }
+}
+
+/// Runs `body` on its own thread and waits for it without holding a cooperative thread.
+func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.start()
+    }
+}
+
+@Suite("Live Noise sessions with the noiseprotocol package, fresh random keys on both sides", .serialized)
+struct NoiseLivePeerTests {
+    static let cases: [(String, String)] = [
+        ("Noise_XX_25519_ChaChaPoly_SHA256", "initiator"), ("Noise_XX_25519_ChaChaPoly_SHA256", "responder"),
+        ("Noise_XX_25519_AESGCM_SHA512", "initiator"), ("Noise_NN_25519_ChaChaPoly_SHA256", "responder"),
+    ]
+
+    @Test("cmk completes a handshake with a live Python peer and exchanges transport messages", .timeLimit(.minutes(3)),
+          arguments: cases)
+    func live(protocolName: String, cmkRole: String) async throws {
+        try await onDedicatedThread {
+            let noiseProtocol = try NoiseProtocol(name: protocolName)
+            let prologue = Array("cmk live \(protocolName)".utf8)
+            let cmkIsInitiator = cmkRole == "initiator"
+            let python = try PythonNoisePeer(
+                protocolName: protocolName, role: cmkIsInitiator ? "responder" : "initiator", prologue: prologue)
+            defer { python.finish() }
+            var state = try NoiseHandshakeState(
+                noiseProtocol, initiator: cmkIsInitiator, prologue: prologue,
+                staticKey: noiseProtocol.pattern == .xx ? NoiseKeyPair() : nil)
+            var keys: NoiseTransportKeys?
+            while !state.isComplete {
+                if state.isMyTurn {
+                    let written = try state.writeMessage(payload: Array("cmk \(cmkRole)".utf8))
+                    python.send(written.message)
+                    keys = written.transport ?? keys
+                } else {
+                    let read = try state.readMessage(try python.receive())
+                    #expect(read.payload == Array("python \(cmkIsInitiator ? "responder" : "initiator")".utf8))
+                    keys = read.transport ?? keys
+                }
+            }
+            var transport = try #require(keys)
+            for index in 0..<6 {
+                let message = Array("message \(index) ".utf8) + [UInt8](repeating: UInt8(index), count: index * 50)
+                python.send(try transport.sending.encrypt(ad: [], message))
+                #expect(try transport.receiving.decrypt(ad: [], try python.receive()) == Array("echo:".utf8) + message)
+            }
+            python.sendLine("end")
+            #expect(try python.receive() == state.handshakeHash)
+            #expect(state.handshakeHash == transport.handshakeHash)
+        }
+    }
+}

@@ -89,8 +89,50 @@ def records(spec, initiator, responder):
     return dict(spec, records=frames)
 
 
+def peer(protocol_name, role, prologue_hex):
+    """An interactive peer with fresh random keys: one hex message per line in, one per line out.
+
+    It runs the handshake (its payloads say who it is), then echoes every transport message back as "echo:" plus
+    the message, and on the line "end" prints its handshake hash and the peer's static key and exits.
+    """
+    conn = NoiseConnection.from_name(protocol_name.encode())
+    conn.set_as_initiator() if role == "initiator" else conn.set_as_responder()
+    conn.set_prologue(bytes.fromhex(prologue_hex))
+    if "_XX_" in protocol_name:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+        from cryptography.hazmat.primitives import serialization
+        raw = X25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        conn.set_keypair_from_private_bytes(Keypair.STATIC, raw)
+    conn.start_handshake()
+
+    def send(data):
+        print(data.hex(), flush=True)
+
+    def receive():
+        return sys.stdin.readline().strip()
+
+    turn_is_mine = role == "initiator"
+    while not conn.handshake_finished:
+        if turn_is_mine:
+            send(conn.write_message(("python " + role).encode()))
+        else:
+            payload = conn.read_message(bytes.fromhex(receive()))
+            assert payload in (b"", b"cmk initiator", b"cmk responder"), payload
+        turn_is_mine = not turn_is_mine
+    while True:
+        line = receive()
+        if line in ("end", ""):
+            break
+        send(conn.encrypt(b"echo:" + conn.decrypt(bytes.fromhex(line))))
+    print(conn.get_handshake_hash().hex(), flush=True)
+
+
 def main():
     warnings.filterwarnings("ignore", message="One of ephemeral keypairs")
+    if len(sys.argv) == 5 and sys.argv[1] == "peer":
+        peer(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
     cases = json.load(sys.stdin)
     json.dump([run(case) for case in cases], sys.stdout)
 

@@ -112,7 +112,10 @@ public final class ChannelEndpoint: Sendable {
     /// Adds bytes from the stream; read records with ``nextRecord()``.
     public func receive(_ bytes: some Sequence<UInt8>) {
         let bytes = Array(bytes)
-        state.withLock { $0.decoder.append(bytes) }
+        state.withLock { state in
+            // A torn-down channel reads nothing more, so it keeps nothing more.
+            if state.failure == nil { state.decoder.append(bytes) }
+        }
     }
 
     /// The next record from the bytes received so far, or nil until a whole frame has arrived.
