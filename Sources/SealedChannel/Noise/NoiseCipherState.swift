@@ -39,7 +39,11 @@ public struct NoiseCipherState: Sendable {
 
     /// DecryptWithAd(ad, ciphertext): the nonce moves on only when the ciphertext authenticates.
     public mutating func decrypt(ad: [UInt8], _ ciphertext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
-        guard let key else { return ciphertext }
+        try decrypt(ad: ad, slice: ciphertext[...])
+    }
+
+    mutating func decrypt(ad: [UInt8], slice ciphertext: ArraySlice<UInt8>) throws(SealedChannelError) -> [UInt8] {
+        guard let key else { return Array(ciphertext) }
         guard nonce < UInt64.max else {
             throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
         }

@@ -79,14 +79,18 @@ public enum NoiseCipher: String, Sendable, Hashable {
     func encrypt(key: SymmetricKey, nonce: UInt64, ad: [UInt8], plaintext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
         do {
             switch self {
+            // `combined` is nonce ‖ ciphertext ‖ tag: one copy instead of two and a concatenation.
             case .chaChaPoly:
                 let box = try ChaChaPoly.seal(
                     plaintext, using: key, nonce: try ChaChaPoly.Nonce(data: nonceBytes(nonce)), authenticating: ad)
-                return Array(box.ciphertext) + Array(box.tag)
+                return Array(box.combined.dropFirst(12))
             case .aesGCM:
                 let box = try AES.GCM.seal(
                     plaintext, using: key, nonce: try AES.GCM.Nonce(data: nonceBytes(nonce)), authenticating: ad)
-                return Array(box.ciphertext) + Array(box.tag)
+                guard let combined = box.combined else {
+                    throw SealedChannelError(.unsupported, "AES-GCM without a 96-bit nonce")
+                }
+                return Array(combined.dropFirst(12))
             }
         } catch {
             throw SealedChannelError(.unsupported, "the AEAD refused to seal: \(error)")
@@ -94,10 +98,10 @@ public enum NoiseCipher: String, Sendable, Hashable {
     }
 
     /// DECRYPT(k, n, ad, ciphertext): the plaintext, or nil when the tag does not authenticate.
-    func decrypt(key: SymmetricKey, nonce: UInt64, ad: [UInt8], ciphertext: [UInt8]) -> [UInt8]? {
+    func decrypt(key: SymmetricKey, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>) -> [UInt8]? {
         guard ciphertext.count >= Self.tagLength else { return nil }
-        let body = ciphertext[..<(ciphertext.count - Self.tagLength)]
-        let tag = ciphertext[(ciphertext.count - Self.tagLength)...]
+        let body = ciphertext[..<(ciphertext.endIndex - Self.tagLength)]
+        let tag = ciphertext[(ciphertext.endIndex - Self.tagLength)...]
         do {
             switch self {
             case .chaChaPoly:

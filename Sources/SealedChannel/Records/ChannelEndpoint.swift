@@ -94,16 +94,14 @@ public final class ChannelEndpoint: Sendable {
     public func open(frame: [UInt8]) throws(SealedChannelError) -> ChannelRecord {
         try state.withLock { state throws(SealedChannelError) in
             try state.guardReceiving()
-            state.decoder.append(frame)
-            let next: [UInt8]?
+            guard state.decoder.pendingByteCount == 0 else {
+                throw state.fail(SealedChannelError(.invalidState, "open(frame:) while streamed bytes are pending"))
+            }
+            let ciphertext: ArraySlice<UInt8>
             do throws(SealedChannelError) {
-                next = try state.decoder.next()
+                ciphertext = try SealedFrameDecoder.single(frame, maximumCiphertext: descriptor.limits.maximumCiphertext)
             } catch {
                 throw state.fail(error)
-            }
-            guard let ciphertext = next, state.decoder.pendingByteCount == 0 else {
-                throw state.fail(
-                    SealedChannelError(.frameLength, "a frame of \(frame.count) bytes is not exactly one whole frame"))
             }
             return try state.open(ciphertext, descriptor: descriptor)
         }
@@ -131,7 +129,7 @@ public final class ChannelEndpoint: Sendable {
                 throw state.fail(error)
             }
             guard let ciphertext = next else { return nil }
-            return try state.open(ciphertext, descriptor: descriptor)
+            return try state.open(ciphertext[...], descriptor: descriptor)
         }
     }
 
@@ -174,6 +172,7 @@ public final class ChannelEndpoint: Sendable {
     /// The associated data of record `counter` sent by `sender`, `length` bytes of ciphertext.
     static func associatedData(descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int) -> [UInt8] {
         var ad = recordLabel
+        ad.reserveCapacity(recordLabel.count + 1 + descriptor.channelID.utf8.count + 1 + 8 + 4)
         ad.append(UInt8(descriptor.channelID.utf8.count))
         ad += descriptor.channelID.utf8
         ad.append(sender.wireValue)
@@ -252,7 +251,12 @@ struct RecordState: Sendable {
             descriptor: descriptor, sender: sending.role, counter: sending.cipher.nonce, length: length)
         let ciphertext: [UInt8]
         do throws(SealedChannelError) {
-            ciphertext = try sending.cipher.encrypt(ad: ad, [type.rawValue] + body)
+            var plaintext: [UInt8] = []
+            plaintext.reserveCapacity(1 + body.count)
+            plaintext.append(type.rawValue)
+            plaintext.append(contentsOf: body)
+            defer { wipe(&plaintext) }
+            ciphertext = try sending.cipher.encrypt(ad: ad, plaintext)
             try sending.account(ciphertextLength: ciphertext.count, limits: descriptor.limits)
         } catch {
             sendClosed = true
@@ -262,13 +266,13 @@ struct RecordState: Sendable {
         return SealedFrameDecoder.frame(ciphertext)
     }
 
-    mutating func open(_ ciphertext: [UInt8], descriptor: ChannelDescriptor) throws(SealedChannelError) -> ChannelRecord {
+    mutating func open(_ ciphertext: ArraySlice<UInt8>, descriptor: ChannelDescriptor) throws(SealedChannelError) -> ChannelRecord {
         let counter = receiving.cipher.nonce
         let ad = ChannelEndpoint.associatedData(
             descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
         var plaintext: [UInt8]
         do throws(SealedChannelError) {
-            plaintext = try receiving.cipher.decrypt(ad: ad, ciphertext)
+            plaintext = try receiving.cipher.decrypt(ad: ad, slice: ciphertext)
         } catch where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(
