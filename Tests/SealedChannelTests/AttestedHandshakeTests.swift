@@ -189,6 +189,71 @@ struct AttestedHandshakeTests {
         expectChannelError(.handshakeAuthentication) { try initiator.finish(message2) }
     }
 
+    @Test("two ends configured with other record limits fail the handshake instead of falling out of step later")
+    func limitsMismatch() throws {
+        let pair = try AttestedPair(channelID: "chan-limits")
+        let other = try ChannelDescriptor(
+            channelID: "chan-limits", initiator: "web-1", responder: "db-1", limits: try RecordLimits(rekeyAfterRecords: 10))
+        var initiator = try pair.initiator()
+        var responder = try ChannelResponder(
+            descriptor: other, staticKey: NoiseKeyPair(),
+            attester: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest),
+            verifier: try pair.verifier(expecting: "web-1"))
+        let message2 = try responder.respond(to: try initiator.start())
+        expectChannelError(.handshakeAuthentication) { try initiator.finish(message2) }
+    }
+
+    @Test("the attested handshake also runs over AES-GCM and SHA-512")
+    func otherCipherSuite() throws {
+        let pair = try AttestedPair()
+        let suite = try NoiseProtocol(name: "Noise_XX_25519_AESGCM_SHA512")
+        var initiator = try ChannelInitiator(
+            descriptor: pair.descriptor, staticKey: NoiseKeyPair(),
+            attester: SimulatedSNPAttester(launch: pair.initiatorLaunch, manifest: pair.initiatorManifest),
+            verifier: try pair.verifier(expecting: "db-1"), noiseProtocol: suite)
+        var responder = try ChannelResponder(
+            descriptor: pair.descriptor, staticKey: NoiseKeyPair(),
+            attester: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest),
+            verifier: try pair.verifier(expecting: "web-1"), noiseProtocol: suite)
+        let (a, b) = try Self.handshake(&initiator, &responder)
+        #expect(a.handshakeHash.count == 64)
+        #expect(try b.open(frame: try a.seal([1, 2, 3])) == .data([1, 2, 3]))
+        expectChannelError(.unsupported) {
+            try ChannelInitiator(
+                descriptor: pair.descriptor, staticKey: NoiseKeyPair(),
+                attester: SimulatedSNPAttester(launch: pair.initiatorLaunch, manifest: pair.initiatorManifest),
+                verifier: try pair.verifier(expecting: "db-1"),
+                noiseProtocol: try NoiseProtocol(name: "Noise_NN_25519_ChaChaPoly_SHA256"))
+        }
+    }
+
+    @Test("a peer policy that does not bind HOST_DATA to the manifest cannot vouch for the peer's name")
+    func policyWithoutManifestBinding() throws {
+        let pair = try AttestedPair()
+        let loose = try PolicyLoader().load(
+            text: """
+                id: loose-peer
+                version: 1
+                description: Binds REPORT_DATA but not HOST_DATA.
+                evidence: sev-snp
+                trust:
+                  roots: [simulated-amd]
+                  crl: soft
+                freshness:
+                  report-data: nonce-and-key
+                sev-snp:
+                  measurement:
+                    allow: [\(Hex.encode(pair.responderLaunch.measurement))]
+                """)
+        let verifier = AppraisingPeerVerifier(
+            appraiser: pair.appraiser, expectation: PeerExpectation(instance: "db-1", policy: loose))
+        var initiator = try pair.initiator(verifier: verifier)
+        var responder = try pair.responder()
+        let message2 = try responder.respond(to: try initiator.start())
+        let error = expectChannelError(.peerPolicyRejected) { try initiator.finish(message2) }
+        #expect(error?.reason.contains("host-data: manifest") == true)
+    }
+
     @Test("a relaying host that forwards genuine evidence under its own static key is caught by the binding")
     func manInTheMiddle() throws {
         let pair = try AttestedPair()
