@@ -19,10 +19,13 @@ struct NoiseInteropTests {
         SharedVectors.repositoryRoot.appendingPathComponent("Tests/SealedChannelTests/noise_interop.py")
     }
 
-    /// Runs the Python side on `cases` (JSON) and returns its filled-in cases.
-    static func python(_ cases: [[String: Any]]) throws -> [[String: Any]] {
+    /// Runs the Python side on `cases` (JSON) and returns its filled-in cases. The wait for the process happens on a
+    /// dedicated thread.
+    static func python(_ cases: [[String: Any]]) async throws -> [[String: Any]] {
         let input = try JSONSerialization.data(withJSONObject: cases)
-        let output = try ExternalTool.run(ExternalTool.python, [script.path], input: input, timeout: 120)
+        let output = try await onDedicatedThread {
+            try ExternalTool.run(ExternalTool.python, [script.path], input: input, timeout: 120)
+        }
         try #require(output.status == 0, "noise_interop.py failed: \(output.standardError)")
         return try #require(
             try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [[String: Any]],
@@ -70,9 +73,10 @@ struct NoiseInteropTests {
         return try NoiseKeyPair(rawPrivateKey: try hex(object))
     }
 
-    @Test("cmk writes every message Python writes and reads every message Python reads", arguments: protocols)
-    func vectors(protocolName: String) throws {
-        let cases = try Self.python((1...3).map { Self.makeCase(protocolName, seed: UInt64($0) * 7919) })
+    @Test("cmk writes every message Python writes and reads every message Python reads", .timeLimit(.minutes(3)),
+          arguments: protocols)
+    func vectors(protocolName: String) async throws {
+        let cases = try await Self.python((1...3).map { Self.makeCase(protocolName, seed: UInt64($0) * 7919) })
         for vector in cases {
             let noiseProtocol = try NoiseProtocol(name: try #require(vector["protocol_name"] as? String))
             var initiator = try NoiseHandshakeState(
@@ -123,8 +127,8 @@ struct NoiseInteropTests {
         }
     }
 
-    @Test("cmk's record layer opens frames Python built from docs/channels.md, rekeys included")
-    func recordsFromPython() throws {
+    @Test("cmk's record layer opens frames Python built from docs/channels.md, rekeys included", .timeLimit(.minutes(3)))
+    func recordsFromPython() async throws {
         let limits = try RecordLimits(rekeyAfterRecords: 3, rekeyAfterBytes: 200)
         let descriptor = try ChannelDescriptor(channelID: "interop-7", initiator: "a", responder: "b", limits: limits)
         var generator = SeededGenerator(state: 42)
@@ -143,7 +147,7 @@ struct NoiseInteropTests {
         vector["cmk_records"] = [
             "channel_id": "interop-7", "rekey_after_records": 3, "rekey_after_bytes": 200, "records": records,
         ]
-        let filled = try #require(try Self.python([vector]).first)
+        let filled = try #require(try await Self.python([vector]).first)
 
         var initiator = try NoiseHandshakeState(
             .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: try Self.key(vector["init_static"]),
