@@ -1,5 +1,5 @@
-public import AttestationPolicy
 public import Attestation
+public import AttestationPolicy
 import BinaryFormat
 public import Foundation
 public import SealedChannel
@@ -75,7 +75,8 @@ public struct AppraisingPeerVerifier: PeerEvidenceVerifier {
         switch input.verification {
         case .success(let verified): claims = verified
         case .failure(let error):
-            throw SealedChannelError(.peerEvidenceInvalid, "the peer's \(evidence.kind.name) evidence does not verify: \(error)")
+            throw SealedChannelError(
+                .peerEvidenceInvalid, "the peer's \(evidence.kind.name) evidence does not verify: \(error)")
         }
         let failed = Set(appraisal.failures.map(\.rule))
         func explain(_ rules: Set<String>) -> String {
@@ -106,7 +107,8 @@ public struct AppraisingPeerVerifier: PeerEvidenceVerifier {
         do {
             identity = try JSONDecoder().decode(ManifestIdentity.self, from: Data(evidence.manifest))
         } catch {
-            throw SealedChannelError(.peerEvidenceMalformed, "the peer's manifest is not an instance manifest: \(error)")
+            throw SealedChannelError(
+                .peerEvidenceMalformed, "the peer's manifest is not an instance manifest: \(error)")
         }
         guard identity.name == expectation.instance else {
             throw SealedChannelError(
@@ -115,7 +117,8 @@ public struct AppraisingPeerVerifier: PeerEvidenceVerifier {
         if appraisal.verdict != .admit {
             throw SealedChannelError(
                 .peerPolicyRejected,
-                "the policy for \(expectation.instance) (\(expectation.policy.id)) rejects the peer: \(explain(failed))")
+                "the policy for \(expectation.instance) (\(expectation.policy.id)) rejects the peer: \(explain(failed))"
+            )
         }
         let localName = binding.descriptor.name(of: binding.attesterRole.peer)
         guard identity.channelPeers.contains(localName) else {

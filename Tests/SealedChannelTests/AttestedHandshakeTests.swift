@@ -5,16 +5,19 @@ import CMKTesting
 import Crypto
 import Foundation
 import PlatformSimulator
-@testable import SealedChannel
 import SealedChannelAttestation
 import Testing
+
+@testable import SealedChannel
 
 /// Handshakes between two children on the simulated SEV-SNP platform, each carrying a genuine signed report whose
 /// REPORT_DATA binds the handshake, verified by the other side against its own policy for the peer.
 @Suite("Attested Noise XX handshakes with genuine simulated SEV-SNP evidence", .serialized)
 struct AttestedHandshakeTests {
     /// Runs the three messages; returns both ends.
-    static func handshake(_ initiator: inout ChannelInitiator, _ responder: inout ChannelResponder) throws -> (
+    static func handshake(
+        _ initiator: inout ChannelInitiator, _ responder: inout ChannelResponder
+    ) throws -> (
         ChannelEndpoint, ChannelEndpoint
     ) {
         let message1 = try initiator.start()
@@ -111,9 +114,11 @@ struct AttestedHandshakeTests {
         let responderLog = BindingLog()
         let initiatorLog = BindingLog()
         var initiator1 = try pair.initiator(
-            attester: SimulatedSNPAttester(launch: pair.initiatorLaunch, manifest: pair.initiatorManifest, log: initiatorLog))
+            attester: SimulatedSNPAttester(
+                launch: pair.initiatorLaunch, manifest: pair.initiatorManifest, log: initiatorLog))
         var responder1 = try pair.responder(
-            attester: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest, log: responderLog))
+            attester: SimulatedSNPAttester(
+                launch: pair.responderLaunch, manifest: pair.responderManifest, log: responderLog))
         _ = try Self.handshake(&initiator1, &responder1)
         let oldResponderEvidence = try #require(responderLog.evidence.first)
         let oldInitiatorEvidence = try #require(initiatorLog.evidence.first)
@@ -121,13 +126,15 @@ struct AttestedHandshakeTests {
         // Session 2: a responder that replays session 1's genuine evidence.
         var initiator2 = try pair.initiator()
         var responder2 = try pair.responder(
-            attester: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest, replay: oldResponderEvidence))
+            attester: SimulatedSNPAttester(
+                launch: pair.responderLaunch, manifest: pair.responderManifest, replay: oldResponderEvidence))
         let message2 = try responder2.respond(to: try initiator2.start())
         expectChannelError(.peerBindingMismatch) { try initiator2.finish(message2) }
 
         // Session 3: an initiator that replays its session 1 evidence.
         var initiator3 = try pair.initiator(
-            attester: SimulatedSNPAttester(launch: pair.initiatorLaunch, manifest: pair.initiatorManifest, replay: oldInitiatorEvidence))
+            attester: SimulatedSNPAttester(
+                launch: pair.initiatorLaunch, manifest: pair.initiatorManifest, replay: oldInitiatorEvidence))
         var responder3 = try pair.responder()
         let (message3, _) = try initiator3.finish(try responder3.respond(to: try initiator3.start()))
         expectChannelError(.peerBindingMismatch) { try responder3.finish(message3) }
@@ -142,13 +149,16 @@ struct AttestedHandshakeTests {
                 let good = try ChannelEvidence(bytes: try inner.evidence(for: binding))
                 var report = good.report
                 report[report.count - 100] ^= 0x01  // inside the ECDSA signature
-                return ChannelEvidence(kind: .sevSNP, report: report, auxiliary: good.auxiliary, manifest: good.manifest)
-                    .encoded()
+                return ChannelEvidence(
+                    kind: .sevSNP, report: report, auxiliary: good.auxiliary, manifest: good.manifest
+                )
+                .encoded()
             }
         }
         var initiator = try pair.initiator()
         var responder = try pair.responder(
-            attester: Corrupting(inner: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest)))
+            attester: Corrupting(
+                inner: SimulatedSNPAttester(launch: pair.responderLaunch, manifest: pair.responderManifest)))
         let message2 = try responder.respond(to: try initiator.start())
         expectChannelError(.peerEvidenceInvalid) { try initiator.finish(message2) }
     }
@@ -168,7 +178,9 @@ struct AttestedHandshakeTests {
     func malformedEvidence() throws {
         let pair = try AttestedPair()
         struct Garbage: ChannelAttester {
-            func evidence(for binding: ChannelBinding) throws(SealedChannelError) -> [UInt8] { [1, 1, 0, 0, 0, 9, 1, 2] }
+            func evidence(for binding: ChannelBinding) throws(SealedChannelError) -> [UInt8] {
+                [1, 1, 0, 0, 0, 9, 1, 2]
+            }
         }
         var initiator = try pair.initiator()
         var responder = try pair.responder(attester: Garbage())
@@ -193,7 +205,8 @@ struct AttestedHandshakeTests {
     func limitsMismatch() throws {
         let pair = try AttestedPair(channelID: "chan-limits")
         let other = try ChannelDescriptor(
-            channelID: "chan-limits", initiator: "web-1", responder: "db-1", limits: try RecordLimits(rekeyAfterRecords: 10))
+            channelID: "chan-limits", initiator: "web-1", responder: "db-1",
+            limits: try RecordLimits(rekeyAfterRecords: 10))
         var initiator = try pair.initiator()
         var responder = try ChannelResponder(
             descriptor: other, staticKey: NoiseKeyPair(),

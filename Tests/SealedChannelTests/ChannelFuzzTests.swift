@@ -1,6 +1,7 @@
 import CMKTesting
-@testable import SealedChannel
 import Testing
+
+@testable import SealedChannel
 
 /// Seeded mutation fuzzing: every input either decodes or fails with a typed error; nothing crashes, and nothing that
 /// was altered is ever accepted as a record. A failing case replays from its seed.
@@ -13,19 +14,26 @@ struct ChannelFuzzTests {
         for _ in 0..<Int.random(in: 1...4, using: &generator) {
             switch Int.random(in: 0..<6, using: &generator) {
             case 0 where !bytes.isEmpty:
-                bytes[Int.random(in: 0..<bytes.count, using: &generator)] ^= UInt8(1) << UInt8.random(in: 0...7, using: &generator)
+                bytes[Int.random(in: 0..<bytes.count, using: &generator)] ^=
+                    UInt8(1) << UInt8.random(in: 0...7, using: &generator)
             case 1 where !bytes.isEmpty:
                 bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
             case 2 where !bytes.isEmpty:
                 bytes.removeSubrange(Int.random(in: 0..<bytes.count, using: &generator)...)
             case 3:
                 let at = Int.random(in: 0...bytes.count, using: &generator)
-                bytes.insert(contentsOf: (0..<Int.random(in: 1...8, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: at)
+                bytes.insert(
+                    contentsOf: (0..<Int.random(in: 1...8, using: &generator)).map { _ in
+                        UInt8.random(in: 0...255, using: &generator)
+                    }, at: at)
             case 4 where bytes.count > 1:
                 let at = Int.random(in: 0..<(bytes.count - 1), using: &generator)
                 bytes.swapAt(at, at + 1)
             default:
-                if bytes.count >= 4 { bytes.replaceSubrange(0..<4, with: (0..<4).map { _ in UInt8.random(in: 0...255, using: &generator) }) }
+                if bytes.count >= 4 {
+                    bytes.replaceSubrange(
+                        0..<4, with: (0..<4).map { _ in UInt8.random(in: 0...255, using: &generator) })
+                }
             }
         }
         return bytes
@@ -38,7 +46,8 @@ struct ChannelFuzzTests {
         for _ in 0..<150 {
             let (a, b) = try recordPair(limits: limits)
             let bodies = (0..<Int.random(in: 1...6, using: &generator)).map { _ in
-                (0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                (0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator)
+                }
             }
             let stream = try bodies.flatMap { try a.seal($0) } + (try a.close(reason: "end"))
             let mutated = Self.mutate(stream, &generator)
@@ -79,7 +88,9 @@ struct ChannelFuzzTests {
         var generator = SeededGenerator(state: seed)
         for _ in 0..<500 {
             var decoder = SealedFrameDecoder(maximumCiphertext: 1024)
-            decoder.append((0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            decoder.append(
+                (0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator)
+                })
             do {
                 while let frame = try decoder.next() {
                     #expect((SealedFrameDecoder.minimumCiphertext...1024).contains(frame.count))
@@ -95,8 +106,10 @@ struct ChannelFuzzTests {
     func handshakeMessages(seed: UInt64) throws {
         var generator = SeededGenerator(state: seed)
         for _ in 0..<100 {
-            var initiator = try NoiseHandshakeState(.cmkChannel, initiator: true, prologue: [1], staticKey: NoiseKeyPair())
-            var responder = try NoiseHandshakeState(.cmkChannel, initiator: false, prologue: [1], staticKey: NoiseKeyPair())
+            var initiator = try NoiseHandshakeState(
+                .cmkChannel, initiator: true, prologue: [1], staticKey: NoiseKeyPair())
+            var responder = try NoiseHandshakeState(
+                .cmkChannel, initiator: false, prologue: [1], staticKey: NoiseKeyPair())
             _ = try responder.readMessage(try initiator.writeMessage(payload: []).message)
             let message2 = try responder.writeMessage(payload: Array("evidence".utf8)).message
             let mutated = Self.mutate(message2, &generator)
@@ -108,7 +121,9 @@ struct ChannelFuzzTests {
     @Test("mutated channel evidence either parses or fails as malformed", arguments: seeds)
     func evidence(seed: UInt64) {
         var generator = SeededGenerator(state: seed)
-        let good = ChannelEvidence(kind: .sevSNP, report: [UInt8](repeating: 7, count: 40), auxiliary: [1, 2], manifest: Array("{}".utf8)).encoded()
+        let good = ChannelEvidence(
+            kind: .sevSNP, report: [UInt8](repeating: 7, count: 40), auxiliary: [1, 2], manifest: Array("{}".utf8)
+        ).encoded()
         for _ in 0..<1000 {
             let mutated = Self.mutate(good, &generator)
             do {

@@ -5,9 +5,10 @@ import CMKTesting
 import Crypto
 import Foundation
 import PlatformSimulator
-@testable import SealedChannel
 import SealedChannelAttestation
 import Testing
+
+@testable import SealedChannel
 
 /// A simulated SEV-SNP platform for the whole test process (its RSA-4096 roots take seconds), in a temporary folder
 /// removed at exit.
@@ -26,7 +27,8 @@ enum SimulatedChannelPlatform {
 
     static func trustAnchors() throws -> TrustAnchorStore {
         try TrustAnchorStore(
-            directory: SharedVectors.attestationDirectory, simulated: root.appendingPathComponent("state/simulated/amd"))
+            directory: SharedVectors.attestationDirectory, simulated: root.appendingPathComponent("state/simulated/amd")
+        )
     }
 
     static func bytes(_ path: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))) }
@@ -41,7 +43,9 @@ enum SimulatedChannelPlatform {
 
     /// Launches a child with `manifest` measured into HOST_DATA: Debian's OVMF, the cached guest kernel, the
     /// measurement vectors' initrd, and `cmdline` (a different command line is a different measurement).
-    static func launch(manifest: [UInt8], cmdline: String = "console=ttyS0 root=/dev/vda1 ro") throws -> SimulatedSNPLaunch {
+    static func launch(
+        manifest: [UInt8], cmdline: String = "console=ttyS0 root=/dev/vda1 ro"
+    ) throws -> SimulatedSNPLaunch {
         let inputs = SimulatedSNPLaunch.Inputs(
             firmware: try bytes("/usr/share/ovmf/OVMF.fd"), kernel: try kernel(),
             initrd: try SharedVectors.bytes("snp-measure/initrd.cpio"), cmdline: cmdline, vcpus: 2,
@@ -143,17 +147,22 @@ struct AttestedPair {
     func verifier(expecting instance: String, measurement: [UInt8]? = nil) throws -> AppraisingPeerVerifier {
         let pinned = measurement ?? initiatorLaunch.measurement
         return AppraisingPeerVerifier(
-            appraiser: appraiser, expectation: PeerExpectation(instance: instance, policy: try peerPolicy(measurement: pinned)))
+            appraiser: appraiser,
+            expectation: PeerExpectation(instance: instance, policy: try peerPolicy(measurement: pinned)))
     }
 
-    func initiator(attester: (any ChannelAttester)? = nil, verifier: (any PeerEvidenceVerifier)? = nil) throws -> ChannelInitiator {
+    func initiator(
+        attester: (any ChannelAttester)? = nil, verifier: (any PeerEvidenceVerifier)? = nil
+    ) throws -> ChannelInitiator {
         try ChannelInitiator(
             descriptor: descriptor, staticKey: NoiseKeyPair(),
             attester: attester ?? SimulatedSNPAttester(launch: initiatorLaunch, manifest: initiatorManifest),
             verifier: verifier ?? self.verifier(expecting: "db-1"))
     }
 
-    func responder(attester: (any ChannelAttester)? = nil, verifier: (any PeerEvidenceVerifier)? = nil) throws -> ChannelResponder {
+    func responder(
+        attester: (any ChannelAttester)? = nil, verifier: (any PeerEvidenceVerifier)? = nil
+    ) throws -> ChannelResponder {
         try ChannelResponder(
             descriptor: descriptor, staticKey: NoiseKeyPair(),
             attester: attester ?? SimulatedSNPAttester(launch: responderLaunch, manifest: responderManifest),
@@ -163,7 +172,9 @@ struct AttestedPair {
 
 /// Record-layer tests need two ends with real Split() keys, not evidence: a plain Noise XX handshake, then the
 /// endpoints built over its transport keys.
-func recordPair(channelID: String = "records", limits: RecordLimits = .standard) throws -> (ChannelEndpoint, ChannelEndpoint) {
+func recordPair(
+    channelID: String = "records", limits: RecordLimits = .standard
+) throws -> (ChannelEndpoint, ChannelEndpoint) {
     let descriptor = try ChannelDescriptor(channelID: channelID, initiator: "a", responder: "b", limits: limits)
     var initiator = try NoiseHandshakeState(
         .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: NoiseKeyPair())

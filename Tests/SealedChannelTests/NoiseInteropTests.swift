@@ -1,8 +1,9 @@
 import BinaryFormat
 import CMKTesting
 import Foundation
-@testable import SealedChannel
 import Testing
+
+@testable import SealedChannel
 
 /// cmk's Noise against an independent implementation: the `noiseprotocol` Python package (scripts/setup installs it
 /// in the venv). Python fills in test vectors in the cacophony format for fixed keys; cmk must produce every
@@ -42,7 +43,9 @@ struct NoiseInteropTests {
         let handshake = name.contains("_XX_") ? 3 : 2
         var messages: [[String: Any]] = []
         for index in 0..<(handshake + 8) {
-            var message: [String: Any] = ["payload": Hex.encode(bytes(&generator, Int.random(in: 0...80, using: &generator)))]
+            var message: [String: Any] = [
+                "payload": Hex.encode(bytes(&generator, Int.random(in: 0...80, using: &generator)))
+            ]
             if index >= handshake {
                 message["from"] = index % 3 == 0 ? "responder" : "initiator"
                 if index == handshake + 4 || index == handshake + 6 { message["rekey"] = true }
@@ -73,8 +76,9 @@ struct NoiseInteropTests {
         return try NoiseKeyPair(rawPrivateKey: try hex(object))
     }
 
-    @Test("cmk writes every message Python writes and reads every message Python reads", .timeLimit(.minutes(3)),
-          arguments: protocols)
+    @Test(
+        "cmk writes every message Python writes and reads every message Python reads", .timeLimit(.minutes(3)),
+        arguments: protocols)
     func vectors(protocolName: String) async throws {
         let cases = try await Self.python((1...3).map { Self.makeCase(protocolName, seed: UInt64($0) * 7919) })
         for vector in cases {
@@ -96,16 +100,26 @@ struct NoiseInteropTests {
                 let expected = try Self.hex(message["ciphertext"])
                 if index < handshakeLength {
                     let fromInitiator = index % 2 == 0
-                    let written = fromInitiator
+                    let written =
+                        fromInitiator
                         ? try initiator.writeMessage(payload: payload) : try responder.writeMessage(payload: payload)
                     #expect(written.message == expected, "\(protocolName) handshake message \(index)")
                     let read = fromInitiator ? try responder.readMessage(expected) : try initiator.readMessage(expected)
                     #expect(read.payload == payload)
-                    if fromInitiator { initiatorKeys = written.transport ?? initiatorKeys } else { responderKeys = written.transport ?? responderKeys }
-                    if fromInitiator { responderKeys = read.transport ?? responderKeys } else { initiatorKeys = read.transport ?? initiatorKeys }
+                    if fromInitiator {
+                        initiatorKeys = written.transport ?? initiatorKeys
+                    } else {
+                        responderKeys = written.transport ?? responderKeys
+                    }
+                    if fromInitiator {
+                        responderKeys = read.transport ?? responderKeys
+                    } else {
+                        initiatorKeys = read.transport ?? initiatorKeys
+                    }
                 } else {
                     var sender = try #require(message["from"] as? String == "initiator" ? initiatorKeys : responderKeys)
-                    var receiver = try #require(message["from"] as? String == "initiator" ? responderKeys : initiatorKeys)
+                    var receiver = try #require(
+                        message["from"] as? String == "initiator" ? responderKeys : initiatorKeys)
                     if message["rekey"] as? Bool == true {
                         try sender.sending.rekey()
                         try receiver.receiving.rekey()
@@ -127,7 +141,8 @@ struct NoiseInteropTests {
         }
     }
 
-    @Test("cmk's record layer opens frames Python built from docs/channels.md, rekeys included", .timeLimit(.minutes(3)))
+    @Test(
+        "cmk's record layer opens frames Python built from docs/channels.md, rekeys included", .timeLimit(.minutes(3)))
     func recordsFromPython() async throws {
         let limits = try RecordLimits(rekeyAfterRecords: 3, rekeyAfterBytes: 200)
         let descriptor = try ChannelDescriptor(channelID: "interop-7", initiator: "a", responder: "b", limits: limits)
@@ -136,7 +151,8 @@ struct NoiseInteropTests {
         for index in 0..<24 {
             let from = index % 4 == 3 ? "responder" : "initiator"
             records.append([
-                "from": from, "type": 1, "body": Hex.encode(Self.bytes(&generator, Int.random(in: 0...60, using: &generator))),
+                "from": from, "type": 1,
+                "body": Hex.encode(Self.bytes(&generator, Int.random(in: 0...60, using: &generator))),
             ])
         }
         records.append(["from": "initiator", "type": 2, "body": Hex.encode([0] + Array("done".utf8))])
@@ -153,14 +169,17 @@ struct NoiseInteropTests {
             .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: try Self.key(vector["init_static"]),
             fixedEphemeralForTesting: try Self.key(vector["init_ephemeral"]))
         var responder = try NoiseHandshakeState(
-            .cmkChannel, initiator: false, prologue: descriptor.prologue, staticKey: try Self.key(vector["resp_static"]),
+            .cmkChannel, initiator: false, prologue: descriptor.prologue,
+            staticKey: try Self.key(vector["resp_static"]),
             fixedEphemeralForTesting: try Self.key(vector["resp_ephemeral"]))
         _ = try responder.readMessage(try initiator.writeMessage(payload: []).message)
         _ = try initiator.readMessage(try responder.writeMessage(payload: []).message)
         let (message3, initiatorKeys) = try initiator.writeMessage(payload: [])
         let responderKeys = try #require(try responder.readMessage(message3).transport)
-        let peer = VerifiedPeer(instance: "x", evidenceType: "none", measurement: "", reportData: [], evidenceDigest: "", simulated: true)
-        let a = ChannelEndpoint(descriptor: descriptor, role: .initiator, peer: peer, transport: try #require(initiatorKeys))
+        let peer = VerifiedPeer(
+            instance: "x", evidenceType: "none", measurement: "", reportData: [], evidenceDigest: "", simulated: true)
+        let a = ChannelEndpoint(
+            descriptor: descriptor, role: .initiator, peer: peer, transport: try #require(initiatorKeys))
         let b = ChannelEndpoint(descriptor: descriptor, role: .responder, peer: peer, transport: responderKeys)
 
         let frames = try #require((filled["cmk_records"] as? [String: Any])?["records"] as? [[String: Any]])
@@ -242,8 +261,9 @@ struct NoiseLivePeerTests {
         ("Noise_XX_25519_AESGCM_SHA512", "initiator"), ("Noise_NN_25519_ChaChaPoly_SHA256", "responder"),
     ]
 
-    @Test("cmk completes a handshake with a live Python peer and exchanges transport messages", .timeLimit(.minutes(3)),
-          arguments: cases)
+    @Test(
+        "cmk completes a handshake with a live Python peer and exchanges transport messages", .timeLimit(.minutes(3)),
+        arguments: cases)
     func live(protocolName: String, cmkRole: String) async throws {
         try await onDedicatedThread {
             let noiseProtocol = try NoiseProtocol(name: protocolName)

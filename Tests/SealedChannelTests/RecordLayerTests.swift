@@ -1,7 +1,8 @@
 import CMKTesting
 import Crypto
-@testable import SealedChannel
 import Testing
+
+@testable import SealedChannel
 
 @Suite("Record layer: per-direction keys, counter nonces, strict order, rekeying, close and teardown")
 struct RecordLayerTests {
@@ -109,7 +110,8 @@ struct RecordLayerTests {
     func associatedData() throws {
         let descriptor = try ChannelDescriptor(channelID: "chan", initiator: "a", responder: "b")
         let ad = ChannelEndpoint.associatedData(descriptor: descriptor, sender: .responder, counter: 258, length: 17)
-        #expect(ad == ChannelEndpoint.recordLabel + [4] + Array("chan".utf8) + [0x52, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 17])
+        #expect(
+            ad == ChannelEndpoint.recordLabel + [4] + Array("chan".utf8) + [0x52, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 17])
     }
 
     @Test("truncated frames: every prefix waits, the end of the stream inside a frame fails")
@@ -143,13 +145,17 @@ struct RecordLayerTests {
         let limits = try RecordLimits(maximumRecordBody: 100)
         for length in [0, 1, 16, 118, 1 << 20, Int(UInt32.max)] {
             let (_, b) = try recordPair(limits: limits)
-            let prefix = [UInt8(length >> 24 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
+            let prefix = [
+                UInt8(length >> 24 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF),
+            ]
             b.receive(prefix)
             expectChannelError(.frameLength) { try b.nextRecord() }
         }
         let (a, b) = try recordPair(limits: limits)
         expectChannelError(.messageTooLarge) { try a.seal([UInt8](repeating: 1, count: 101)) }
-        #expect(try b.open(frame: try a.seal([UInt8](repeating: 1, count: 100))) == .data([UInt8](repeating: 1, count: 100)))
+        #expect(
+            try b.open(frame: try a.seal([UInt8](repeating: 1, count: 100))) == .data([UInt8](repeating: 1, count: 100))
+        )
     }
 
     @Test("the stream decoder takes frames split at every point")

@@ -32,7 +32,8 @@ public struct RecordLimits: Sendable, Hashable {
     ) throws(SealedChannelError) {
         guard (1...Self.noiseMaximumRecordBody).contains(maximumRecordBody) else {
             throw SealedChannelError(
-                .unsupported, "a record body must be 1 to \(Self.noiseMaximumRecordBody) bytes, not \(maximumRecordBody)")
+                .unsupported,
+                "a record body must be 1 to \(Self.noiseMaximumRecordBody) bytes, not \(maximumRecordBody)")
         }
         guard rekeyAfterRecords > 0, rekeyAfterBytes > 0 else {
             throw SealedChannelError(.unsupported, "rekey budgets must be positive")
@@ -71,7 +72,9 @@ public struct ChannelDescriptor: Sendable, Hashable {
     public let responder: String
     public let limits: RecordLimits
 
-    public init(channelID: String, initiator: String, responder: String, limits: RecordLimits = .standard)
+    public init(
+        channelID: String, initiator: String, responder: String, limits: RecordLimits = .standard
+    )
         throws(SealedChannelError)
     {
         for (what, value) in [("channel id", channelID), ("initiator", initiator), ("responder", responder)] {

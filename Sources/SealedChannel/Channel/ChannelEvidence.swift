@@ -51,7 +51,8 @@ public struct ChannelEvidence: Sendable, Hashable {
             var cursor = ByteCursor(bytes)
             let version = try cursor.readUInt8(field: "evidence version")
             guard version == Self.version else {
-                throw SealedChannelError(.peerEvidenceMalformed, "channel evidence version \(version); this side reads 1")
+                throw SealedChannelError(
+                    .peerEvidenceMalformed, "channel evidence version \(version); this side reads 1")
             }
             let kindByte = try cursor.readUInt8(field: "evidence kind")
             guard let kind = Kind(rawValue: kindByte) else {

@@ -17,7 +17,8 @@ enum HandshakePayload {
             var cursor = ByteCursor(bytes)
             let version = try cursor.readUInt8(field: "payload version")
             guard version == Self.version else {
-                throw SealedChannelError(.peerEvidenceMalformed, "handshake payload version \(version); this side speaks 1")
+                throw SealedChannelError(
+                    .peerEvidenceMalformed, "handshake payload version \(version); this side speaks 1")
             }
             let length: UInt32 = try cursor.readBigEndian(field: "evidence length")
             let evidence = try cursor.readBytes(Int(length), field: "evidence")
@@ -58,7 +59,9 @@ struct HandshakeParty: Sendable {
     }
 
     /// Writes this side's evidence message: tokens, then the evidence bound to `h` at that point.
-    mutating func writeEvidenceMessage() throws(SealedChannelError) -> (message: [UInt8], transport: NoiseTransportKeys?) {
+    mutating func writeEvidenceMessage() throws(SealedChannelError) -> (
+        message: [UInt8], transport: NoiseTransportKeys?
+    ) {
         let hash = try noise.beginWrite()
         let binding = ChannelBinding(
             descriptor: descriptor, attesterRole: role, staticKey: staticKey.publicKey, handshakeHash: hash)
@@ -66,19 +69,22 @@ struct HandshakeParty: Sendable {
         do {
             evidence = try attester.evidence(for: binding)
         } catch {
-            throw SealedChannelError(.evidenceUnavailable, "this side's evidence could not be produced: \(error.reason)")
+            throw SealedChannelError(
+                .evidenceUnavailable, "this side's evidence could not be produced: \(error.reason)")
         }
         return try noise.finishWrite(payload: HandshakePayload.encode(evidence: evidence))
     }
 
     /// Reads the peer's evidence message and verifies the evidence against the binding this side computes itself.
-    mutating func readEvidenceMessage(_ message: [UInt8]) throws(SealedChannelError) -> (VerifiedPeer, NoiseReadResult) {
+    mutating func readEvidenceMessage(_ message: [UInt8]) throws(SealedChannelError) -> (VerifiedPeer, NoiseReadResult)
+    {
         let read = try noise.readMessage(message)
         guard let remoteStatic = read.remoteStaticKey else {
             throw SealedChannelError(.handshakeMalformed, "the peer's message carried no static key")
         }
         let binding = ChannelBinding(
-            descriptor: descriptor, attesterRole: role.peer, staticKey: remoteStatic, handshakeHash: read.hashBeforePayload)
+            descriptor: descriptor, attesterRole: role.peer, staticKey: remoteStatic,
+            handshakeHash: read.hashBeforePayload)
         let evidence = try HandshakePayload.decode(read.payload)
         let peer = try verifier.verify(evidence: evidence, binding: binding)
         // The verifier has checked all of this; the channel checks the identity and binding again itself, so a
@@ -122,11 +128,15 @@ public struct ChannelInitiator: Sendable {
 
     /// Reads message 2 (`<- e, ee, s, es` + the responder's evidence), verifies the responder, and writes message 3
     /// (`-> s, se` + this side's evidence). Returns message 3 and the open channel.
-    public mutating func finish(_ message2: [UInt8]) throws(SealedChannelError) -> (message3: [UInt8], channel: ChannelEndpoint) {
+    public mutating func finish(
+        _ message2: [UInt8]
+    ) throws(SealedChannelError) -> (message3: [UInt8], channel: ChannelEndpoint) {
         let (peer, _) = try party.readEvidenceMessage(message2)
         let (message3, transport) = try party.writeEvidenceMessage()
         guard let transport else { throw SealedChannelError(.invalidState, "the handshake did not complete") }
-        return (message3, ChannelEndpoint(descriptor: party.descriptor, role: .initiator, peer: peer, transport: transport))
+        return (
+            message3, ChannelEndpoint(descriptor: party.descriptor, role: .initiator, peer: peer, transport: transport)
+        )
     }
 }
 
@@ -159,7 +169,9 @@ public struct ChannelResponder: Sendable {
     /// Reads message 3, verifies the initiator, and returns the open channel.
     public mutating func finish(_ message3: [UInt8]) throws(SealedChannelError) -> ChannelEndpoint {
         let (peer, read) = try party.readEvidenceMessage(message3)
-        guard let transport = read.transport else { throw SealedChannelError(.invalidState, "the handshake did not complete") }
+        guard let transport = read.transport else {
+            throw SealedChannelError(.invalidState, "the handshake did not complete")
+        }
         return ChannelEndpoint(descriptor: party.descriptor, role: .responder, peer: peer, transport: transport)
     }
 }

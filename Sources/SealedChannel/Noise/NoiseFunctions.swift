@@ -76,7 +76,9 @@ public enum NoiseCipher: String, Sendable, Hashable {
     }
 
     /// ENCRYPT(k, n, ad, plaintext): the ciphertext followed by the 16-byte tag.
-    func encrypt(key: SymmetricKey, nonce: UInt64, ad: [UInt8], plaintext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
+    func encrypt(
+        key: SymmetricKey, nonce: UInt64, ad: [UInt8], plaintext: [UInt8]
+    ) throws(SealedChannelError) -> [UInt8] {
         do {
             switch self {
             // `combined` is nonce ‖ ciphertext ‖ tag: one copy instead of two and a concatenation.
@@ -109,7 +111,8 @@ public enum NoiseCipher: String, Sendable, Hashable {
                     nonce: try ChaChaPoly.Nonce(data: nonceBytes(nonce)), ciphertext: body, tag: tag)
                 return Array(try ChaChaPoly.open(box, using: key, authenticating: ad))
             case .aesGCM:
-                let box = try AES.GCM.SealedBox(nonce: try AES.GCM.Nonce(data: nonceBytes(nonce)), ciphertext: body, tag: tag)
+                let box = try AES.GCM.SealedBox(
+                    nonce: try AES.GCM.Nonce(data: nonceBytes(nonce)), ciphertext: body, tag: tag)
                 return Array(try AES.GCM.open(box, using: key, authenticating: ad))
             }
         } catch {

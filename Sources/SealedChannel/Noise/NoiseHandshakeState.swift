@@ -131,7 +131,9 @@ public struct NoiseHandshakeState: Sendable {
     public var isMyTurn: Bool { !isComplete && (messageIndex % 2 == 0) == isInitiator }
 
     /// WriteMessage(payload) in one step.
-    public mutating func writeMessage(payload: [UInt8]) throws(SealedChannelError) -> (message: [UInt8], transport: NoiseTransportKeys?) {
+    public mutating func writeMessage(
+        payload: [UInt8]
+    ) throws(SealedChannelError) -> (message: [UInt8], transport: NoiseTransportKeys?) {
         _ = try beginWrite()
         return try finishWrite(payload: payload)
     }
@@ -169,7 +171,9 @@ public struct NoiseHandshakeState: Sendable {
     }
 
     /// The second half of WriteMessage: appends the encrypted payload; after the last message, Split().
-    public mutating func finishWrite(payload: [UInt8]) throws(SealedChannelError) -> (message: [UInt8], transport: NoiseTransportKeys?) {
+    public mutating func finishWrite(
+        payload: [UInt8]
+    ) throws(SealedChannelError) -> (message: [UInt8], transport: NoiseTransportKeys?) {
         try guardUsable()
         guard var message = pendingMessage else {
             failed = true
@@ -196,11 +200,13 @@ public struct NoiseHandshakeState: Sendable {
         try guardUsable()
         guard !isComplete, !isMyTurn else {
             failed = true
-            throw SealedChannelError(.invalidState, "a handshake message arrived when this side should write or is done")
+            throw SealedChannelError(
+                .invalidState, "a handshake message arrived when this side should write or is done")
         }
         do throws(SealedChannelError) {
             guard message.count <= Self.maximumMessageLength else {
-                throw SealedChannelError(.messageTooLarge, "a handshake message of \(message.count) bytes; Noise allows 65535")
+                throw SealedChannelError(
+                    .messageTooLarge, "a handshake message of \(message.count) bytes; Noise allows 65535")
             }
             var offset = 0
             func take(_ count: Int, _ what: String) throws(SealedChannelError) -> [UInt8] {

@@ -81,8 +81,10 @@ public final class ChannelEndpoint: Sendable {
     public func abortFrame() -> [UInt8]? {
         state.withLock { state in
             guard let failure = state.failure, !state.sendClosed, failure.code != .nonceExhausted else { return nil }
-            let code = failure.code.wireValue == 0 ? SealedChannelError.Code.channelClosed.wireValue : failure.code.wireValue
-            let frame = try? state.seal(.close, [code] + Self.clipped(failure.reason), descriptor: descriptor, ignoreFailure: true)
+            let code =
+                failure.code.wireValue == 0 ? SealedChannelError.Code.channelClosed.wireValue : failure.code.wireValue
+            let frame = try? state.seal(
+                .close, [code] + Self.clipped(failure.reason), descriptor: descriptor, ignoreFailure: true)
             state.sendClosed = true
             state.sending.cipher.erase()
             return frame
@@ -99,7 +101,8 @@ public final class ChannelEndpoint: Sendable {
             }
             let ciphertext: ArraySlice<UInt8>
             do throws(SealedChannelError) {
-                ciphertext = try SealedFrameDecoder.single(frame, maximumCiphertext: descriptor.limits.maximumCiphertext)
+                ciphertext = try SealedFrameDecoder.single(
+                    frame, maximumCiphertext: descriptor.limits.maximumCiphertext)
             } catch {
                 throw state.fail(error)
             }
@@ -144,7 +147,8 @@ public final class ChannelEndpoint: Sendable {
                 throw state.fail(error)
             }
             throw state.fail(
-                SealedChannelError(.frameTruncated, "the stream ended before the peer's close record: its end was cut off"))
+                SealedChannelError(
+                    .frameTruncated, "the stream ended before the peer's close record: its end was cut off"))
         }
     }
 
@@ -170,7 +174,9 @@ public final class ChannelEndpoint: Sendable {
     }
 
     /// The associated data of record `counter` sent by `sender`, `length` bytes of ciphertext.
-    static func associatedData(descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int) -> [UInt8] {
+    static func associatedData(
+        descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int
+    ) -> [UInt8] {
         var ad = recordLabel
         ad.reserveCapacity(recordLabel.count + 1 + descriptor.channelID.utf8.count + 1 + 8 + 4)
         ad.append(UInt8(descriptor.channelID.utf8.count))
@@ -266,14 +272,16 @@ struct RecordState: Sendable {
         return SealedFrameDecoder.frame(ciphertext)
     }
 
-    mutating func open(_ ciphertext: ArraySlice<UInt8>, descriptor: ChannelDescriptor) throws(SealedChannelError) -> ChannelRecord {
+    mutating func open(
+        _ ciphertext: ArraySlice<UInt8>, descriptor: ChannelDescriptor
+    ) throws(SealedChannelError) -> ChannelRecord {
         let counter = receiving.cipher.nonce
         let ad = ChannelEndpoint.associatedData(
             descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
         var plaintext: [UInt8]
         do throws(SealedChannelError) {
             plaintext = try receiving.cipher.decrypt(ad: ad, slice: ciphertext)
-        } catch where error.code == .handshakeAuthentication {
+        } catch  where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(
                     .recordAuthentication,
@@ -303,7 +311,8 @@ struct RecordState: Sendable {
             if plaintext[1] == 0 { return .closed(reason: text) }
             let code = SealedChannelError.Code.fromWire(plaintext[1])
             let peerError = SealedChannelError(
-                .peerAborted, "the \(receiving.role) tore the channel down: \(text) [\(code?.name ?? "code \(plaintext[1])")]",
+                .peerAborted,
+                "the \(receiving.role) tore the channel down: \(text) [\(code?.name ?? "code \(plaintext[1])")]",
                 peerCode: code)
             throw fail(peerError)
         case nil:

@@ -66,14 +66,16 @@ public struct SealedFrameDecoder: Sendable {
     }
 
     /// The ciphertext of `frame` when it is exactly one whole frame within the limits.
-    public static func single(_ frame: [UInt8], maximumCiphertext: Int) throws(SealedChannelError) -> ArraySlice<UInt8> {
+    public static func single(_ frame: [UInt8], maximumCiphertext: Int) throws(SealedChannelError) -> ArraySlice<UInt8>
+    {
         guard frame.count >= lengthPrefixSize else {
             throw SealedChannelError(.frameLength, "a frame of \(frame.count) bytes has no whole length prefix")
         }
         let length = frame[..<lengthPrefixSize].reduce(0) { $0 << 8 | Int($1) }
         guard length >= minimumCiphertext, length <= maximumCiphertext else {
             throw SealedChannelError(
-                .frameLength, "a frame claims \(length) bytes; frames carry \(minimumCiphertext) to \(maximumCiphertext)")
+                .frameLength,
+                "a frame claims \(length) bytes; frames carry \(minimumCiphertext) to \(maximumCiphertext)")
         }
         guard frame.count == lengthPrefixSize + length else {
             throw SealedChannelError(
