@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "AttestationPolicy", targets: ["AttestationPolicy"]),
         .library(name: "AuditLog", targets: ["AuditLog"]),
         .library(name: "Coordinator", targets: ["Coordinator"]),
+        .library(name: "SealedChannel", targets: ["SealedChannel"]),
+        .library(name: "SealedChannelAttestation", targets: ["SealedChannelAttestation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -88,6 +90,18 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
+        // MARK: Sealed channels: Noise XX with attestation evidence as payload, and the record layer (no Foundation, so
+        // cmk-guest can link it); the peer verifier over the appraisal pipeline lives apart.
+        .target(
+            name: "SealedChannel",
+            dependencies: ["BinaryFormat", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "SealedChannelAttestation",
+            dependencies: [
+                "SealedChannel", "AttestationPolicy", "Attestation", "GuestProtocol", "BinaryFormat",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
         // MARK: The simulated platform (no SEV-SNP/TDX hardware): its own per-installation roots, labelled simulated.
         .target(
             name: "PlatformSimulator",
@@ -127,7 +141,10 @@ let package = Package(
 
         // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
         .executableTarget(
-            name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", "TDX", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")],
+            name: "cmk-bench",
+            dependencies: [
+                "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Benchmarks/cmk-bench"),
 
         // MARK: Test support shared by every test target (vector locations, running the built cmk).
@@ -173,6 +190,13 @@ let package = Package(
                 "PlatformSimulator", "Attestation", "AttestationPolicy", "SEVSNP", "TDX", "EventLog", "GuestProtocol",
                 "GuestImage", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .testTarget(
+            name: "SealedChannelTests",
+            dependencies: [
+                "SealedChannel", "SealedChannelAttestation", "PlatformSimulator", "AttestationPolicy", "Attestation",
+                "GuestProtocol", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["noise_interop.py"]),
         .testTarget(
             name: "CoordinatorTests",
             dependencies: [
