@@ -38,6 +38,7 @@ let package = Package(
             name: "CCBOR", path: "Sources/CCBOR", pkgConfig: "libcbor",
             providers: [.apt(["libcbor-dev"])]),
         .systemLibrary(name: "CGuestLinux", path: "Sources/CGuestLinux"),
+        .systemLibrary(name: "CLinuxHost", path: "Sources/CLinuxHost"),
 
         // MARK: Formats: pure values, no I/O.
         .target(name: "BinaryFormat"),
@@ -109,8 +110,8 @@ let package = Package(
             name: "Coordinator",
             dependencies: [
                 "BinaryFormat", "Firmware", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
-                "AttestationPolicy", "AttestationResults", "AuditLog", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "AttestationPolicy", "AttestationResults", "AuditLog", "CLinuxHost",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 
         // MARK: Executables (thin).
@@ -154,7 +155,9 @@ let package = Package(
                 "AttestationResults", "AttestationPolicy", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        .testTarget(name: "GuestProtocolTests", dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "GuestProtocolTests",
+            dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [
