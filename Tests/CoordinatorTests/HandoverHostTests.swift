@@ -144,4 +144,29 @@ struct HandoverHostTests {
         bad.hotplugSlots = 17
         #expect(throws: QEMULaunchError.self) { try SimulatedLaunchCommand(settings: bad).arguments() }
     }
+
+    @Test("the store records what an instance was handed, names only, and reads it back by id or name")
+    func recordsHandover() throws {
+        let folder = try shortTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try InstanceStore(CMKStateDirectory(folder))
+        defer { store.close() }
+        let host = try SyntheticHost.inventory(sockets: 1, cores: 4, threads: 1, memoryMiB: 16_384)
+        let record = try store.reserve(
+            InstanceRequest(
+                name: "web", resources: PartitionRequest(cpuCount: 1, memoryMiB: 1024), profile: "general",
+                policy: PolicyReference(id: "p", version: 1, digest: "d")),
+            on: host)
+        #expect(try store.handover(of: "web") == nil)
+        try store.recordHandover(
+            record.id, secrets: ["vault:a/b"], volumes: ["data"], channelPeers: ["gateway", "db"], sealedSecretsSHA256: "00ff")
+        let stored = try #require(try store.handover(of: "web"))
+        #expect(stored.instanceID == record.id)
+        #expect(stored.secrets == ["vault:a/b"] && stored.volumes == ["data"] && stored.channelPeers == ["gateway", "db"])
+        #expect(stored.sealedSecretsSHA256 == "00ff")
+        #expect(try store.handover(of: record.id) == stored)
+        #expect { try store.recordHandover("nobody", secrets: [], volumes: [], channelPeers: [], sealedSecretsSHA256: nil) } throws: {
+            ($0 as? CoordinatorError)?.code == .unknownInstance
+        }
+    }
 }
