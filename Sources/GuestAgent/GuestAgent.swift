@@ -163,7 +163,7 @@ public final class GuestAgent {
             log.write("refused sealed secrets: this attestation's key already opened a delivery")
             return .failure("sealed secrets refused: this attestation's key already opened a delivery (replay?)")
         }
-        let opened: HandoverSeal.Opened
+        var opened: HandoverSeal.Opened
         do throws(HandoverSealError) {
             opened = try HandoverSeal.open(sealed, with: key, nonce: sessionNonce)
         } catch {
@@ -171,6 +171,8 @@ public final class GuestAgent {
             return .failure("sealed secrets refused: \(error.reason)")
         }
         sessionDelivered = true
+        // Best effort: the plaintext copies in this process are overwritten once written (the files are the copy).
+        defer { opened.wipe() }
         var receipts: [SecretReceipt] = []
         do throws(GuestAgentError) {
             if !opened.secrets.isEmpty && !secretsFolderReady {
@@ -182,7 +184,8 @@ public final class GuestAgent {
                     return .failure("sealed secrets refused: '\(secret.name)' is not a secret reference")
                 }
                 try folders.writeSecret(fileName: fileName, contents: secret.value)
-                let readBack = try folders.readSecret(fileName: fileName)
+                var readBack = try folders.readSecret(fileName: fileName)
+                defer { _ = readBack.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
                 receipts.append(
                     SecretReceipt(
                         name: secret.name,

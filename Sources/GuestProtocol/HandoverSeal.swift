@@ -136,8 +136,16 @@ public enum HandoverSeal {
 
     /// What opening gave: the secrets in order, and the receipt key.
     public struct Opened: Sendable {
-        public let secrets: [(name: String, value: [UInt8])]
+        public private(set) var secrets: [(name: String, value: [UInt8])]
         public let receiptKey: SymmetricKey
+
+        /// Overwrites the plaintexts with zeros (best effort: copies the caller made are its own).
+        public mutating func wipe() {
+            for index in secrets.indices {
+                _ = secrets[index].value.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            }
+            secrets.removeAll()
+        }
     }
 
     /// Opens a delivery with the private key of the attestation whose nonce is `nonce`; the instance and policy

@@ -167,4 +167,20 @@ struct LaunchCommandTests {
         let log = try cmk(["audit", "log", "--verdict", "reject"])
         #expect(log.standardOutput.contains("reject-1: REJECT sev-snp SIMULATED policy sev-snp-production"))
     }
+
+    @Test("an admitted child whose policy names a secret nobody stored is torn down as failed; the audit log says why",
+          .timeLimit(.minutes(6)))
+    func handoverFailsClosed() throws {
+        defer { _ = try? cmk(["stop", "missing-1"]); try? FileManager.default.removeItem(at: state) }
+        let launch = try cmk(["launch", "--name", "missing-1", "--policy", try handoverPolicy(), "--json"])
+        #expect(launch.status == 1)
+        let outcome = try json(launch)
+        #expect(outcome["state"] as? String == "failed")
+        let actual = (outcome["failures"] as? [[String: Any]])?.first?["actual"] as? String ?? ""
+        #expect(actual.contains("no secret vault:app/token") && actual.contains("cmk secret put"), "\(actual)")
+        #expect(try cmk(["ps"]).standardOutput.contains("no instances"))
+        let audit = try Data(contentsOf: state.appendingPathComponent("audit.sqlite"))
+        #expect(audit.range(of: Data("handover-failed".utf8)) != nil)
+        #expect(try cmk(["audit", "verify"]).status == 0)
+    }
 }

@@ -298,11 +298,22 @@ public final class InstanceSupervisor: @unchecked Sendable {
 
         // 11. Only now: the handover (Handover.swift): pin the vCPUs, seal the secrets to the attested key, attach
         //     the volumes, name the channel peers.
-        let report = try Handover(
-            instance: request.name, policy: policy, handover: appraisal.handover, nonce: nonce, boundKey: publicKey,
-            qemuPID: identity.pid, partitionCPUs: record.partition.cpus, qmpSocket: qmpPath,
-            secrets: SecretStore(state), volumes: VolumeStore(state), progress: progress
-        ).run(over: connection)
+        let report: HandoverReport
+        do {
+            report = try Handover(
+                instance: request.name, policy: policy, handover: appraisal.handover, nonce: nonce, boundKey: publicKey,
+                qemuPID: identity.pid, partitionCPUs: record.partition.cpus, qmpSocket: qmpPath,
+                secrets: SecretStore(state), volumes: VolumeStore(state), progress: progress
+            ).run(over: connection)
+        } catch {
+            // Admitted, but not handed over: the record says so before the instance is torn down (as failed).
+            progress("HANDOVER FAILED: \(error)")
+            _ = try? audit.append(
+                AuditEntry(
+                    actor: "coordinator", kind: .instanceEvent, instance: request.name,
+                    details: ["event": "handover-failed", "reason": "\(error)"]))
+            throw error
+        }
         _ = try audit.append(
             AuditEntry(actor: "coordinator", kind: .instanceEvent, instance: request.name, details: Handover.auditDetails(report)))
         try withStore { store in
