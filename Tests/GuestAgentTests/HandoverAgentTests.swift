@@ -174,4 +174,13 @@ struct HandoverAgentTests {
             return
         }
     }
+
+    @Test("--secrets-dir and --volumes-dir move the folders; the defaults are under /run/cmk")
+    func folderFlags() throws {
+        let defaults = try AgentCommandLine.parse(["--control", "c"])
+        #expect(defaults.secretsDirectory == "/run/cmk/secrets" && defaults.volumesDirectory == "/run/cmk/volumes")
+        let moved = try AgentCommandLine.parse(["--control", "c", "--secrets-dir", "/tmp/s", "--volumes-dir=/tmp/v"])
+        #expect(moved.secretsDirectory == "/tmp/s" && moved.volumesDirectory == "/tmp/v")
+        #expect(throws: GuestAgentError.self) { try AgentCommandLine.parse(["--control", "c", "--secrets-dir"]) }
+    }
 }
