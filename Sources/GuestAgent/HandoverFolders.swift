@@ -145,7 +145,9 @@ public struct HandoverFolders: Sendable, Hashable {
             let (device, size) = found[attachment.serial]!
             let link = "\(volumes)/\(attachment.name)"
             unlink(link)
-            guard symlink("\(devices)/\(device)", link) == 0 else { throw .system(.io, "cannot link \(link)", errno: errno) }
+            guard symlink("\(devices)/\(device)", link) == 0 else {
+                throw .system(.io, "cannot link \(link)", errno: errno)
+            }
             attached.append(AttachedVolume(name: attachment.name, device: device, sizeBytes: size))
         }
         return attached

@@ -134,7 +134,9 @@ public struct AgentStatus: Sendable, Hashable, Codable {
     /// Whether the final `.handover` arrived.
     public var handoverReceived: Bool
 
-    public init(attested: Bool, secretFiles: [String], volumes: [String], channelPeers: [String], handoverReceived: Bool) {
+    public init(
+        attested: Bool, secretFiles: [String], volumes: [String], channelPeers: [String], handoverReceived: Bool
+    ) {
         self.attested = attested
         self.secretFiles = secretFiles
         self.volumes = volumes
@@ -202,16 +204,21 @@ struct FrameReader {
     }
 
     /// A length-prefixed byte string of at most `maximum` bytes.
-    mutating func bytes(_ field: String, maximum: Int = GuestMessage.maximumFrameSize) throws(BinaryFormatError) -> [UInt8] {
+    mutating func bytes(_ field: String, maximum: Int = GuestMessage.maximumFrameSize) throws(BinaryFormatError)
+        -> [UInt8]
+    {
         let count = Int(try u32("\(field) length"))
         guard count <= maximum else {
-            throw BinaryFormatError(.invalidValue, field: field, offset: cursor.offset, "\(count) bytes (at most \(maximum))")
+            throw BinaryFormatError(
+                .invalidValue, field: field, offset: cursor.offset, "\(count) bytes (at most \(maximum))")
         }
         return try cursor.readBytes(count, field: field)
     }
 
     /// Length-prefixed UTF-8 of at most `maximum` bytes.
-    mutating func text(_ field: String, maximum: Int = GuestMessage.maximumFrameSize) throws(BinaryFormatError) -> String {
+    mutating func text(_ field: String, maximum: Int = GuestMessage.maximumFrameSize) throws(BinaryFormatError)
+        -> String
+    {
         let raw = try bytes(field, maximum: maximum)
         guard let string = String(validating: raw, as: UTF8.self) else {
             throw BinaryFormatError(.invalidValue, field: field, offset: cursor.offset, "not UTF-8")
@@ -225,7 +232,8 @@ struct FrameReader {
     ) throws(BinaryFormatError) -> [T] {
         let count = Int(try u32("\(field) count"))
         guard count <= maximum else {
-            throw BinaryFormatError(.invalidValue, field: field, offset: cursor.offset, "\(count) items (at most \(maximum))")
+            throw BinaryFormatError(
+                .invalidValue, field: field, offset: cursor.offset, "\(count) items (at most \(maximum))")
         }
         var items: [T] = []
         for _ in 0..<count { items.append(try item(&self)) }

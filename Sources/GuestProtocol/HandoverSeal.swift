@@ -1,4 +1,5 @@
 public import Crypto
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -97,13 +98,15 @@ public enum HandoverSeal {
         _ secrets: [(name: String, value: [UInt8])], to recipientKey: [UInt8], binding: Binding
     ) throws(HandoverSealError) -> Sealed {
         guard secrets.count <= HandoverLimits.maximumSecrets else {
-            throw HandoverSealError(.invalidInput, "\(secrets.count) secrets (at most \(HandoverLimits.maximumSecrets))")
+            throw HandoverSealError(
+                .invalidInput, "\(secrets.count) secrets (at most \(HandoverLimits.maximumSecrets))")
         }
         let publicKey: Curve25519.KeyAgreement.PublicKey
         do {
             publicKey = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: recipientKey)
         } catch {
-            throw HandoverSealError(.invalidKey, "the recipient key is not an X25519 public key (\(recipientKey.count) bytes)")
+            throw HandoverSealError(
+                .invalidKey, "the recipient key is not an X25519 public key (\(recipientKey.count) bytes)")
         }
         do {
             var sender = try HPKE.Sender(recipientKey: publicKey, ciphersuite: ciphersuite, info: Data(binding.info))
@@ -115,7 +118,8 @@ public enum HandoverSeal {
                 guard secret.value.count <= HandoverLimits.maximumSecretBytes else {
                     throw HandoverSealError(
                         .invalidInput,
-                        "secret \(secret.name) has \(secret.value.count) bytes (at most \(HandoverLimits.maximumSecretBytes))")
+                        "secret \(secret.name) has \(secret.value.count) bytes (at most \(HandoverLimits.maximumSecretBytes))"
+                    )
                 }
                 let aad = associatedData(name: secret.name, index: index, count: secrets.count)
                 let ciphertext = try sender.seal(secret.value, authenticating: aad)

@@ -3,6 +3,7 @@ import Coordinator
 import Foundation
 import GuestProtocol
 import Testing
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -14,10 +15,15 @@ struct HandoverHostTests {
     /// A paused q35 QEMU with `vcpus` vCPUs, `slots` hot-plug root ports and a QMP socket, pinned to `cpus`.
     static func pausedQEMU(vcpus: Int, slots: Int, cpus: [Int], folder: URL) throws -> (QEMUProcess, String) {
         let qmp = folder.appendingPathComponent("qmp.sock").path
-        var arguments = ["taskset", "--cpu-list", CPUList.format(cpus), "qemu-system-x86_64", "-S", "-machine", "q35", "-accel", "tcg",
-                         "-smp", "\(vcpus)", "-m", "128M", "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
-                         "-qmp", "unix:\(qmp),server=on,wait=off"]
-        for slot in 0..<slots { arguments += ["-device", "pcie-root-port,id=\(Handover.slotID(slot)),bus=pcie.0,chassis=\(slot + 1)"] }
+        var arguments = [
+            "taskset", "--cpu-list", CPUList.format(cpus), "qemu-system-x86_64", "-S", "-machine", "q35", "-accel",
+            "tcg",
+            "-smp", "\(vcpus)", "-m", "128M", "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+            "-qmp", "unix:\(qmp),server=on,wait=off",
+        ]
+        for slot in 0..<slots {
+            arguments += ["-device", "pcie-root-port,id=\(Handover.slotID(slot)),bus=pcie.0,chassis=\(slot + 1)"]
+        }
         return (try QEMUProcess.start(arguments), qmp)
     }
 
@@ -28,13 +34,15 @@ struct HandoverHostTests {
         }
     }
 
-    @Test("each vCPU thread QMP reports is pinned to one partition CPU, as /proc shows; QEMU's other threads keep the partition",
-          .timeLimit(.minutes(3)))
+    @Test(
+        "each vCPU thread QMP reports is pinned to one partition CPU, as /proc shows; QEMU's other threads keep the partition",
+        .timeLimit(.minutes(3)))
     func pinsVCPUThreads() async throws {
         let folder = try shortTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let online = try CPUList.parse(try String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines), file: "online")
+        let online = try CPUList.parse(
+            try String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines), file: "online")
         let (qemu, socket) = try Self.pausedQEMU(vcpus: 2, slots: 0, cpus: online, folder: folder)
         defer { Task { _ = await qemu.stop(grace: .seconds(2)) } }
         let pid = qemu.processIdentifier
@@ -78,16 +86,25 @@ struct HandoverHostTests {
         let path = try store.resolve("data").path
         let (blocks, refused) = try await Self.blocking { () -> ([String], String) in
             let client = try QMPClient(path: socket)
-            try client.execute("blockdev-add", arguments: [
-                "driver": "raw", "node-name": "cmkvol0", "file": ["driver": "file", "filename": path] as [String: Any],
-            ])
-            try client.execute("device_add", arguments: [
-                "driver": "virtio-blk-pci", "id": "cmkvoldev0", "drive": "cmkvol0", "bus": Handover.slotID(0), "serial": Handover.serial(0),
-            ])
-            let blocks = (try client.execute("query-block") as? [[String: Any]] ?? []).compactMap { $0["qdev"] as? String }
+            try client.execute(
+                "blockdev-add",
+                arguments: [
+                    "driver": "raw", "node-name": "cmkvol0",
+                    "file": ["driver": "file", "filename": path] as [String: Any],
+                ])
+            try client.execute(
+                "device_add",
+                arguments: [
+                    "driver": "virtio-blk-pci", "id": "cmkvoldev0", "drive": "cmkvol0", "bus": Handover.slotID(0),
+                    "serial": Handover.serial(0),
+                ])
+            let blocks = (try client.execute("query-block") as? [[String: Any]] ?? []).compactMap {
+                $0["qdev"] as? String
+            }
             var refused = ""
             do {
-                try client.execute("device_add", arguments: ["driver": "virtio-blk-pci", "drive": "cmkvol0", "bus": "nowhere"])
+                try client.execute(
+                    "device_add", arguments: ["driver": "virtio-blk-pci", "drive": "cmkvol0", "bus": "nowhere"])
             } catch let error as CoordinatorError {
                 refused = "\(error.code): \(error.reason)"
             }
@@ -128,13 +145,16 @@ struct HandoverHostTests {
         // A reference with dots and slashes is one flat file inside the store, never a path out of it.
         try store.put("../x", contents: [1])
         #expect(try store.file(for: "../x").deletingLastPathComponent().path == store.directory.path)
-        #expect(throws: CoordinatorError.self) { try store.put("big", contents: [UInt8](repeating: 0, count: (1 << 20) + 1)) }
+        #expect(throws: CoordinatorError.self) {
+            try store.put("big", contents: [UInt8](repeating: 0, count: (1 << 20) + 1))
+        }
     }
 
     @Test("the QEMU command line has the QMP socket and one root port per volume slot")
     func commandLine() throws {
         let settings = QEMUInstanceSettings(
-            name: "h", kernel: "/k", initrd: "/i", commandLine: "console=ttyS0", vcpus: 1, memoryMiB: 512, serialLog: "/s",
+            name: "h", kernel: "/k", initrd: "/i", commandLine: "console=ttyS0", vcpus: 1, memoryMiB: 512,
+            serialLog: "/s",
             pidFile: "/p", controlSocket: "/c", platformSocket: "/pl", qmpSocket: "/q,mp", hotplugSlots: 2)
         let arguments = try SimulatedLaunchCommand(settings: settings).arguments()
         #expect(arguments.contains("unix:/q,,mp,server=on,wait=off"))
@@ -159,13 +179,17 @@ struct HandoverHostTests {
             on: host)
         #expect(try store.handover(of: "web") == nil)
         try store.recordHandover(
-            record.id, secrets: ["vault:a/b"], volumes: ["data"], channelPeers: ["gateway", "db"], sealedSecretsSHA256: "00ff")
+            record.id, secrets: ["vault:a/b"], volumes: ["data"], channelPeers: ["gateway", "db"],
+            sealedSecretsSHA256: "00ff")
         let stored = try #require(try store.handover(of: "web"))
         #expect(stored.instanceID == record.id)
-        #expect(stored.secrets == ["vault:a/b"] && stored.volumes == ["data"] && stored.channelPeers == ["gateway", "db"])
+        #expect(
+            stored.secrets == ["vault:a/b"] && stored.volumes == ["data"] && stored.channelPeers == ["gateway", "db"])
         #expect(stored.sealedSecretsSHA256 == "00ff")
         #expect(try store.handover(of: record.id) == stored)
-        #expect { try store.recordHandover("nobody", secrets: [], volumes: [], channelPeers: [], sealedSecretsSHA256: nil) } throws: {
+        #expect {
+            try store.recordHandover("nobody", secrets: [], volumes: [], channelPeers: [], sealedSecretsSHA256: nil)
+        } throws: {
             ($0 as? CoordinatorError)?.code == .unknownInstance
         }
     }

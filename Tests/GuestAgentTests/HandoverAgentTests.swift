@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
+import Glibc
 import GuestAgent
 import GuestProtocol
-import Glibc
 import Testing
 
 /// The agent's side of the handover over real sockets: sealed secrets opened with the attested key and written
@@ -32,16 +32,21 @@ struct HandoverAgentTests {
         let (agentControl, coordinatorEnd) = try socketPair()
         let (agentPlatform, platformEnd) = try socketPair()
         let provider = SimulatedPlatformProvider(
-            port: MessagePort(agentPlatform, name: "platform"), platform: .sevSNP, timeoutMilliseconds: 5000, log: .silent)
+            port: MessagePort(agentPlatform, name: "platform"), platform: .sevSNP, timeoutMilliseconds: 5000,
+            log: .silent)
         let agent = GuestAgent(instance: "child-1", provider: provider, folders: folders, log: .silent)
         let controlPort = MessagePort(agentControl, name: "control")
         nonisolated(unsafe) let unsafeAgent = agent
         let run = Background { () -> Result<GuestAgent.Outcome, GuestAgentError> in
-            do throws(GuestAgentError) { return .success(try unsafeAgent.serve(controlPort)) } catch { return .failure(error) }
+            do throws(GuestAgentError) { return .success(try unsafeAgent.serve(controlPort)) } catch {
+                return .failure(error)
+            }
         }
         let control = MessagePort(coordinatorEnd, name: "coordinator")
         _ = try control.receive(milliseconds: 5000)  // ready
-        return Session(agent: agent, run: run, control: control, platform: MessagePort(platformEnd, name: "sim"), root: root, folders: folders)
+        return Session(
+            agent: agent, run: run, control: control, platform: MessagePort(platformEnd, name: "sim"), root: root,
+            folders: folders)
     }
 
     /// One attestation; returns the public key the evidence bound.
@@ -61,15 +66,23 @@ struct HandoverAgentTests {
     }
 
     let nonce: [UInt8] = (0..<32).map { UInt8(255 - $0) }
-    let secrets: [(name: String, value: [UInt8])] = [("vault:db/credentials", Array("pw=hunter2".utf8)), ("tls.key", [0, 1, 2, 255])]
+    let secrets: [(name: String, value: [UInt8])] = [
+        ("vault:db/credentials", Array("pw=hunter2".utf8)), ("tls.key", [0, 1, 2, 255]),
+    ]
 
-    @Test("opens the delivery sealed to its attested key, writes each secret 0400, proves it read them back; a replay is refused")
+    @Test(
+        "opens the delivery sealed to its attested key, writes each secret 0400, proves it read them back; a replay is refused"
+    )
     func deliversSecrets() throws {
         let session = try start()
         defer { session.stop() }
-        #expect(try status(session) == AgentStatus(attested: false, secretFiles: [], volumes: [], channelPeers: [], handoverReceived: false))
+        #expect(
+            try status(session)
+                == AgentStatus(attested: false, secretFiles: [], volumes: [], channelPeers: [], handoverReceived: false)
+        )
         let key = try attest(session, nonce: nonce)
-        let sealed = try HandoverSeal.seal(secrets, to: key, binding: .init(instance: "child-1", nonce: nonce, policyDigest: "sha256:p"))
+        let sealed = try HandoverSeal.seal(
+            secrets, to: key, binding: .init(instance: "child-1", nonce: nonce, policyDigest: "sha256:p"))
         try session.control.send(.sealedSecrets(sealed.message))
         guard case .secretsDelivered(let receipts)? = try session.control.receive(milliseconds: 5000) else {
             Issue.record("no receipts")
@@ -77,7 +90,9 @@ struct HandoverAgentTests {
         }
         #expect(receipts.map(\.name) == secrets.map(\.name))
         for (receipt, secret) in zip(receipts, secrets) {
-            #expect(HandoverSeal.verifyReceipt(receipt.proof, name: secret.name, contents: secret.value, key: sealed.receiptKey))
+            #expect(
+                HandoverSeal.verifyReceipt(
+                    receipt.proof, name: secret.name, contents: secret.value, key: sealed.receiptKey))
             let path = "\(session.folders.secrets)/\(SecretName.fileName(secret.name)!)"
             #expect(try readFile(path) == secret.value)
             var info = stat()
@@ -101,8 +116,9 @@ struct HandoverAgentTests {
         let session = try start()
         defer { session.stop() }
         let stranger = Curve25519.KeyAgreement.PrivateKey()
-        let early = try HandoverSeal.seal(secrets, to: Array(stranger.publicKey.rawRepresentation),
-                                          binding: .init(instance: "child-1", nonce: nonce, policyDigest: "p"))
+        let early = try HandoverSeal.seal(
+            secrets, to: Array(stranger.publicKey.rawRepresentation),
+            binding: .init(instance: "child-1", nonce: nonce, policyDigest: "p"))
         try session.control.send(.sealedSecrets(early.message))
         guard case .failure(let before)? = try session.control.receive(milliseconds: 5000) else {
             Issue.record("accepted secrets before attesting")
@@ -112,7 +128,10 @@ struct HandoverAgentTests {
 
         let key = try attest(session, nonce: nonce)
         let cases: [(String, [UInt8], HandoverSeal.Binding)] = [
-            ("another key", Array(stranger.publicKey.rawRepresentation), .init(instance: "child-1", nonce: nonce, policyDigest: "p")),
+            (
+                "another key", Array(stranger.publicKey.rawRepresentation),
+                .init(instance: "child-1", nonce: nonce, policyDigest: "p")
+            ),
             ("another nonce", key, .init(instance: "child-1", nonce: Array(nonce.reversed()), policyDigest: "p")),
         ]
         for (what, recipient, binding) in cases {
@@ -124,7 +143,9 @@ struct HandoverAgentTests {
             }
             #expect(reason.contains("does not open"), "\(what): \(reason)")
         }
-        var flipped = try HandoverSeal.seal(secrets, to: key, binding: .init(instance: "child-1", nonce: nonce, policyDigest: "p")).message
+        var flipped = try HandoverSeal.seal(
+            secrets, to: key, binding: .init(instance: "child-1", nonce: nonce, policyDigest: "p")
+        ).message
         flipped.secrets[1].ciphertext[0] ^= 1
         try session.control.send(.sealedSecrets(flipped))
         guard case .failure(let reason)? = try session.control.receive(milliseconds: 5000) else {
@@ -154,12 +175,19 @@ struct HandoverAgentTests {
             try? writeFile("\(block)/vdb/serial", Array("cmkvol1".utf8))
             return true
         }
-        try session.control.send(.attachVolumes([VolumeAttachment(name: "data", serial: "cmkvol0"), VolumeAttachment(name: "logs", serial: "cmkvol1")]))
-        #expect(try session.control.receive(milliseconds: 5000) == .volumesAttached([
-            AttachedVolume(name: "data", device: "vda", sizeBytes: 16 << 20), AttachedVolume(name: "logs", device: "vdb", sizeBytes: 1 << 20),
-        ]))
+        try session.control.send(
+            .attachVolumes([
+                VolumeAttachment(name: "data", serial: "cmkvol0"), VolumeAttachment(name: "logs", serial: "cmkvol1"),
+            ]))
+        #expect(
+            try session.control.receive(milliseconds: 5000)
+                == .volumesAttached([
+                    AttachedVolume(name: "data", device: "vda", sizeBytes: 16 << 20),
+                    AttachedVolume(name: "logs", device: "vdb", sizeBytes: 1 << 20),
+                ]))
         _ = later.join()
-        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "\(session.folders.volumes)/data") == "/dev/vda")
+        #expect(
+            try FileManager.default.destinationOfSymbolicLink(atPath: "\(session.folders.volumes)/data") == "/dev/vda")
         #expect(try status(session)?.volumes == ["data", "logs"])
 
         try session.control.send(.attachVolumes([VolumeAttachment(name: "missing", serial: "cmkvol9")]))

@@ -21,7 +21,8 @@ struct HandoverSealTests {
         try HandoverSeal.seal(secrets, to: Array(recipient.publicKey.rawRepresentation), binding: binding)
     }
 
-    func opens(_ message: SealedSecrets, key: Curve25519.KeyAgreement.PrivateKey? = nil, nonce: [UInt8]? = nil) -> Bool {
+    func opens(_ message: SealedSecrets, key: Curve25519.KeyAgreement.PrivateKey? = nil, nonce: [UInt8]? = nil) -> Bool
+    {
         (try? HandoverSeal.open(message, with: key ?? recipient, nonce: nonce ?? self.nonce)) != nil
     }
 
@@ -32,17 +33,23 @@ struct HandoverSealTests {
         #expect(sealed.message.encapsulatedKey.count == 32)
         for (item, secret) in zip(sealed.message.secrets, secrets) {
             #expect(item.ciphertext.count == secret.value.count + 16)
-            #expect(!item.ciphertext.isEmpty && (secret.value.isEmpty || item.ciphertext.prefix(secret.value.count) != secret.value[...]))
+            #expect(
+                !item.ciphertext.isEmpty
+                    && (secret.value.isEmpty || item.ciphertext.prefix(secret.value.count) != secret.value[...]))
         }
         let opened = try HandoverSeal.open(sealed.message, with: recipient, nonce: nonce)
         #expect(opened.secrets.map(\.name) == secrets.map(\.name))
         #expect(opened.secrets.map(\.value) == secrets.map(\.value))
         #expect(opened.receiptKey == sealed.receiptKey)
         let proof = HandoverSeal.receipt(name: "api-token", contents: secrets[1].value, key: opened.receiptKey)
-        #expect(HandoverSeal.verifyReceipt(proof, name: "api-token", contents: secrets[1].value, key: sealed.receiptKey))
-        #expect(!HandoverSeal.verifyReceipt(proof, name: "api-token", contents: secrets[0].value, key: sealed.receiptKey))
+        #expect(
+            HandoverSeal.verifyReceipt(proof, name: "api-token", contents: secrets[1].value, key: sealed.receiptKey))
+        #expect(
+            !HandoverSeal.verifyReceipt(proof, name: "api-token", contents: secrets[0].value, key: sealed.receiptKey))
         #expect(!HandoverSeal.verifyReceipt(proof, name: "empty", contents: secrets[1].value, key: sealed.receiptKey))
-        #expect(!HandoverSeal.verifyReceipt(proof, name: "api-token", contents: secrets[1].value, key: SymmetricKey(size: .bits256)))
+        #expect(
+            !HandoverSeal.verifyReceipt(
+                proof, name: "api-token", contents: secrets[1].value, key: SymmetricKey(size: .bits256)))
         // Two sealings of the same secrets share nothing (fresh encapsulation each time).
         #expect(try seal().message.encapsulatedKey != sealed.message.encapsulatedKey)
     }
@@ -125,7 +132,11 @@ struct HandoverSealTests {
         #expect { try HandoverSeal.seal(tooMany, to: key, binding: binding) } throws: {
             ($0 as? HandoverSealError)?.code == .invalidInput
         }
-        #expect { try HandoverSeal.seal([("big", [UInt8](repeating: 0, count: HandoverLimits.maximumSecretBytes + 1))], to: key, binding: binding) } throws: {
+        #expect {
+            try HandoverSeal.seal(
+                [("big", [UInt8](repeating: 0, count: HandoverLimits.maximumSecretBytes + 1))], to: key,
+                binding: binding)
+        } throws: {
             ($0 as? HandoverSealError)?.code == .invalidInput
         }
     }
@@ -150,7 +161,10 @@ struct HandoverSealTests {
             .attachVolumes([VolumeAttachment(name: "data", serial: "cmkvol0")]),
             .volumesAttached([AttachedVolume(name: "data", device: "vda", sizeBytes: 16 << 20)]),
             .statusRequest,
-            .status(AgentStatus(attested: true, secretFiles: ["api-token"], volumes: ["data"], channelPeers: ["p"], handoverReceived: true)),
+            .status(
+                AgentStatus(
+                    attested: true, secretFiles: ["api-token"], volumes: ["data"], channelPeers: ["p"],
+                    handoverReceived: true)),
         ]
         for message in samples {
             let frame = message.encoded()
@@ -176,7 +190,9 @@ struct HandoverSealTests {
             build(&bytes)
             return bytes
         }
-        func u32(_ value: Int) -> [UInt8] { [UInt8(value >> 24 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
+        func u32(_ value: Int) -> [UInt8] {
+            [UInt8(value >> 24 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+        }
         // 65 receipts: over the bound, refused from the count alone.
         #expect(throws: BinaryFormatError.self) { try GuestMessage(body: frame { $0 = [0x95] + u32(65) }) }
         // A receipt whose name is no secret reference.
@@ -188,13 +204,17 @@ struct HandoverSealTests {
         }
         // A volume serial over 20 bytes.
         #expect(throws: BinaryFormatError.self) {
-            try GuestMessage(body: frame { $0 = [0x16] + u32(1) + u32(1) + [0x61] + u32(21) + Array(repeating: 0x61, count: 21) })
+            try GuestMessage(
+                body: frame { $0 = [0x16] + u32(1) + u32(1) + [0x61] + u32(21) + Array(repeating: 0x61, count: 21) })
         }
         // An encapsulated key longer than any KEM's.
         #expect(throws: BinaryFormatError.self) {
-            try GuestMessage(body: frame {
-                $0 = [0x15, 1, 0, 0x20, 0, 1, 0, 3] + u32(1) + [0x61] + u32(1) + [0x62] + u32(200) + Array(repeating: 0, count: 200) + u32(0)
-            })
+            try GuestMessage(
+                body: frame {
+                    $0 =
+                        [0x15, 1, 0, 0x20, 0, 1, 0, 3] + u32(1) + [0x61] + u32(1) + [0x62] + u32(200)
+                        + Array(repeating: 0, count: 200) + u32(0)
+                })
         }
         // A status flag that is neither 0 nor 1.
         #expect(throws: BinaryFormatError.self) {
@@ -204,8 +224,10 @@ struct HandoverSealTests {
 
     @Test("random bytes never crash the decoder", .timeLimit(.minutes(3)))
     func fuzz() {
-        var random = SeededGenerator(state: 0x68706b65)
-        let seeds = [try? seal().message].compactMap { $0 }.map { Array(GuestMessage.sealedSecrets($0).encoded().dropFirst(4)) }
+        var random = SeededGenerator(state: 0x6870_6b65)
+        let seeds = [try? seal().message].compactMap { $0 }.map {
+            Array(GuestMessage.sealedSecrets($0).encoded().dropFirst(4))
+        }
         for round in 0..<20_000 {
             var body: [UInt8]
             if round % 2 == 0, let seed = seeds.first {
@@ -215,7 +237,10 @@ struct HandoverSealTests {
                 }
             } else {
                 let kinds: [UInt8] = [0x15, 0x95, 0x16, 0x96, 0x17, 0x97]
-                body = [kinds[round % kinds.count]] + (0..<Int.random(in: 0..<64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+                body =
+                    [kinds[round % kinds.count]]
+                    + (0..<Int.random(in: 0..<64, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random)
+                    }
             }
             _ = try? GuestMessage(body: body)
         }
@@ -247,34 +272,46 @@ struct HandoverSealCrossCheckTests {
     func python(_ job: [String: Any]) throws -> [String: Any] {
         let output = try ExternalTool.run(
             ExternalTool.python, ["-c", Self.script], input: try JSONSerialization.data(withJSONObject: job))
-        try #require(output.status == 0, "pyhpke failed (scripts/setup installs it into the venv): \(output.standardError)")
+        try #require(
+            output.status == 0, "pyhpke failed (scripts/setup installs it into the venv): \(output.standardError)")
         return try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any])
     }
 
-    let secrets: [(name: String, value: [UInt8])] = [("vault:db/credentials", Array("s3cr3t".utf8)), ("blob", (0..<200).map { UInt8($0) })]
-    let binding = HandoverSeal.Binding(instance: "web-7", nonce: Array(repeating: 0xA5, count: 32), policyDigest: "sha256:00ff")
+    let secrets: [(name: String, value: [UInt8])] = [
+        ("vault:db/credentials", Array("s3cr3t".utf8)), ("blob", (0..<200).map { UInt8($0) }),
+    ]
+    let binding = HandoverSeal.Binding(
+        instance: "web-7", nonce: Array(repeating: 0xA5, count: 32), policyDigest: "sha256:00ff")
 
     @Test("pyhpke opens cmk's sealed secrets and derives the same receipt key", .timeLimit(.minutes(3)))
     func pythonOpensSwift() throws {
         let key = Curve25519.KeyAgreement.PrivateKey()
         let sealed = try HandoverSeal.seal(secrets, to: Array(key.publicKey.rawRepresentation), binding: binding)
-        let aads = secrets.indices.map { Hex.encode(HandoverSeal.associatedData(name: secrets[$0].name, index: $0, count: secrets.count)) }
+        let aads = secrets.indices.map {
+            Hex.encode(HandoverSeal.associatedData(name: secrets[$0].name, index: $0, count: secrets.count))
+        }
         let answer = try python([
-            "mode": "open", "private": Hex.encode(Array(key.rawRepresentation)), "enc": Hex.encode(sealed.message.encapsulatedKey),
-            "info": Hex.encode(binding.info), "ciphertexts": sealed.message.secrets.map { Hex.encode($0.ciphertext) }, "aads": aads,
+            "mode": "open", "private": Hex.encode(Array(key.rawRepresentation)),
+            "enc": Hex.encode(sealed.message.encapsulatedKey),
+            "info": Hex.encode(binding.info), "ciphertexts": sealed.message.secrets.map { Hex.encode($0.ciphertext) },
+            "aads": aads,
             "exportContext": "cmk/handover/v1/receipt",
         ])
         #expect(answer["plaintexts"] as? [String] == secrets.map { Hex.encode($0.value) })
         #expect(answer["export"] as? String == sealed.receiptKey.withUnsafeBytes { Hex.encode(Array($0)) })
     }
 
-    @Test("cmk opens what pyhpke seals with the same info and associated data; pyhpke's info for another nonce does not open",
-          .timeLimit(.minutes(3)))
+    @Test(
+        "cmk opens what pyhpke seals with the same info and associated data; pyhpke's info for another nonce does not open",
+        .timeLimit(.minutes(3)))
     func swiftOpensPython() throws {
         let key = Curve25519.KeyAgreement.PrivateKey()
-        let aads = secrets.indices.map { Hex.encode(HandoverSeal.associatedData(name: secrets[$0].name, index: $0, count: secrets.count)) }
+        let aads = secrets.indices.map {
+            Hex.encode(HandoverSeal.associatedData(name: secrets[$0].name, index: $0, count: secrets.count))
+        }
         let answer = try python([
-            "mode": "seal", "public": Hex.encode(Array(key.publicKey.rawRepresentation)), "info": Hex.encode(binding.info),
+            "mode": "seal", "public": Hex.encode(Array(key.publicKey.rawRepresentation)),
+            "info": Hex.encode(binding.info),
             "plaintexts": secrets.map { Hex.encode($0.value) }, "aads": aads,
         ])
         let encText = try #require(answer["enc"] as? String)
@@ -287,6 +324,8 @@ struct HandoverSealCrossCheckTests {
             secrets: zip(secrets, ciphertexts).map { SealedSecret(name: $0.0.name, ciphertext: $0.1) })
         let opened = try HandoverSeal.open(message, with: key, nonce: binding.nonce)
         #expect(opened.secrets.map(\.value) == secrets.map(\.value))
-        #expect(throws: HandoverSealError.self) { try HandoverSeal.open(message, with: key, nonce: Array(repeating: 0, count: 32)) }
+        #expect(throws: HandoverSealError.self) {
+            try HandoverSeal.open(message, with: key, nonce: Array(repeating: 0, count: 32))
+        }
     }
 }

@@ -40,7 +40,9 @@ extension InstanceStore {
             let record = InstanceHandoverRecord(
                 instanceID: instance, secrets: secrets, volumes: volumes, channelPeers: channelPeers,
                 sealedSecretsSHA256: sealedSecretsSHA256, time: now)
-            func json(_ list: [String]) throws -> String { String(decoding: try JSONEncoder().encode(list), as: UTF8.self) }
+            func json(_ list: [String]) throws -> String {
+                String(decoding: try JSONEncoder().encode(list), as: UTF8.self)
+            }
             try db.execute(
                 sql: """
                     INSERT OR REPLACE INTO instance_handover
@@ -60,12 +62,14 @@ extension InstanceStore {
         try Self.database("read the handover of \(idOrName)") {
             try pool.read { db -> InstanceHandoverRecord? in
                 guard let instance = try self.instanceID(db, idOrName),
-                    let row = try Row.fetchOne(db, sql: "SELECT * FROM instance_handover WHERE instance_id = ?", arguments: [instance])
+                    let row = try Row.fetchOne(
+                        db, sql: "SELECT * FROM instance_handover WHERE instance_id = ?", arguments: [instance])
                 else { return nil }
                 func list(_ column: String) throws -> [String] {
                     let text: String = row[column]
                     guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
-                        throw CoordinatorError(.database, "instance_handover.\(column) of \(instance) is not a JSON list of names")
+                        throw CoordinatorError(
+                            .database, "instance_handover.\(column) of \(instance) is not a JSON list of names")
                     }
                     return list
                 }

@@ -1,7 +1,7 @@
-import Foundation
 public import AttestationPolicy
 import BinaryFormat
 import Crypto
+import Foundation
 public import GuestProtocol
 
 /// What the handover did, for the launch outcome, the audit record and `cmk ps`: names, digests and timings — never
@@ -94,7 +94,8 @@ public struct Handover {
         var clock = ContinuousClock.now
         let pins = try VCPUPinning.pin(pid: qemuPID, vcpus: try qmp.vcpus(), cpus: partitionCPUs)
         let pinningSeconds = Self.seconds(since: clock)
-        progress("pinned " + pins.map { "vCPU \($0.vcpu) (thread \($0.threadID)) to CPU \($0.cpu)" }.joined(separator: ", "))
+        progress(
+            "pinned " + pins.map { "vCPU \($0.vcpu) (thread \($0.threadID)) to CPU \($0.cpu)" }.joined(separator: ", "))
 
         // 2. Secrets, sealed to the attested key.
         var sealingSeconds = 0.0
@@ -106,7 +107,11 @@ public struct Handover {
             var plaintexts: [(name: String, value: [UInt8])] = []
             defer {
                 // Best effort: overwrite the plaintext copies this function holds before they are freed.
-                for index in plaintexts.indices { _ = plaintexts[index].value.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+                for index in plaintexts.indices {
+                    _ = plaintexts[index].value.withUnsafeMutableBytes {
+                        $0.initializeMemory(as: UInt8.self, repeating: 0)
+                    }
+                }
             }
             for reference in handover.secrets { plaintexts.append((reference, try secrets.resolve(reference))) }
             let sealed: HandoverSeal.Sealed
@@ -125,21 +130,29 @@ public struct Handover {
             try control.send(message)
             let answer = try control.receive(timeout: .seconds(60))
             guard case .secretsDelivered(let receipts) = answer else {
-                if case .failure(let reason) = answer { throw CoordinatorError(.handover, "the child refused the secrets: \(reason)") }
+                if case .failure(let reason) = answer {
+                    throw CoordinatorError(.handover, "the child refused the secrets: \(reason)")
+                }
                 throw CoordinatorError(.handover, "the child answered \(answer.kind) to the sealed secrets")
             }
             guard receipts.map(\.name) == plaintexts.map(\.name) else {
-                throw CoordinatorError(.handover, "the child's receipts name \(receipts.map(\.name)), not \(plaintexts.map(\.name))")
+                throw CoordinatorError(
+                    .handover, "the child's receipts name \(receipts.map(\.name)), not \(plaintexts.map(\.name))")
             }
             for (receipt, secret) in zip(receipts, plaintexts) {
-                guard HandoverSeal.verifyReceipt(receipt.proof, name: secret.name, contents: secret.value, key: sealed.receiptKey) else {
-                    throw CoordinatorError(.handover, "the child's receipt for \(secret.name) does not prove it holds what was sealed")
+                guard
+                    HandoverSeal.verifyReceipt(
+                        receipt.proof, name: secret.name, contents: secret.value, key: sealed.receiptKey)
+                else {
+                    throw CoordinatorError(
+                        .handover, "the child's receipt for \(secret.name) does not prove it holds what was sealed")
                 }
                 secretReports.append(.init(name: secret.name, confirmed: true))
             }
             deliverySeconds = Self.seconds(since: clock)
-            progress("sealed \(plaintexts.count) secret(s) to the attested key (\(String(format: "%.1f", sealingSeconds * 1000)) ms); "
-                + "the child confirmed each (\(String(format: "%.1f", deliverySeconds * 1000)) ms)")
+            progress(
+                "sealed \(plaintexts.count) secret(s) to the attested key (\(String(format: "%.1f", sealingSeconds * 1000)) ms); "
+                    + "the child confirmed each (\(String(format: "%.1f", deliverySeconds * 1000)) ms)")
         }
 
         // 3. Volumes, hot-plugged only now.
@@ -167,22 +180,31 @@ public struct Handover {
             try control.send(.attachVolumes(attachments))
             let answer = try control.receive(timeout: .seconds(90))
             guard case .volumesAttached(let attached) = answer else {
-                if case .failure(let reason) = answer { throw CoordinatorError(.handover, "the child did not see its volumes: \(reason)") }
+                if case .failure(let reason) = answer {
+                    throw CoordinatorError(.handover, "the child did not see its volumes: \(reason)")
+                }
                 throw CoordinatorError(.handover, "the child answered \(answer.kind) to the volumes")
             }
             guard attached.map(\.name) == handover.volumes else {
-                throw CoordinatorError(.handover, "the child confirmed volumes \(attached.map(\.name)), not \(handover.volumes)")
+                throw CoordinatorError(
+                    .handover, "the child confirmed volumes \(attached.map(\.name)), not \(handover.volumes)")
             }
             volumeReports = attached.map { .init(name: $0.name, device: $0.device, sizeBytes: $0.sizeBytes) }
             volumeSeconds = Self.seconds(since: clock)
-            progress("attached " + attached.map { "\($0.name) as /dev/\($0.device) (\($0.sizeBytes >> 20) MiB)" }.joined(separator: ", ")
-                + String(format: " in %.2f s", volumeSeconds))
+            progress(
+                "attached "
+                    + attached.map { "\($0.name) as /dev/\($0.device) (\($0.sizeBytes >> 20) MiB)" }.joined(
+                        separator: ", ")
+                    + String(format: " in %.2f s", volumeSeconds))
         }
 
         // 4. The names, and the channel peers.
-        try control.send(.handover(secrets: handover.secrets, volumes: handover.volumes, channelPeers: handover.channelPeers))
+        try control.send(
+            .handover(secrets: handover.secrets, volumes: handover.volumes, channelPeers: handover.channelPeers))
         let ack = try control.receive(timeout: .seconds(60))
-        guard ack == .handoverAck else { throw CoordinatorError(.handover, "the child did not acknowledge the handover: \(ack.kind)") }
+        guard ack == .handoverAck else {
+            throw CoordinatorError(.handover, "the child did not acknowledge the handover: \(ack.kind)")
+        }
         return HandoverReport(
             pins: pins, secrets: secretReports, sealedMessageSHA256: sealedDigest, volumes: volumeReports,
             channelPeers: handover.channelPeers, pinningSeconds: pinningSeconds, sealingSeconds: sealingSeconds,

@@ -18,7 +18,8 @@ public struct SecretStore: Sendable {
     public func file(for reference: String) throws -> URL {
         guard let name = SecretName.fileName(reference) else {
             throw CoordinatorError(
-                .invalidArgument, "'\(reference)' is not a secret reference: 1 to 128 of letters, digits and - _ . : / @")
+                .invalidArgument,
+                "'\(reference)' is not a secret reference: 1 to 128 of letters, digits and - _ . : / @")
         }
         return directory.appendingPathComponent(name)
     }
@@ -27,10 +28,12 @@ public struct SecretStore: Sendable {
     public func put(_ reference: String, contents: [UInt8]) throws {
         guard contents.count <= HandoverLimits.maximumSecretBytes else {
             throw CoordinatorError(
-                .invalidArgument, "a secret has at most \(HandoverLimits.maximumSecretBytes) bytes; this one \(contents.count)")
+                .invalidArgument,
+                "a secret has at most \(HandoverLimits.maximumSecretBytes) bytes; this one \(contents.count)")
         }
         let target = try file(for: reference)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let partial = directory.appendingPathComponent(".\(target.lastPathComponent).partial")
         unlink(partial.path)
         let fd = open(partial.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -60,17 +63,22 @@ public struct SecretStore: Sendable {
         var status = stat()
         guard lstat(target.path, &status) == 0 else {
             throw CoordinatorError(
-                .handover, "no secret \(reference) in \(directory.path): store it with `cmk secret put \(reference) --from-file FILE`")
+                .handover,
+                "no secret \(reference) in \(directory.path): store it with `cmk secret put \(reference) --from-file FILE`"
+            )
         }
         guard (status.st_mode & S_IFMT) == S_IFREG else {
             throw CoordinatorError(.handover, "the secret \(reference) is not a regular file (\(target.path))")
         }
         guard status.st_mode & 0o077 == 0, status.st_uid == geteuid() else {
             throw CoordinatorError(
-                .handover, "the secret file \(target.path) must belong to this user with mode 0600 (it is \(String(status.st_mode & 0o777, radix: 8)))")
+                .handover,
+                "the secret file \(target.path) must belong to this user with mode 0600 (it is \(String(status.st_mode & 0o777, radix: 8)))"
+            )
         }
         guard Int(status.st_size) <= HandoverLimits.maximumSecretBytes else {
-            throw CoordinatorError(.handover, "the secret \(reference) has more than \(HandoverLimits.maximumSecretBytes) bytes")
+            throw CoordinatorError(
+                .handover, "the secret \(reference) has more than \(HandoverLimits.maximumSecretBytes) bytes")
         }
         return [UInt8](try Data(contentsOf: target))
     }
@@ -99,7 +107,9 @@ public struct VolumeStore: Sendable {
 
     public func image(for name: String) throws -> URL {
         guard Self.isValidName(name) else {
-            throw CoordinatorError(.invalidArgument, "'\(name)' is not a volume name: 1 to 64 of letters, digits, - _ . (not starting with .)")
+            throw CoordinatorError(
+                .invalidArgument,
+                "'\(name)' is not a volume name: 1 to 64 of letters, digits, - _ . (not starting with .)")
         }
         return directory.appendingPathComponent("\(name).img")
     }
@@ -107,12 +117,16 @@ public struct VolumeStore: Sendable {
     /// Creates an empty (sparse) raw image; refuses to replace one.
     @discardableResult
     public func create(_ name: String, sizeMiB: Int) throws -> URL {
-        guard (1...1_048_576).contains(sizeMiB) else { throw CoordinatorError(.invalidArgument, "a volume is 1 MiB to 1 TiB") }
+        guard (1...1_048_576).contains(sizeMiB) else {
+            throw CoordinatorError(.invalidArgument, "a volume is 1 MiB to 1 TiB")
+        }
         let target = try image(for: name)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let fd = open(target.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw CoordinatorError(.fileSystem, "cannot create \(target.path): \(String(cString: strerror(errno)))", nativeCode: errno)
+            throw CoordinatorError(
+                .fileSystem, "cannot create \(target.path): \(String(cString: strerror(errno)))", nativeCode: errno)
         }
         defer { close(fd) }
         guard ftruncate(fd, off_t(sizeMiB) << 20) == 0 else {
@@ -127,7 +141,8 @@ public struct VolumeStore: Sendable {
         var status = stat()
         guard lstat(target.path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
             throw CoordinatorError(
-                .handover, "no volume \(name) in \(directory.path): create it with `cmk volume create \(name) --size-mib N`")
+                .handover,
+                "no volume \(name) in \(directory.path): create it with `cmk volume create \(name) --size-mib N`")
         }
         return target
     }

@@ -1,5 +1,5 @@
-import Foundation
 internal import CLinuxHost
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -33,13 +33,16 @@ public enum VCPUPinning {
             let cpu = sorted[vcpu.index % sorted.count]
             let status = "\(proc)/\(pid)/task/\(vcpu.threadID)/status"
             guard FileManager.default.fileExists(atPath: status) else {
-                throw CoordinatorError(.handover, "vCPU \(vcpu.index)'s thread \(vcpu.threadID) is not a thread of QEMU (pid \(pid))")
+                throw CoordinatorError(
+                    .handover, "vCPU \(vcpu.index)'s thread \(vcpu.threadID) is not a thread of QEMU (pid \(pid))")
             }
             try setAffinity(thread: vcpu.threadID, cpus: [cpu])
             let allowed = try allowedCPUs(statusFile: status)
             guard allowed == [cpu] else {
                 throw CoordinatorError(
-                    .handover, "vCPU \(vcpu.index) (thread \(vcpu.threadID)) runs on \(CPUList.format(allowed)) after pinning to \(cpu)")
+                    .handover,
+                    "vCPU \(vcpu.index) (thread \(vcpu.threadID)) runs on \(CPUList.format(allowed)) after pinning to \(cpu)"
+                )
             }
             pins.append(Pin(vcpu: vcpu.index, threadID: vcpu.threadID, cpu: cpu, allowed: allowed))
         }
@@ -58,7 +61,8 @@ public enum VCPUPinning {
         guard cmk_sched_setaffinity(thread, UInt(mask.count), mask) == 0 else {
             let number = errno
             throw CoordinatorError(
-                .handover, "sched_setaffinity(\(thread), \(CPUList.format(cpus))): \(String(cString: strerror(number)))",
+                .handover,
+                "sched_setaffinity(\(thread), \(CPUList.format(cpus))): \(String(cString: strerror(number)))",
                 nativeCode: number)
         }
     }

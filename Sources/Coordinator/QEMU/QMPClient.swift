@@ -27,7 +27,8 @@ public final class QMPClient {
             connected = Self.connect(path)
             if connected >= 0 { break }
             guard ContinuousClock.now < deadline else {
-                throw CoordinatorError(.qmp, "cannot connect to QEMU's QMP socket \(path): \(String(cString: strerror(errno)))")
+                throw CoordinatorError(
+                    .qmp, "cannot connect to QEMU's QMP socket \(path): \(String(cString: strerror(errno)))")
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
@@ -74,17 +75,22 @@ public final class QMPClient {
 
     /// Runs one command; returns its `return` member (a dictionary, an array, or an empty dictionary).
     @discardableResult
-    public func execute(_ command: String, arguments: [String: Any]? = nil, timeout: Duration = .seconds(30)) throws -> Any {
+    public func execute(_ command: String, arguments: [String: Any]? = nil, timeout: Duration = .seconds(30)) throws
+        -> Any
+    {
         var message: [String: Any] = ["execute": command]
         if let arguments { message["arguments"] = arguments }
         var bytes = [UInt8](try JSONSerialization.data(withJSONObject: message))
         bytes += Array("\r\n".utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CoordinatorError(.qmp, "sending \(command) to \(path): \(String(cString: strerror(errno)))", nativeCode: errno)
+                throw CoordinatorError(
+                    .qmp, "sending \(command) to \(path): \(String(cString: strerror(errno)))", nativeCode: errno)
             }
             sent += n
         }
@@ -117,7 +123,9 @@ public final class QMPClient {
                 }
                 return object
             }
-            guard buffer.count < 16 << 20 else { throw CoordinatorError(.qmp, "QEMU sent a line over 16 MiB on \(path)") }
+            guard buffer.count < 16 << 20 else {
+                throw CoordinatorError(.qmp, "QEMU sent a line over 16 MiB on \(path)")
+            }
             let left = ContinuousClock.now.duration(to: deadline)
             guard left > .zero else { throw CoordinatorError(.qmp, "no answer from QEMU on \(path) in time") }
             var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
@@ -160,7 +168,8 @@ public final class QMPClient {
             throw CoordinatorError(.qmp, "query-cpus-fast did not return a list")
         }
         return try list.map { entry in
-            guard let index = Self.integer(entry["cpu-index"]), let thread = Self.integer(entry["thread-id"]).flatMap(Int32.init(exactly:)),
+            guard let index = Self.integer(entry["cpu-index"]),
+                let thread = Self.integer(entry["thread-id"]).flatMap(Int32.init(exactly:)),
                 thread > 0
             else { throw CoordinatorError(.qmp, "query-cpus-fast gave an entry without cpu-index and thread-id") }
             return VCPU(index: index, threadID: thread)
