@@ -307,11 +307,13 @@ public final class InstanceSupervisor: @unchecked Sendable {
             ).run(over: connection)
         } catch {
             // Admitted, but not handed over: the record says so before the instance is torn down (as failed).
-            progress("HANDOVER FAILED: \(error)")
+            // The reason may quote the child (untrusted text): at most 500 characters reach the log and the record.
+            let reason = String("\(error)".prefix(500))
+            progress("HANDOVER FAILED: \(reason)")
             _ = try? audit.append(
                 AuditEntry(
                     actor: "coordinator", kind: .instanceEvent, instance: request.name,
-                    details: ["event": "handover-failed", "reason": "\(error)"]))
+                    details: ["event": "handover-failed", "reason": reason]))
             throw error
         }
         _ = try audit.append(
