@@ -40,6 +40,7 @@ let package = Package(
             name: "CCBOR", path: "Sources/CCBOR", pkgConfig: "libcbor",
             providers: [.apt(["libcbor-dev"])]),
         .systemLibrary(name: "CGuestLinux", path: "Sources/CGuestLinux"),
+        .systemLibrary(name: "CLinuxHost", path: "Sources/CLinuxHost"),
 
         // MARK: Formats: pure values, no I/O.
         .target(name: "BinaryFormat"),
@@ -123,8 +124,8 @@ let package = Package(
             name: "Coordinator",
             dependencies: [
                 "BinaryFormat", "Firmware", "EventLog", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
-                "AttestationPolicy", "AttestationResults", "AuditLog", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "AttestationPolicy", "AttestationResults", "AuditLog", "CLinuxHost",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 
         // MARK: Executables (thin).
@@ -171,7 +172,9 @@ let package = Package(
                 "AttestationResults", "AttestationPolicy", "CMKTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        .testTarget(name: "GuestProtocolTests", dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting"]),
+        .testTarget(
+            name: "GuestProtocolTests",
+            dependencies: ["GuestProtocol", "BinaryFormat", "CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [

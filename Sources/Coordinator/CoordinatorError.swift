@@ -42,6 +42,11 @@ public struct CoordinatorError: Error, Sendable, Hashable, CustomStringConvertib
         public static let fileSystem = Code("file-system")
         /// A launch could not proceed: no agent, no profile, a child that did not answer as the protocol says.
         public static let launch = Code("launch")
+        /// QEMU's machine protocol (QMP) failed or QEMU refused a command.
+        public static let qmp = Code("qmp")
+        /// The handover to an admitted child could not complete: a secret or volume the policy names is missing, the
+        /// child refused or did not confirm a delivery, or a vCPU could not be pinned.
+        public static let handover = Code("handover")
     }
 
     public let code: Code

@@ -2,6 +2,7 @@
 ///
 ///     cmk-guest --control PATH [--platform PATH] [--provider CHOICE] [--instance NAME] [--vmpl N]
 ///               [--platform-timeout SECONDS] [--on-shutdown auto|power-off|exit]
+///               [--secrets-dir PATH] [--volumes-dir PATH]
 ///     cmk-guest --version | --help
 ///
 /// The instance name and the simulated platform may also come from the kernel command line (`cmk.instance=NAME`,
@@ -25,6 +26,10 @@ public struct AgentCommandLine: Sendable, Hashable {
     public var simulatedPlatform: SimulatedPlatformProvider.Platform = .sevSNP
     public var platformTimeoutMilliseconds = 30_000
     public var onShutdown: ShutdownAction = .auto
+    /// Where handed-over secrets are written (a tmpfs is mounted there inside a child).
+    public var secretsDirectory = "/run/cmk/secrets"
+    /// Where links to handed-over volumes are made.
+    public var volumesDirectory = "/run/cmk/volumes"
     public var showVersion = false
     public var showHelp = false
     /// Whether the kernel command line names a cmk instance (`cmk.instance=`), i.e. this runs inside a child.
@@ -36,6 +41,7 @@ public struct AgentCommandLine: Sendable, Hashable {
     public static let usage = """
         usage: cmk-guest --control PATH [--platform PATH] [--provider CHOICE] [--instance NAME] [--vmpl N]
                          [--platform-timeout SECONDS] [--on-shutdown auto|power-off|exit]
+                         [--secrets-dir PATH] [--volumes-dir PATH]
                cmk-guest --version | --help
 
           --control PATH          the control port (/dev/virtio-ports/cmk.control), or a UNIX socket
@@ -45,6 +51,8 @@ public struct AgentCommandLine: Sendable, Hashable {
           --vmpl N                the SEV-SNP VMPL to request reports at (configfs-tsm: privlevel)
           --platform-timeout S    how long the simulated platform may take per request (default 30)
           --on-shutdown ACTION    auto (default: power off inside a child or as PID 1), power-off, exit
+          --secrets-dir PATH      where handed-over secrets go (default /run/cmk/secrets; a tmpfs inside a child)
+          --volumes-dir PATH      where links to handed-over volumes go (default /run/cmk/volumes)
         """
 
     /// Parses the arguments (without the program name) and the kernel command line (`/proc/cmdline`'s text).
@@ -107,6 +115,8 @@ public struct AgentCommandLine: Sendable, Hashable {
                     throw GuestAgentError(.usage, "--on-shutdown \(text): use auto, power-off or exit")
                 }
                 result.onShutdown = action
+            case "--secrets-dir": result.secretsDirectory = try value(flag)
+            case "--volumes-dir": result.volumesDirectory = try value(flag)
             case "--version": result.showVersion = true
             case "--help", "-h": result.showHelp = true
             default: throw GuestAgentError(.usage, "unknown argument \(argument)")

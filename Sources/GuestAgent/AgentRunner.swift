@@ -35,7 +35,10 @@ public enum AgentRunner {
                 options.provider, platformPort: platformPort, simulatedPlatform: options.simulatedPlatform,
                 vmpl: options.vmpl, platformTimeoutMilliseconds: options.platformTimeoutMilliseconds, log: log)
             let control = try MessagePort(path: options.controlPath!, name: "control")
-            let agent = GuestAgent(instance: options.instance!, provider: provider, log: log)
+            let folders = HandoverFolders(
+                secrets: options.secretsDirectory, volumes: options.volumesDirectory,
+                mountTmpfs: isInsideChild(options))
+            let agent = GuestAgent(instance: options.instance!, provider: provider, folders: folders, log: log)
             switch try agent.serve(control) {
             case .peerClosed:
                 return 1
@@ -55,8 +58,14 @@ public enum AgentRunner {
         switch options.onShutdown {
         case .powerOff: true
         case .exit: false
-        case .auto: getpid() == 1 || options.kernelNamesInstance
+        case .auto: isInsideChild(options)
         }
+    }
+
+    /// Inside a child: PID 1, or the kernel command line names a cmk instance. Only there does the agent mount a
+    /// tmpfs for secrets or power the machine off.
+    static func isInsideChild(_ options: AgentCommandLine) -> Bool {
+        getpid() == 1 || options.kernelNamesInstance
     }
 
     /// Syncs the file systems and powers off (`reboot(RB_POWER_OFF)`; as root, PID 1 or not); falls back to

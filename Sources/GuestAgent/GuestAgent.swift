@@ -1,5 +1,5 @@
 import Crypto
-import GuestProtocol
+public import GuestProtocol
 
 /// The agent inside a child: announces itself on the control port, then answers the coordinator until it is told to
 /// shut down (docs/guest-agent.md).
@@ -40,14 +40,27 @@ public final class GuestAgent {
     /// Where evidence comes from.
     public let provider: any EvidenceProvider
     let log: AgentLog
-    /// The private key of the last successful attestation; nil before the first.
+    /// Where secrets and volumes go.
+    public let folders: HandoverFolders
+    /// The private key of the last successful attestation and the nonce it was bound to; nil before the first.
     private var sessionKey: Curve25519.KeyAgreement.PrivateKey?
+    private var sessionNonce: [UInt8] = []
+    /// Whether the current session's key has opened a delivery (each opens at most one: no replays).
+    private var sessionDelivered = false
+    /// Whether the secrets folder (and its tmpfs) exists: made at the first delivery, never before admission.
+    private var secretsFolderReady = false
     /// The last handover, nil before one arrived.
     public private(set) var handover: Handover?
+    /// The volumes confirmed so far.
+    public private(set) var volumes: [AttachedVolume] = []
 
-    public init(instance: String, provider: any EvidenceProvider, log: AgentLog = .standardError) {
+    public init(
+        instance: String, provider: any EvidenceProvider, folders: HandoverFolders = HandoverFolders(),
+        log: AgentLog = .standardError
+    ) {
         self.instance = instance
         self.provider = provider
+        self.folders = folders
         self.log = log
     }
 
@@ -85,6 +98,12 @@ public final class GuestAgent {
                     "handover: \(secrets.count) secret(s), \(volumes.count) volume(s), "
                         + "\(peers.count) channel peer(s)")
                 try control.send(.handoverAck)
+            case .sealedSecrets(let sealed):
+                try control.send(deliver(sealed))
+            case .attachVolumes(let attachments):
+                try control.send(attach(attachments))
+            case .statusRequest:
+                try control.send(.status(status))
             case .shutdown:
                 log.write("shutdown requested")
                 sessionKey = nil
@@ -94,7 +113,7 @@ public final class GuestAgent {
             case .channelFrame(let channel, _):
                 try control.send(.failure("channel \(channel): sealed channels are not implemented by this agent yet"))
             case .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
-                .handoverAck:
+                .handoverAck, .secretsDelivered, .volumesAttached, .status:
                 let reason = "unexpected \(message.kind) on the control port"
                 log.write(reason)
                 try? control.send(.failure(reason))
@@ -115,6 +134,8 @@ public final class GuestAgent {
             let evidence = try provider.evidence(reportData: reportData)
             try EvidenceLayout.check(evidence, carries: reportData)
             sessionKey = key
+            sessionNonce = nonce
+            sessionDelivered = false
             log.write(
                 "attested: \(evidence.kind), \(evidence.evidence.count) bytes of evidence, "
                     + "\(evidence.auxiliary.count) auxiliary, nonce of \(nonce.count) bytes")
@@ -125,5 +146,79 @@ public final class GuestAgent {
             log.write("attestation failed: \(error)")
             return .failure("\(provider.name): \(error.reason)")
         }
+    }
+
+    /// Opens a sealed delivery with the current session key, writes each secret into the secrets folder, reads it
+    /// back, and answers with one receipt per secret; or `.failure` saying why nothing was written.
+    ///
+    /// Refused: no attestation yet; a delivery already opened with this key (a replay); a version or suite this agent
+    /// does not implement; anything HPKE will not open (another key, instance, nonce or policy, or an altered byte).
+    /// All secrets are opened before the first is written, so a refusal writes nothing.
+    func deliver(_ sealed: SealedSecrets) -> GuestMessage {
+        guard let key = sessionKey else {
+            log.write("refused sealed secrets: no attestation yet")
+            return .failure("sealed secrets refused: this agent has not attested, so it holds no key to open them")
+        }
+        guard !sessionDelivered else {
+            log.write("refused sealed secrets: this attestation's key already opened a delivery")
+            return .failure("sealed secrets refused: this attestation's key already opened a delivery (replay?)")
+        }
+        var opened: HandoverSeal.Opened
+        do throws(HandoverSealError) {
+            opened = try HandoverSeal.open(sealed, with: key, nonce: sessionNonce)
+        } catch {
+            log.write("refused sealed secrets: \(error.code)")
+            return .failure("sealed secrets refused: \(error.reason)")
+        }
+        sessionDelivered = true
+        // Best effort: the plaintext copies in this process are overwritten once written (the files are the copy).
+        defer { opened.wipe() }
+        var receipts: [SecretReceipt] = []
+        do throws(GuestAgentError) {
+            if !opened.secrets.isEmpty && !secretsFolderReady {
+                try folders.prepareSecrets()
+                secretsFolderReady = true
+            }
+            for secret in opened.secrets {
+                guard let fileName = SecretName.fileName(secret.name) else {
+                    return .failure("sealed secrets refused: '\(secret.name)' is not a secret reference")
+                }
+                try folders.writeSecret(fileName: fileName, contents: secret.value)
+                var readBack = try folders.readSecret(fileName: fileName)
+                defer { _ = readBack.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+                receipts.append(
+                    SecretReceipt(
+                        name: secret.name,
+                        proof: HandoverSeal.receipt(name: secret.name, contents: readBack, key: opened.receiptKey)))
+            }
+        } catch {
+            log.write("writing secrets failed: \(error.code)")
+            return .failure("sealed secrets opened but not written: \(error.reason)")
+        }
+        log.write("secrets: \(receipts.count) opened and written to \(folders.secrets)")
+        return .secretsDelivered(receipts)
+    }
+
+    /// Waits for hot-plugged volumes and links them; `.failure` when one does not appear in time.
+    func attach(_ attachments: [VolumeAttachment]) -> GuestMessage {
+        guard sessionKey != nil else {
+            return .failure("volumes refused: this agent has not attested")
+        }
+        do throws(GuestAgentError) {
+            let attached = try folders.attach(attachments)
+            volumes += attached
+            log.write("volumes: \(attached.count) attached under \(folders.volumes)")
+            return .volumesAttached(attached)
+        } catch {
+            log.write("volumes failed: \(error.code)")
+            return .failure("volumes: \(error.reason)")
+        }
+    }
+
+    /// What the agent holds now, by name, read from its folders.
+    public var status: AgentStatus {
+        AgentStatus(
+            attested: sessionKey != nil, secretFiles: folders.secretFiles(), volumes: volumes.map(\.name),
+            channelPeers: handover?.channelPeers ?? [], handoverReceived: handover != nil)
     }
 }

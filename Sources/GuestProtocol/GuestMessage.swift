@@ -29,11 +29,23 @@ public enum GuestMessage: Sendable, Hashable {
     /// guest -> host: the evidence kind (`sev-snp` or `tdx`), the ephemeral X25519 public key REPORT_DATA binds,
     /// the evidence, and what came with it (certificate table, or the TDX event log).
     case attestResponse(kind: String, publicKey: [UInt8], evidence: [UInt8], auxiliary: [UInt8])
-    /// host -> guest, after admission: references to what the policy hands over (never the secrets in clear here;
-    /// sealed delivery is the channel layer's job).
+    /// host -> guest, after admission, last: the names of what was handed over (the secrets came sealed in
+    /// `.sealedSecrets`, the volumes in `.attachVolumes`) and the channel peers the instance may talk to.
     case handover(secrets: [String], volumes: [String], channelPeers: [String])
     /// guest -> host: the handover was applied.
     case handoverAck
+    /// host -> guest, after admission: the policy's secrets, sealed with HPKE to the attested key (``HandoverSeal``).
+    case sealedSecrets(SealedSecrets)
+    /// guest -> host: every secret was opened and written; one receipt per secret, in order.
+    case secretsDelivered([SecretReceipt])
+    /// host -> guest, after admission: data volumes were hot-plugged; wait for them and confirm.
+    case attachVolumes([VolumeAttachment])
+    /// guest -> host: the volumes the child sees.
+    case volumesAttached([AttachedVolume])
+    /// host -> guest: what do you hold now?
+    case statusRequest
+    /// guest -> host: the answer to `.statusRequest`.
+    case status(AgentStatus)
     /// either way: an opaque sealed-channel frame for a channel id (the host relays ciphertext only).
     case channelFrame(channel: String, frame: [UInt8])
     /// host -> guest: stop now (the guest powers off).
@@ -54,6 +66,12 @@ public enum GuestMessage: Sendable, Hashable {
         case channelFrame = 0x14
         case attestResponse = 0x91
         case handoverAck = 0x92
+        case sealedSecrets = 0x15
+        case secretsDelivered = 0x95
+        case attachVolumes = 0x16
+        case volumesAttached = 0x96
+        case statusRequest = 0x17
+        case status = 0x97
         case failure = 0xFF
     }
 
@@ -68,6 +86,12 @@ public enum GuestMessage: Sendable, Hashable {
         case .attestResponse: .attestResponse
         case .handover: .handover
         case .handoverAck: .handoverAck
+        case .sealedSecrets: .sealedSecrets
+        case .secretsDelivered: .secretsDelivered
+        case .attachVolumes: .attachVolumes
+        case .volumesAttached: .volumesAttached
+        case .statusRequest: .statusRequest
+        case .status: .status
         case .channelFrame: .channelFrame
         case .shutdown: .shutdown
         case .failure: .failure
@@ -113,7 +137,27 @@ public enum GuestMessage: Sendable, Hashable {
             payload.bytes(frame)
         case .failure(let reason):
             payload.text(reason)
-        case .handoverAck, .shutdown:
+        case .sealedSecrets(let sealed):
+            sealed.encode(into: &payload)
+        case .secretsDelivered(let receipts):
+            payload.list(receipts) { writer, receipt in
+                writer.text(receipt.name)
+                writer.bytes(receipt.proof)
+            }
+        case .attachVolumes(let volumes):
+            payload.list(volumes) { writer, volume in
+                writer.text(volume.name)
+                writer.text(volume.serial)
+            }
+        case .volumesAttached(let volumes):
+            payload.list(volumes) { writer, volume in
+                writer.text(volume.name)
+                writer.text(volume.device)
+                writer.u64(volume.sizeBytes)
+            }
+        case .status(let status):
+            status.encode(into: &payload)
+        case .handoverAck, .shutdown, .statusRequest:
             break
         }
         var frame = FrameWriter()
@@ -175,10 +219,52 @@ public enum GuestMessage: Sendable, Hashable {
             self = .channelFrame(channel: try text("channel"), frame: try bytes("frame"))
         case .shutdown:
             self = .shutdown
+        case .sealedSecrets, .secretsDelivered, .attachVolumes, .volumesAttached, .statusRequest, .status:
+            var reader = FrameReader(cursor: c)
+            self = try Self.decodeHandover(kind, &reader)
+            c = reader.cursor
         case .failure:
             self = .failure(try text("reason"))
         }
         try c.expectEnd(field: "message \(kind)")
+    }
+}
+
+extension GuestMessage {
+    /// The handover messages, read with ``FrameReader`` (bounds on every list and string).
+    static func decodeHandover(_ kind: Kind, _ reader: inout FrameReader) throws(BinaryFormatError) -> GuestMessage {
+        switch kind {
+        case .sealedSecrets:
+            return .sealedSecrets(try SealedSecrets(reading: &reader))
+        case .secretsDelivered:
+            return .secretsDelivered(
+                try reader.list("receipts", maximum: HandoverLimits.maximumSecrets) {
+                    (reader: inout FrameReader) throws(BinaryFormatError) in
+                    SecretReceipt(name: try reader.secretName("secret name"), proof: try reader.bytes("proof", maximum: 64))
+                })
+        case .attachVolumes:
+            return .attachVolumes(
+                try reader.list("volumes", maximum: HandoverLimits.maximumVolumes) {
+                    (reader: inout FrameReader) throws(BinaryFormatError) in
+                    VolumeAttachment(
+                        name: try reader.text("volume name", maximum: 128),
+                        serial: try reader.text("serial", maximum: HandoverLimits.maximumSerialBytes))
+                })
+        case .volumesAttached:
+            return .volumesAttached(
+                try reader.list("volumes", maximum: HandoverLimits.maximumVolumes) {
+                    (reader: inout FrameReader) throws(BinaryFormatError) in
+                    AttachedVolume(
+                        name: try reader.text("volume name", maximum: 128),
+                        device: try reader.text("device", maximum: 32), sizeBytes: try reader.u64("size"))
+                })
+        case .statusRequest:
+            return .statusRequest
+        case .status:
+            return .status(try AgentStatus(reading: &reader))
+        default:
+            throw BinaryFormatError(.invalidValue, field: "message type", offset: 0, "\(kind) is not a handover message")
+        }
     }
 }
 

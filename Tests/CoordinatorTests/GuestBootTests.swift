@@ -83,7 +83,8 @@ struct GuestBootTests {
             if markerAfter == nil, serial.firstLine(containing: InitramfsLayout.readinessMarker) != nil {
                 markerAfter = elapsed
             }
-            if frameAfter == nil, !control.receivedBytes().isEmpty { frameAfter = elapsed }
+            // A whole frame, not its first byte: the init writes the frame in several pieces.
+            if frameAfter == nil, Self.holdsWholeFrame(control.receivedBytes()) { frameAfter = elapsed }
             if pidFromFile == nil, let text = try? String(contentsOf: pidFile, encoding: .utf8) {
                 pidFromFile = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
             }
@@ -100,6 +101,13 @@ struct GuestBootTests {
             serialText: serial.text(), pidFromFile: pidFromFile, processIdentifier: process.processIdentifier,
             wasRunning: wasRunning, exitStatus: status, stopTook: ContinuousClock.now - stopStarted,
             qemuOutput: process.output)
+    }
+
+    /// Whether `bytes` begin with a complete frame (u32be length, then that many bytes).
+    static func holdsWholeFrame(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= 4 else { return false }
+        let length = Int(bytes[0]) << 24 | Int(bytes[1]) << 16 | Int(bytes[2]) << 8 | Int(bytes[3])
+        return bytes.count >= 4 + length
     }
 
     @Test(

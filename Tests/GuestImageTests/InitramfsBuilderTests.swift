@@ -68,7 +68,7 @@ struct InitramfsBuilderTests {
         #expect(
             list.map { ($0 as NSString).lastPathComponent } == [
                 "virtio_ring.ko", "virtio_pci_modern_dev.ko", "virtio_pci_legacy_dev.ko", "virtio.ko", "virtio_pci.ko",
-                "virtio_console.ko",
+                "virtio_console.ko", "virtio_blk.ko",
             ])
         let release = try #require(try cachedKernel().release)
         for module in image.modules {

@@ -7,10 +7,26 @@ enum InstanceSchema {
         migrator.registerMigration("v1-instances-and-transitions") { db in
             try db.execute(sql: version1)
         }
+        migrator.registerMigration("v2-instance-handover") { db in
+            try db.execute(sql: instanceHandover)
+        }
         return migrator
     }
 
     private static let states = InstanceState.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+
+    /// What an admitted instance was handed (names only, never a secret): one row per instance, written when the
+    /// handover completed. Its own table, so the instance rows keep their layout.
+    private static let instanceHandover = """
+        CREATE TABLE instance_handover (
+            instance_id TEXT PRIMARY KEY NOT NULL REFERENCES instance (id),
+            secrets_json TEXT NOT NULL,
+            volumes_json TEXT NOT NULL,
+            channel_peers_json TEXT NOT NULL,
+            sealed_secrets_sha256 TEXT,
+            time_ms INTEGER NOT NULL
+        );
+        """
 
     private static let version1 = """
         CREATE TABLE instance (

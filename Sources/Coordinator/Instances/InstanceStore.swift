@@ -45,7 +45,7 @@ public final class InstanceStore: Sendable {
     public let options: Options
     /// The state lock; nil for a store opened for reading.
     public let lock: StateLock?
-    private let pool: DatabasePool
+    let pool: DatabasePool
 
     /// Opens the store of `state` for writing: takes the state lock, then opens (creating and migrating when
     /// needed) `instances.sqlite`.
@@ -529,7 +529,7 @@ public final class InstanceStore: Sendable {
         }
     }
 
-    private func requireWritable() throws(CoordinatorError) {
+    func requireWritable() throws(CoordinatorError) {
         guard isWritable else {
             throw CoordinatorError(
                 .invalidArgument, "the instance store was opened for reading; open it for writing to change instances")
@@ -540,7 +540,7 @@ public final class InstanceStore: Sendable {
         CoordinatorError(.unknownInstance, "no instance has the id or name '\(idOrName)' (cmk ps --all lists them)")
     }
 
-    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws(CoordinatorError) -> T {
+    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(CoordinatorError) -> T {
         try Self.database("\(what)") {
             try pool.writeWithoutTransaction { db in
                 var result: T?

@@ -7,7 +7,7 @@ import BinaryFormat
 import Crypto
 import EventLog
 import GuestImage
-import GuestProtocol
+public import GuestProtocol
 import PlatformSimulator
 
 /// Which simulated platform a child is launched on: the TEE whose evidence it produces (`--tee sim-snp|sim-tdx`).
@@ -74,11 +74,15 @@ public struct LaunchOutcome: Sendable, Codable {
     /// Seconds from QEMU start to the agent's `ready`, and for the attestation round trip.
     public let bootSeconds: Double?
     public let attestationSeconds: Double?
+    /// What an admitted child was handed (names, digests, pins, timings); nil otherwise.
+    public let handover: HandoverReport?
+    /// What a rejected child said it holds when asked before it was shut down (it should hold nothing).
+    public let guestStatus: AgentStatus?
 
     public init(
         name: String, verdict: Verdict, state: String, partitionCPUs: [Int], shared: Bool, measurement: String?,
         auditSequence: Int64?, token: String?, failures: [RuleOutcome], simulated: Bool, bootSeconds: Double?,
-        attestationSeconds: Double?
+        attestationSeconds: Double?, handover: HandoverReport? = nil, guestStatus: AgentStatus? = nil
     ) {
         self.name = name
         self.verdict = verdict
@@ -92,6 +96,8 @@ public struct LaunchOutcome: Sendable, Codable {
         self.simulated = simulated
         self.bootSeconds = bootSeconds
         self.attestationSeconds = attestationSeconds
+        self.handover = handover
+        self.guestStatus = guestStatus
     }
 }
 
@@ -211,6 +217,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let platformPath = folder.appendingPathComponent("platform.sock").path
         let platformFolder = state.url.appendingPathComponent(request.platform.stateFolder)
         var tdxCollateral: TDXCollateral?
+        let qmpPath = folder.appendingPathComponent("qmp.sock").path
         listener = try UnixSocketListener(path: controlPath)
         switch request.platform {
         case .sevSNP:
@@ -236,7 +243,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
             name: request.name, firmware: firmwarePath, kernel: image.kernel.path, initrd: image.initrd.path,
             commandLine: commandLine, vcpus: vcpus, memoryMiB: memory,
             serialLog: folder.appendingPathComponent("serial.log").path, pidFile: folder.appendingPathComponent("qemu.pid").path,
-            controlSocket: controlPath, platformSocket: platformPath, hostCPUs: record.partition.cpus)
+            controlSocket: controlPath, platformSocket: platformPath, hostCPUs: record.partition.cpus,
+            qmpSocket: qmpPath, hotplugSlots: policy.handover.volumes.count)
         // Debian's QEMU 7.2 lacks EPYC-v4; EPYC-v3 has the same CPUID signature, so the measurement is unchanged.
         // (A simulated TD runs on the same vCPU model: no TDX measurement covers the CPU model.)
         let qemuPath = CommandRunner.which("qemu-system-x86_64") ?? "qemu-system-x86_64"
@@ -255,7 +263,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
         try withStore { store in
             _ = try store.transition(
                 record.id, to: .booting, reason: "QEMU started (pid \(identity.pid))",
-                changes: InstanceChanges(process: identity, sockets: ["control": controlPath, "platform": platformPath]))
+                changes: InstanceChanges(
+                    process: identity, sockets: ["control": controlPath, "platform": platformPath, "qmp": qmpPath]))
         }
         progress("booting (QEMU pid \(identity.pid), \(request.accelerator.rawValue)); waiting for cmk-guest")
 
@@ -334,20 +343,46 @@ public final class InstanceSupervisor: @unchecked Sendable {
                     record.id, to: .rejected, reason: "policy \(policy.id) rejected: \(appraisal.failures.map(\.rule).joined(separator: ", "))",
                     changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
             }
+            // Nothing was handed over; ask the child what it holds (names only) before it is shut down, as evidence.
+            var guestStatus: AgentStatus?
+            if (try? connection.send(.statusRequest)) != nil, case .status(let status)? = try? connection.receive(timeout: .seconds(10)) {
+                guestStatus = status
+                progress("the rejected child holds \(status.secretFiles.count) secret file(s), \(status.volumes.count) volume(s)")
+            }
             await teardown(reason: "rejected", to: nil)
             return LaunchOutcome(
                 name: request.name, verdict: .reject, state: "stopped", partitionCPUs: record.partition.cpus,
                 shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
                 failures: appraisal.failures, simulated: appraisal.simulated, bootSeconds: bootSeconds,
-                attestationSeconds: attestationSeconds)
+                attestationSeconds: attestationSeconds, guestStatus: guestStatus)
         }
 
-        // 11. Only now: the handover.
-        try connection.send(.handover(
-            secrets: appraisal.handover.secrets, volumes: appraisal.handover.volumes, channelPeers: appraisal.handover.channelPeers))
-        let ack = try connection.receive(timeout: .seconds(60))
-        guard ack == .handoverAck else { throw CoordinatorError(.launch, "the child did not acknowledge the handover: \(ack.kind)") }
+        // 11. Only now: the handover (Handover.swift): pin the vCPUs, seal the secrets to the attested key, attach
+        //     the volumes, name the channel peers.
+        let report: HandoverReport
+        do {
+            report = try Handover(
+                instance: request.name, policy: policy, handover: appraisal.handover, nonce: nonce, boundKey: publicKey,
+                qemuPID: identity.pid, partitionCPUs: record.partition.cpus, qmpSocket: qmpPath,
+                secrets: SecretStore(state), volumes: VolumeStore(state), progress: progress
+            ).run(over: connection)
+        } catch {
+            // Admitted, but not handed over: the record says so before the instance is torn down (as failed).
+            // The reason may quote the child (untrusted text): at most 500 characters reach the log and the record.
+            let reason = String("\(error)".prefix(500))
+            progress("HANDOVER FAILED: \(reason)")
+            _ = try? audit.append(
+                AuditEntry(
+                    actor: "coordinator", kind: .instanceEvent, instance: request.name,
+                    details: ["event": "handover-failed", "reason": reason]))
+            throw error
+        }
+        _ = try audit.append(
+            AuditEntry(actor: "coordinator", kind: .instanceEvent, instance: request.name, details: Handover.auditDetails(report)))
         try withStore { store in
+            try store.recordHandover(
+                record.id, secrets: report.secrets.map(\.name), volumes: report.volumes.map(\.name),
+                channelPeers: report.channelPeers, sealedSecretsSHA256: report.sealedMessageSHA256)
             _ = try store.transition(
                 record.id, to: .admitted, reason: "policy \(policy.id) v\(policy.version) admitted",
                 changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
@@ -356,7 +391,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
         return LaunchOutcome(
             name: request.name, verdict: .admit, state: "admitted", partitionCPUs: record.partition.cpus,
             shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
-            failures: [], simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds)
+            failures: [], simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds,
+            handover: report)
     }
 
     /// Serves an admitted instance until its QEMU exits or `stopRequested` turns true; then stops it.
@@ -394,7 +430,13 @@ public final class InstanceSupervisor: @unchecked Sendable {
     }
 
     /// Where launches build their images, one folder per profile (reproducible bytes, so launches can share them).
-    public static func imagesDirectory(_ paths: CMKPaths) -> URL { paths.cacheDirectory.appendingPathComponent("images") }
+    /// `$CMK_IMAGES` when set (the same variable policies use for `${CMK_IMAGES}`), else `<cache>/images`.
+    public static func imagesDirectory(_ paths: CMKPaths) -> URL {
+        if let explicit = ProcessInfo.processInfo.environment["CMK_IMAGES"], !explicit.isEmpty {
+            return URL(fileURLWithPath: explicit)
+        }
+        return paths.cacheDirectory.appendingPathComponent("images")
+    }
 
     /// The environment policies are loaded with: the process's, plus `CMK_IMAGES` when unset.
     public static func policyEnvironment(_ paths: CMKPaths) -> [String: String] {

@@ -55,12 +55,18 @@ public struct QEMUInstanceSettings: Sendable, Hashable {
     public var hostCPUs: [Int]?
     /// The QEMU executable.
     public var qemu: String
+    /// QEMU's machine protocol on a UNIX socket QEMU listens on (`-qmp unix:PATH,server=on,wait=off`); the
+    /// coordinator connects only after admission (vCPU pinning, volume hot-plug).
+    public var qmpSocket: String?
+    /// Empty PCIe root ports (`cmkslot0`...) for data volumes hot-plugged after admission; the q35 root bus itself
+    /// takes no hot-plugged devices. Devices are not part of the launch measurement.
+    public var hotplugSlots: Int
 
     public init(
         name: String, firmware: String = "/usr/share/ovmf/OVMF.fd", kernel: String, initrd: String, commandLine: String,
         vcpus: Int, memoryMiB: Int, serialLog: String, pidFile: String, controlSocket: String,
         platformSocket: String? = nil, reconnect: QEMUReconnect = .seconds(1), hostCPUs: [Int]? = nil,
-        qemu: String = "qemu-system-x86_64"
+        qemu: String = "qemu-system-x86_64", qmpSocket: String? = nil, hotplugSlots: Int = 0
     ) {
         self.name = name
         self.firmware = firmware
@@ -76,6 +82,8 @@ public struct QEMUInstanceSettings: Sendable, Hashable {
         self.reconnect = reconnect
         self.hostCPUs = hostCPUs
         self.qemu = qemu
+        self.qmpSocket = qmpSocket
+        self.hotplugSlots = hotplugSlots
     }
 
     /// The port names the guest sees under /dev/virtio-ports.
@@ -95,12 +103,16 @@ public struct QEMUInstanceSettings: Sendable, Hashable {
         for (what, path) in [
             ("firmware", firmware), ("kernel", kernel), ("initrd", initrd), ("serial log", serialLog),
             ("pid file", pidFile), ("control socket", controlSocket), ("platform socket", platformSocket ?? "/"),
+            ("QMP socket", qmpSocket ?? "/"),
         ]
         where path.isEmpty || path.contains("\0") || path.contains("\n") {
             throw QEMULaunchError(.invalidSetting, "the \(what) path '\(path)' is empty or holds a NUL or newline")
         }
         guard !commandLine.contains("\0") && !commandLine.contains("\n") else {
             throw QEMULaunchError(.invalidSetting, "the kernel command line holds a NUL or newline")
+        }
+        guard (0...16).contains(hotplugSlots) else {
+            throw QEMULaunchError(.invalidSetting, "\(hotplugSlots) hot-plug slots: give 0 to 16")
         }
         switch reconnect {
         case .seconds(let value), .milliseconds(let value):
@@ -142,6 +154,10 @@ public struct QEMUInstanceSettings: Sendable, Hashable {
                 "-device", "virtserialport,bus=cmkports.0,chardev=\(id),name=\(portName)",
             ]
         }
+        for slot in 0..<hotplugSlots {
+            arguments += ["-device", "pcie-root-port,id=cmkslot\(slot),bus=pcie.0,chassis=\(slot + 1)"]
+        }
+        if let qmpSocket { arguments += ["-qmp", "unix:\(QEMUOption.escape(qmpSocket)),server=on,wait=off"] }
         return arguments + ["-no-reboot", "-pidfile", pidFile]
     }
 
