@@ -207,7 +207,7 @@ struct GuestPortListenerTests {
 
         let first = try connect(path)
         _ = [UInt8]("abc".utf8).withUnsafeBytes { write(first, $0.baseAddress, $0.count) }
-        #expect(await listener.waitForBytes(atLeast: 3, timeout: .seconds(5)) == Array("abc".utf8))
+        #expect(await listener.waitForBytes(atLeast: 3, timeout: .seconds(30)) == Array("abc".utf8))
         try listener.send(Array("ping".utf8))
         var buffer = [UInt8](repeating: 0, count: 16)
         let count = buffer.withUnsafeMutableBytes { read(first, $0.baseAddress, $0.count) }
@@ -216,7 +216,7 @@ struct GuestPortListenerTests {
 
         let second = try connect(path)
         _ = [UInt8]("de".utf8).withUnsafeBytes { write(second, $0.baseAddress, $0.count) }
-        #expect(await listener.waitForBytes(atLeast: 5, timeout: .seconds(5)) == Array("abcde".utf8))
+        #expect(await listener.waitForBytes(atLeast: 5, timeout: .seconds(30)) == Array("abcde".utf8))
         #expect(listener.connectionCount == 2)
         close(second)
 

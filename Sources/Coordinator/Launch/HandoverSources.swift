@@ -4,6 +4,11 @@ import GuestProtocol
 #if canImport(Glibc)
     import Glibc
 #endif
+// `struct stat` and its members are owned by whichever C module the compiler met sys/stat.h in first; on Linux that
+// can be Foundation's CoreFoundation, and member-import visibility then wants it named.
+#if canImport(CoreFoundation)
+    import CoreFoundation
+#endif
 
 /// Where the coordinator resolves the policy's secret references: one file per reference in `<state>/secrets`
 /// (folder 0700, files 0600, owned by the coordinator's user), named with ``SecretName/fileName(_:)``
