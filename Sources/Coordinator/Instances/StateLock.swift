@@ -17,11 +17,12 @@ public final class StateLock: @unchecked Sendable {
     private let mutex = NSLock()
     private var descriptor: Int32
 
-    /// Takes the lock without waiting.
+    /// Takes the lock, waiting up to `wait` while another holds it (zero: not at all). The wait retries every
+    /// 2 ms on the calling thread: callers hold the lock for one change at a time, so waits are short.
     ///
-    /// - Throws: `stateLocked` naming the holder's pid when another open file holds it (another process, or
-    ///   another store in this process); `fileSystem` when the file cannot be opened.
-    public init(path: URL) throws(CoordinatorError) {
+    /// - Throws: `stateLocked` naming the holder's pid when another open file still holds it after `wait`
+    ///   (another process, or another store in this process); `fileSystem` when the file cannot be opened.
+    public init(path: URL, wait: Duration = .zero) throws(CoordinatorError) {
         self.path = path
         let fd = open(path.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -30,7 +31,13 @@ public final class StateLock: @unchecked Sendable {
                 .fileSystem, "cannot open the state lock \(path.path): \(String(cString: strerror(code)))",
                 nativeCode: code)
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        let deadline = ContinuousClock.now + wait
+        var locked = flock(fd, LOCK_EX | LOCK_NB) == 0
+        while !locked, errno == EWOULDBLOCK || errno == EAGAIN || errno == EINTR, ContinuousClock.now < deadline {
+            usleep(2_000)
+            locked = flock(fd, LOCK_EX | LOCK_NB) == 0
+        }
+        guard locked else {
             let code = errno
             let holder = Self.recordedPID(fd)
             close(fd)
