@@ -42,6 +42,9 @@ public struct CoordinatorError: Error, Sendable, Hashable, CustomStringConvertib
         public static let fileSystem = Code("file-system")
         /// A launch could not proceed: no agent, no profile, a child that did not answer as the protocol says.
         public static let launch = Code("launch")
+        /// The confidential platform asked for cannot run on this host or in this build (the reason names what is
+        /// missing).
+        public static let platformUnavailable = Code("platform-unavailable")
     }
 
     public let code: Code

@@ -1,0 +1,145 @@
+import Coordinator
+import Foundation
+import GuestProtocol
+import Testing
+
+/// The watch over an admitted instance, with real processes and sockets: a real child process stands in for QEMU
+/// (the watch only needs a child whose exit it can see), and a thread plays the agent on a real control socket.
+@Suite("instance watch: QEMU exit and agent heartbeats", .serialized)
+struct InstanceWatchTests {
+    /// A control connection: the coordinator's end, and an agent thread that answers pings while `answering`.
+    final class FakeAgent: @unchecked Sendable {
+        let coordinatorEnd: FramedConnection
+        private let agentEnd: FramedConnection
+        private let lock = NSLock()
+        private var answering = true
+        private var stopped = false
+        let listener: UnixSocketListener
+        let folder: URL
+
+        init() throws {
+            folder = URL(fileURLWithPath: "/tmp/cmk-watch-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            listener = try UnixSocketListener(path: folder.appendingPathComponent("control.sock").path)
+            agentEnd = try FramedConnection.connect(path: listener.path)
+            coordinatorEnd = try listener.accept(timeout: .seconds(5))
+            let agent = agentEnd
+            Thread.detachNewThread { [self] in
+                while !lock.withLock({ stopped }) {
+                    guard let message = try? agent.receive(timeout: .milliseconds(50)) else { continue }
+                    if case .ping(let version, let sequence) = message, lock.withLock({ answering }) {
+                        try? agent.send(.pong(version: version, sequence: sequence))
+                    }
+                }
+            }
+        }
+
+        /// Stops answering (as an agent in a stopped or hung guest).
+        func goSilent() { lock.withLock { answering = false } }
+
+        func close() {
+            lock.withLock { stopped = true }
+            try? FileManager.default.removeItem(at: folder)
+        }
+    }
+
+    /// Runs the watch on its own thread (it blocks) and returns its report.
+    func watch(
+        _ settings: InstanceWatch.Settings, agent: FakeAgent, exit: ProcessExitNotifier,
+        stop: @escaping @Sendable () -> Bool = { false }
+    ) async -> InstanceWatch.Report {
+        await withCheckedContinuation { continuation in
+            let connection = agent.coordinatorEnd
+            Thread.detachNewThread {
+                continuation.resume(
+                    returning: InstanceWatch(settings: settings).run(connection: connection, exit: exit, stopRequested: stop))
+            }
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    @Test("a child killed with SIGKILL is seen at once, not at the next heartbeat", .timeLimit(.minutes(3)))
+    func qemuKilled() async throws {
+        let agent = try FakeAgent()
+        defer { agent.close() }
+        let child = try QEMUProcess.start(["sleep", "600"])
+        let exit = try ProcessExitNotifier(pid: child.processIdentifier)
+        // Heartbeats every 5 s: only the exit notification can explain a fast detection.
+        let settings = InstanceWatch.Settings(pingInterval: .seconds(5), answerTimeout: .seconds(30))
+        async let report = watch(settings, agent: agent, exit: exit)
+        try await Task.sleep(for: .milliseconds(300))
+        let killed = ContinuousClock.now
+        kill(child.processIdentifier, SIGKILL)
+        let result = await report
+        #expect(result.ending == .qemuExited)
+        let latency = Self.seconds(result.detectedAt - killed)
+        #expect(latency < 0.5, "detected \(latency) s after SIGKILL")
+        #expect(await child.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL, "the watch left the status to collect")
+    }
+
+    @Test("an agent that stops answering is found within the answer timeout plus one interval", .timeLimit(.minutes(3)))
+    func agentSilent() async throws {
+        let agent = try FakeAgent()
+        defer { agent.close() }
+        let child = try QEMUProcess.start(["sleep", "600"])
+        defer { _ = child }
+        let exit = try ProcessExitNotifier(pid: child.processIdentifier)
+        let settings = InstanceWatch.Settings(pingInterval: .milliseconds(100), answerTimeout: .milliseconds(700))
+        async let report = watch(settings, agent: agent, exit: exit)
+        try await Task.sleep(for: .milliseconds(800))
+        let silent = ContinuousClock.now
+        agent.goSilent()
+        let result = await report
+        guard case .agentSilent(let silence) = result.ending else {
+            Issue.record("ended with \(result.ending)")
+            return
+        }
+        #expect(silence > .milliseconds(700))
+        let latency = Self.seconds(result.detectedAt - silent)
+        #expect(latency < 1.0, "detected \(latency) s after the agent went silent")
+        #expect(result.answered >= 3, "heartbeats were answered before")
+        await child.stop(grace: .zero)
+    }
+
+    @Test("a stop request ends the watch within an interval; a healthy agent is never reported", .timeLimit(.minutes(3)))
+    func stopRequested() async throws {
+        let agent = try FakeAgent()
+        defer { agent.close() }
+        let child = try QEMUProcess.start(["sleep", "600"])
+        let exit = try ProcessExitNotifier(pid: child.processIdentifier)
+        let flag = StopFlag()
+        let settings = InstanceWatch.Settings(pingInterval: .milliseconds(50), answerTimeout: .milliseconds(700))
+        async let report = watch(settings, agent: agent, exit: exit, stop: { flag.value })
+        try await Task.sleep(for: .seconds(2))
+        let asked = ContinuousClock.now
+        flag.set()
+        let result = await report
+        #expect(result.ending == .stopRequested)
+        #expect(Self.seconds(result.detectedAt - asked) < 0.5)
+        #expect(result.answered >= 10)
+        #expect(child.isRunning)
+        await child.stop(grace: .zero)
+    }
+
+    @Test("the exit notifier wakes for a child's exit but leaves its status to be collected")
+    func exitNotifier() async throws {
+        let child = try QEMUProcess.start(["sh", "-c", "exit 7"])
+        let notifier = try ProcessExitNotifier(pid: child.processIdentifier)
+        let woke = await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: notifier.wait(timeout: .seconds(30))) }
+        }
+        #expect(woke)
+        #expect(notifier.exit != nil)
+        #expect(await child.waitForExit(timeout: .seconds(5)) == 7)
+    }
+}
+
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    func set() { lock.withLock { flag = true } }
+    var value: Bool { lock.withLock { flag } }
+}
