@@ -50,7 +50,8 @@ struct LaunchCommandTests {
 
         // A second exclusive instance does not fit on this host: the refusal says what is free.
         let second = try cmk(["launch", "--name", "admit-2"])
-        #expect(second.status == 1)
+        #expect(second.status == 3, "exit 3: not enough free CPUs")
+        #expect(second.standardOutput.contains("free: no CPU"), "\(second.standardOutput)")
 
         let stop = try cmk(["stop", "admit-1"])
         #expect(stop.status == 0, "\(stop.standardError)")
