@@ -266,6 +266,7 @@ extension CMK {
             try FileManager.default.createDirectory(at: files.folder, withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: files.log.path, contents: nil)
             try? FileManager.default.removeItem(at: files.outcome)
+            try? FileManager.default.removeItem(at: files.supervisorPID)
             var arguments = [CommandLine.arguments[0], "launch", "--foreground", "--name", name, "--profile", profile,
                              "--policy", policy, "--state-dir", stateDirectory.url.path, "--boot-timeout", String(bootTimeout),
                              "--tee", tee.rawValue, "--heartbeat-interval", String(heartbeatInterval),
@@ -283,12 +284,22 @@ extension CMK {
             process.standardError = handle
             process.standardInput = FileHandle.nullDevice
             try process.run()
-            FileHandle.standardError.write(Data("cmk launch: \(name) on \(tee.rawValue): supervisor pid \(process.processIdentifier), log \(files.log.path)\n".utf8))
-            // Follow the log for progress until the supervisor writes its outcome (or dies).
+            // setsid forks when it is a process group leader, which Foundation makes it: the supervisor is the
+            // process that writes the pid file, and its liveness is followed by pid and start time, not through
+            // `process`.
+            var supervisor: ProcessIdentity?
+            let started = Date()
             let view = LaunchProgressView()
             var shown = 0
             let deadline = Date().addingTimeInterval(TimeInterval(bootTimeout + 240))
             while Date() < deadline {
+                if supervisor == nil, let text = try? String(contentsOf: files.supervisorPID, encoding: .utf8),
+                   let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                    supervisor = ProcessIdentity.of(pid: pid)
+                    if let supervisor {
+                        FileHandle.standardError.write(Data("cmk launch: \(name) on \(tee.rawValue): supervisor pid \(supervisor.pid), log \(files.log.path)\n".utf8))
+                    }
+                }
                 if let text = try? String(contentsOf: files.log, encoding: .utf8) {
                     let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
                     for line in lines.dropFirst(shown).dropLast() {
@@ -303,7 +314,9 @@ extension CMK {
                     if status != 0 { throw ExitCode(status) }
                     return
                 }
-                if !process.isRunning {
+                let supervisorGone = supervisor.map { !ProcessIdentity.isRunning(pid: $0.pid, startTime: $0.startTime) }
+                    ?? (Date().timeIntervalSince(started) > 30)
+                if supervisorGone, files.readOutcome() == nil {
                     view.finish()
                     // The supervisor died without a verdict: clean up after it now (its QEMU, its partition).
                     var cleaned = ""

@@ -97,20 +97,31 @@ public final class InstanceStore: Sendable {
     ) throws(CoordinatorError) -> InstanceStore? {
         guard FileManager.default.fileExists(atPath: state.instanceStore.path) else { return nil }
         let pool = try openPool(state.instanceStore, options: options, readonly: true)
-        try database("read the instance store's schema") {
-            let migrator = InstanceSchema.migrator
-            try pool.read { db in
-                if try migrator.hasBeenSuperseded(db) {
-                    throw CoordinatorError(
-                        .unsupportedSchema,
-                        "the instance store \(state.instanceStore.path) was written by a newer cmk; upgrade cmk")
+        // A writer may be creating or migrating the store right now (each migration is its own transaction): an
+        // incomplete layout gets up to two seconds to complete before it counts as an older one.
+        var attempt = 0
+        while true {
+            do {
+                try database("read the instance store's schema") {
+                    let migrator = InstanceSchema.migrator
+                    try pool.read { db in
+                        if try migrator.hasBeenSuperseded(db) {
+                            throw CoordinatorError(
+                                .unsupportedSchema,
+                                "the instance store \(state.instanceStore.path) was written by a newer cmk; upgrade cmk")
+                        }
+                        guard try migrator.hasCompletedMigrations(db) else {
+                            throw CoordinatorError(
+                                .unsupportedSchema,
+                                "the instance store \(state.instanceStore.path) has an older layout; any cmk command "
+                                    + "that changes instances upgrades it")
+                        }
+                    }
                 }
-                guard try migrator.hasCompletedMigrations(db) else {
-                    throw CoordinatorError(
-                        .unsupportedSchema,
-                        "the instance store \(state.instanceStore.path) has an older layout; any cmk command that "
-                            + "changes instances upgrades it")
-                }
+                break
+            } catch where error.code == .unsupportedSchema && error.reason.contains("older layout") && attempt < 20 {
+                attempt += 1
+                usleep(100_000)
             }
         }
         return InstanceStore(path: state.instanceStore, options: options, pool: pool)
