@@ -368,6 +368,25 @@ public final class InstanceSupervisor: @unchecked Sendable {
         }
         let policy = prepared.policy
 
+        // What verification needs (the pinned and simulated roots, the appraiser, the EAR key, the audit log) is
+        // loaded while the child boots, on another thread: none of it depends on the evidence.
+        struct VerificationContext: Sendable {
+            let appraiser: EvidenceAppraiser
+            let key: EARSigningKey
+            let audit: AuditLog
+        }
+        let stateDirectory = state
+        let simulatedRoots = prepared.processor.directory
+        let verificationContext = Task.detached { () throws -> VerificationContext in
+            let anchors = try TrustAnchorStore(
+                directory: TrustAnchorStore.locateDefaultDirectory(), simulated: simulatedRoots)
+            try stateDirectory.prepare()
+            return VerificationContext(
+                appraiser: EvidenceAppraiser(trustAnchors: anchors),
+                key: try EARSigningKey.loadOrCreate(directory: stateDirectory.keysDirectory),
+                audit: try AuditLog(path: stateDirectory.auditLog, keyDirectory: stateDirectory.keysDirectory))
+        }
+
         // 3. QEMU, pinned to the partition, marked with the instance id; then the agent's `ready`.
         let controlPath = folder.appendingPathComponent("control.sock").path
         let platformPath = folder.appendingPathComponent("platform.sock").path
@@ -443,9 +462,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
             let sequence: Int64
         }
         let verified: Verified = try await phase(.verify) {
-            let anchors = try TrustAnchorStore(
-                directory: TrustAnchorStore.locateDefaultDirectory(), simulated: prepared.processor.directory)
-            let appraiser = EvidenceAppraiser(trustAnchors: anchors)
+            let context = try await verificationContext.value
+            let appraiser = context.appraiser
             let presented: PresentedEvidence =
                 kind == "sev-snp"
                 ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
@@ -457,14 +475,11 @@ public final class InstanceSupervisor: @unchecked Sendable {
                     manifest: prepared.manifest.canonicalBytes, collectedAt: asked))
             let appraisal = policy.evaluate(input)
             let claims: SNPClaims? = if case .snp(let result)? = input.claims { result.claims } else { nil }
-            try state.prepare()
-            let key = try EARSigningKey.loadOrCreate(directory: state.keysDirectory)
             let earClaims = try EARClaims(
                 appraisal: appraisal, verifierID: .cmk(version: CMKVersion.current), issuedAt: Date(),
                 expiresAt: Date().addingTimeInterval(300), issuer: "cmk", nonce: nonce)
-            let token = try EARJWT.sign(earClaims, with: key)
-            let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
-            let recorded = try audit.append(
+            let token = try EARJWT.sign(earClaims, with: context.key)
+            let recorded = try context.audit.append(
                 .appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
             try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
             return (
