@@ -127,7 +127,11 @@ let package = Package(
 
         // MARK: Benchmarks (run with `swift run -c release cmk-bench`).
         .executableTarget(
-            name: "cmk-bench", dependencies: ["Attestation", "SEVSNP", "TDX", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")],
+            name: "cmk-bench",
+            dependencies: [
+                "Attestation", "SEVSNP", "TDX", "BinaryFormat", "Coordinator", "GuestImage", "GuestProtocol",
+                "AttestationPolicy", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Benchmarks/cmk-bench"),
 
         // MARK: Test support shared by every test target (vector locations, running the built cmk).
