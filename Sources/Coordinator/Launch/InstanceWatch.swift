@@ -76,12 +76,16 @@ public struct InstanceWatch: Sendable {
     /// How often to ask and how long an answer may take.
     public struct Settings: Sendable, Hashable, Codable {
         public var pingInterval: Duration
-        /// The longest time without a `pong` before the agent counts as unresponsive.
+        /// The longest time without a `pong` before the agent counts as unresponsive — time in which QEMU could
+        /// run: time its threads spent waiting for a host CPU does not count (see ``run(connection:exit:stopRequested:)``).
         public var answerTimeout: Duration
+        /// The longest wall-clock time without a `pong`, however starved QEMU was.
+        public var starvedLimit: Duration
 
-        public init(pingInterval: Duration, answerTimeout: Duration) {
+        public init(pingInterval: Duration, answerTimeout: Duration, starvedLimit: Duration? = nil) {
             self.pingInterval = pingInterval
             self.answerTimeout = answerTimeout
+            self.starvedLimit = starvedLimit ?? answerTimeout * 10
         }
 
         /// 100 ms between pings, 700 ms without an answer: an unresponsive agent is found within 0.8 s.
@@ -116,6 +120,12 @@ public struct InstanceWatch: Sendable {
     public init(settings: Settings = .default) { self.settings = settings }
 
     /// Watches until something ends it; blocking.
+    ///
+    /// Silence is measured in time QEMU could have used: when the answer timeout has passed, the run-queue wait of
+    /// QEMU's threads since the last answer (`/proc/<pid>/task/*/schedstat`, the busiest thread) is subtracted, so a
+    /// child starved of CPU by an overloaded host is not declared dead, up to ``Settings/starvedLimit``. A stopped
+    /// QEMU (SIGSTOP) or a hung agent in a guest that gets the CPU whenever it wants it waits on no run queue, and is
+    /// found at the timeout.
     public func run(
         connection: FramedConnection, exit: ProcessExitNotifier, stopRequested: @Sendable () -> Bool
     ) -> Report {
@@ -123,6 +133,7 @@ public struct InstanceWatch: Sendable {
         var sequence: UInt64 = 0
         var sent: [UInt64: ContinuousClock.Instant] = [:]
         var lastAnswer = clock.now
+        var waitAtLastAnswer = RunQueueWait.read(pid: exit.pid)
         var nextPing = clock.now
         var answered = 0
         var slowest = Duration.zero
@@ -140,10 +151,16 @@ public struct InstanceWatch: Sendable {
             if exit.exit != nil { return report(.qemuExited) }
             let now = clock.now
             let silence = now - lastAnswer
+            var deadline = lastAnswer + settings.answerTimeout
             if silence > settings.answerTimeout {
                 // Check QEMU once more: a dead QEMU is the better reason.
                 if exit.wait(timeout: .zero) { return report(.qemuExited) }
-                return report(.agentSilent(silence))
+                let starved = RunQueueWait.since(waitAtLastAnswer, pid: exit.pid)
+                if silence - starved > settings.answerTimeout || silence > settings.starvedLimit {
+                    return report(.agentSilent(silence))
+                }
+                // QEMU waited for a host CPU: that time does not count; look again a little later.
+                deadline = min(lastAnswer + settings.starvedLimit, now + (settings.answerTimeout - (silence - starved)))
             }
             if now >= nextPing {
                 sequence += 1
@@ -155,7 +172,7 @@ public struct InstanceWatch: Sendable {
                 sent[sequence] = now
                 nextPing = now + settings.pingInterval
             }
-            let wake = min(nextPing, lastAnswer + settings.answerTimeout + .milliseconds(1))
+            let wake = min(nextPing, deadline + .milliseconds(1))
             let received: FramedConnection.WatchedReceive
             do {
                 received = try connection.receive(timeout: max(.zero, now.duration(to: wake)), watching: exit.descriptor)
@@ -175,6 +192,7 @@ public struct InstanceWatch: Sendable {
                 lastAnswer = max(lastAnswer, asked)
                 if now - asked > slowest { slowest = now - asked }
                 lastAnswer = now
+                waitAtLastAnswer = RunQueueWait.read(pid: exit.pid)
                 answered += 1
             case .message(.failure(let reason)):
                 return controlFailed("the agent reported: \(reason)")
@@ -184,5 +202,34 @@ public struct InstanceWatch: Sendable {
                 continue
             }
         }
+    }
+}
+
+/// How long a process's threads have waited on a run queue (runnable, but no host CPU free), from
+/// `/proc/<pid>/task/<tid>/schedstat` (second field, nanoseconds).
+enum RunQueueWait {
+    /// Each thread's total wait so far, by thread id; empty when unreadable.
+    static func read(pid: Int32) -> [Int: UInt64] {
+        let folder = "/proc/\(pid)/task"
+        guard let threads = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [:] }
+        var waits: [Int: UInt64] = [:]
+        for thread in threads {
+            guard let id = Int(thread),
+                let text = try? String(contentsOfFile: "\(folder)/\(thread)/schedstat", encoding: .utf8)
+            else { continue }
+            let fields = text.split(separator: " ")
+            if fields.count >= 2, let wait = UInt64(fields[1]) { waits[id] = wait }
+        }
+        return waits
+    }
+
+    /// The longest any one thread has waited since `earlier`.
+    static func since(_ earlier: [Int: UInt64], pid: Int32) -> Duration {
+        var longest: UInt64 = 0
+        for (thread, wait) in read(pid: pid) {
+            let before = earlier[thread] ?? 0
+            if wait > before { longest = max(longest, wait - before) }
+        }
+        return .nanoseconds(Int64(clamping: longest))
     }
 }
