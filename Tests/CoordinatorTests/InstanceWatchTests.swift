@@ -1,3 +1,4 @@
+import CMKTesting
 import Coordinator
 import Foundation
 import GuestProtocol
@@ -80,28 +81,59 @@ struct InstanceWatchTests {
         #expect(await child.waitForExit(timeout: .seconds(5)) == 128 + SIGKILL, "the watch left the status to collect")
     }
 
-    @Test("an agent that stops answering is found within the answer timeout plus one interval", .timeLimit(.minutes(3)))
+    @Test(
+        "the real cmk-guest, stopped with SIGSTOP, is found silent within the answer timeout plus one interval",
+        .timeLimit(.minutes(3)))
     func agentSilent() async throws {
-        let agent = try FakeAgent()
-        defer { agent.close() }
-        let child = try QEMUProcess.start(["sleep", "600"])
-        let exit = try ProcessExitNotifier(pid: child.processIdentifier)
-        // The agent here is a thread of this (busy) test process: a timeout with room for its own scheduling.
-        let settings = InstanceWatch.Settings(pingInterval: .milliseconds(100), answerTimeout: .milliseconds(1500))
-        async let report = watch(settings, agent: agent, exit: exit)
-        try await Task.sleep(for: .milliseconds(800))
-        let silent = ContinuousClock.now
-        agent.goSilent()
-        let result = await report
-        guard case .agentSilent(let silence) = result.ending else {
-            Issue.record("ended with \(result.ending)")
+        // The stand-in for QEMU is the agent itself, the real cmk-guest over a UNIX socket: stopping it silences
+        // the agent exactly as stopping QEMU does, and its run-queue wait is what the watch reads.
+        let folder = URL(fileURLWithPath: "/tmp/cmk-watch-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let control = try UnixSocketListener(path: folder.appendingPathComponent("control.sock").path)
+        let platform = try UnixSocketListener(path: folder.appendingPathComponent("platform.sock").path)
+        let agentBinary = try BuiltCMK.executable().deletingLastPathComponent().appendingPathComponent("cmk-guest")
+        let agent = try QEMUProcess.start([
+            agentBinary.path, "--control", control.path, "--platform", platform.path, "--provider", "simulated-snp",
+            "--instance", "watched", "--on-shutdown", "exit",
+        ])
+        let exit = try ProcessExitNotifier(pid: agent.processIdentifier)
+        let connection: FramedConnection = try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    let connection = try control.accept(timeout: .seconds(60))
+                    guard case .ready = try connection.receive(timeout: .seconds(60)) else {
+                        throw CocoaError(.fileReadCorruptFile)
+                    }
+                    return connection
+                })
+            }
+        }
+        let settings = InstanceWatch.Settings(pingInterval: .milliseconds(100), answerTimeout: .milliseconds(700))
+        let silent = Locked<ContinuousClock.Instant?>(nil)
+        let report: InstanceWatch.Report = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(
+                    returning: InstanceWatch(settings: settings).run(connection: connection, exit: exit) { false })
+            }
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: 1.0)
+                silent.set(ContinuousClock.now)
+                kill(agent.processIdentifier, SIGSTOP)
+            }
+        }
+        let stoppedAt = try #require(silent.get(), "the watch ended before the agent was stopped: \(report.ending)")
+        guard case .agentSilent(let silence) = report.ending else {
+            Issue.record("ended with \(report.ending)")
             return
         }
-        #expect(silence > .milliseconds(1500))
-        let latency = Self.seconds(result.detectedAt - silent)
-        #expect(latency >= 0 && latency < 2.5, "detected \(latency) s after the agent went silent")
-        #expect(result.answered >= 1, "heartbeats were answered before")
-        await child.stop(grace: .zero)
+        #expect(silence > .milliseconds(700))
+        let latency = Self.seconds(report.detectedAt - stoppedAt)
+        #expect(latency >= 0 && latency < 1.0, "detected \(latency) s after SIGSTOP")
+        #expect(report.answered >= 3, "heartbeats were answered before")
+        kill(agent.processIdentifier, SIGCONT)
+        _ = platform
+        await agent.stop(grace: .zero)
     }
 
     @Test(
@@ -178,4 +210,13 @@ enum RunQueueWaitProbe {
         guard let threads = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return false }
         return threads.contains { FileManager.default.fileExists(atPath: "/proc/\(pid)/task/\($0)/schedstat") }
     }
+}
+
+/// A value shared between threads.
+final class Locked<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func set(_ new: Value) { lock.withLock { value = new } }
+    func get() -> Value { lock.withLock { value } }
 }

@@ -155,6 +155,22 @@ public struct InstanceWatch: Sendable {
             if silence > settings.answerTimeout {
                 // Check QEMU once more: a dead QEMU is the better reason.
                 if exit.wait(timeout: .zero) { return report(.qemuExited) }
+                // Answers already waiting in the socket count: this thread may itself have been kept off a CPU.
+                var drained = false
+                while let waiting = try? connection.receive(timeout: .zero, watching: exit.descriptor),
+                    case .message(let message) = waiting
+                {
+                    if case .pong(_, let answeredSequence) = message, sent.removeValue(forKey: answeredSequence) != nil {
+                        sent = sent.filter { $0.key > answeredSequence }
+                        drained = true
+                        answered += 1
+                    }
+                }
+                if drained {
+                    lastAnswer = clock.now
+                    waitAtLastAnswer = RunQueueWait.read(pid: exit.pid)
+                    continue
+                }
                 let starved = RunQueueWait.since(waitAtLastAnswer, pid: exit.pid)
                 if silence - starved > settings.answerTimeout || silence > settings.starvedLimit {
                     return report(.agentSilent(silence))
