@@ -133,7 +133,7 @@ let package = Package(
             name: "cmk",
             dependencies: [
                 "Coordinator", "GuestImage", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
-                "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat",
+                "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat", "GuestProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -144,7 +144,8 @@ let package = Package(
         .executableTarget(
             name: "cmk-bench",
             dependencies: [
-                "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", .product(name: "Crypto", package: "swift-crypto"),
+                "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", "Coordinator", "GuestImage", "GuestProtocol",
+                "AttestationPolicy", .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Benchmarks/cmk-bench"),
 

@@ -11,6 +11,8 @@
 //          P-384 verify rate of the same signature with the same key.
 // tdx:     full TDX quote verification (parse, PCK chain from the cache, CRLs, prepared TCB Info and QE Identity,
 //          QE report and quote signatures, TCB status) against two raw P-256 verifies of the same signatures.
+// launch:  `cmk launch` to admitted, by phase, against a plain QEMU boot of the same image to the agent's ready
+//          frame in the same run (LaunchBenchmark.swift); --rounds is the number of launches. Not in "all".
 // measure: the SNP launch digest of Debian's OVMF.fd with 4 EPYC-Genoa vCPUs, in-process digests/s against plain
 //          SHA-384 over the same firmware bytes; and whole-process `cmk measure snp` against sev-snp-measure
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
@@ -36,14 +38,14 @@ struct Options {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "tdx", "measure", "channel", "all": suite = argument
+            case "verify", "tdx", "measure", "channel", "launch", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|launch|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -273,6 +275,8 @@ if options.suite == "verify" || options.suite == "all" { try benchmarkVerificati
 if options.suite == "channel" || options.suite == "all" { try benchmarkChannel() }
 if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
+// Not part of "all": it boots QEMU twice per run (about 20 s a run under TCG).
+if options.suite == "launch" { try await benchmarkLaunch() }
 if options.json {
     print(String(decoding: try JSONSerialization.data(withJSONObject: results, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
 }

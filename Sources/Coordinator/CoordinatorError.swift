@@ -47,6 +47,9 @@ public struct CoordinatorError: Error, Sendable, Hashable, CustomStringConvertib
         /// The handover to an admitted child could not complete: a secret or volume the policy names is missing, the
         /// child refused or did not confirm a delivery, or a vCPU could not be pinned.
         public static let handover = Code("handover")
+        /// The confidential platform asked for cannot run on this host or in this build (the reason names what is
+        /// missing).
+        public static let platformUnavailable = Code("platform-unavailable")
     }
 
     public let code: Code

@@ -108,12 +108,15 @@ public final class GuestAgent {
                 log.write("shutdown requested")
                 sessionKey = nil
                 return .shutdownRequested
+            case .ping(let version, let sequence):
+                // The coordinator's heartbeat: answer at once, log nothing (several per second).
+                try control.send(.pong(version: version, sequence: sequence))
             case .failure(let reason):
                 log.write("the coordinator reported a failure: \(reason)")
             case .channelFrame(let channel, _):
                 try control.send(.failure("channel \(channel): sealed channels are not implemented by this agent yet"))
             case .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
-                .handoverAck, .secretsDelivered, .volumesAttached, .status:
+                .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong:
                 let reason = "unexpected \(message.kind) on the control port"
                 log.write(reason)
                 try? control.send(.failure(reason))

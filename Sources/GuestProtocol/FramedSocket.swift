@@ -161,6 +161,58 @@ public final class FramedConnection: @unchecked Sendable {
         }
     }
 
+    /// What ``receive(timeout:watching:)`` saw first.
+    public enum WatchedReceive: Sendable, Hashable {
+        /// A whole message arrived.
+        case message(GuestMessage)
+        /// The watched descriptor became readable (for a supervisor: its QEMU exited).
+        case watchedReadable
+        /// Neither within the timeout.
+        case timedOut
+    }
+
+    /// Receives the next message like ``receive(timeout:)``, but also returns as soon as `watched` becomes readable,
+    /// and returns ``WatchedReceive/timedOut`` instead of throwing when the time is up. A message already buffered
+    /// is returned first; `watched` wins over bytes that arrive at the same moment.
+    ///
+    /// - Throws: when the peer closed the connection, a read failed, or a frame is malformed.
+    public func receive(timeout: Duration, watching watched: Int32) throws -> WatchedReceive {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            do {
+                if let message = try decoder.next() { return .message(message) }
+            } catch {
+                throw SocketError("receive on \(name)", "malformed frame: \(error)")
+            }
+            var entries = [
+                pollfd(fd: watched, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
+            ]
+            let remaining = max(.zero, clock.now.duration(to: deadline)).components
+            let milliseconds = Int32(
+                clamping: remaining.seconds * 1000 + (remaining.attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            let result = poll(&entries, 2, milliseconds)
+            if result < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw SocketError.system("poll")
+            }
+            if result == 0 {
+                if clock.now >= deadline { return .timedOut }
+                continue
+            }
+            if entries[0].revents != 0 { return .watchedReadable }
+            let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw SocketError.system("read on \(name)")
+            }
+            if n == 0 { throw SocketError("receive on \(name)", "the peer closed the connection") }
+            decoder.append(buffer[0..<n])
+        }
+    }
+
     public func close() {
         guard !closed else { return }
         closed = true

@@ -52,6 +52,11 @@ public enum GuestMessage: Sendable, Hashable {
     case shutdown
     /// either way: a request failed, and why.
     case failure(String)
+    /// host -> guest: a heartbeat; the agent answers `.pong` with the same sequence number at once. `version` is
+    /// the heartbeat format (``heartbeatVersion``); any other value is rejected when decoding.
+    case ping(version: UInt8, sequence: UInt64)
+    /// guest -> host: the answer to `.ping`, echoing its version and sequence number.
+    case pong(version: UInt8, sequence: UInt64)
 
     /// The type byte of each message.
     public enum Kind: UInt8, Sendable, CaseIterable {
@@ -64,6 +69,7 @@ public enum GuestMessage: Sendable, Hashable {
         case handover = 0x12
         case shutdown = 0x13
         case channelFrame = 0x14
+        case ping = 0x18
         case attestResponse = 0x91
         case handoverAck = 0x92
         case sealedSecrets = 0x15
@@ -72,6 +78,7 @@ public enum GuestMessage: Sendable, Hashable {
         case volumesAttached = 0x96
         case statusRequest = 0x17
         case status = 0x97
+        case pong = 0x98
         case failure = 0xFF
     }
 
@@ -95,8 +102,13 @@ public enum GuestMessage: Sendable, Hashable {
         case .channelFrame: .channelFrame
         case .shutdown: .shutdown
         case .failure: .failure
+        case .ping: .ping
+        case .pong: .pong
         }
     }
+
+    /// The heartbeat format `.ping` and `.pong` carry: 1 = version byte, then a u64be sequence number.
+    public static let heartbeatVersion: UInt8 = 1
 
     /// The largest frame either side accepts (16 MiB): a quote with its collateral fits many times over.
     public static let maximumFrameSize = 16 << 20
@@ -157,6 +169,9 @@ public enum GuestMessage: Sendable, Hashable {
             }
         case .status(let status):
             status.encode(into: &payload)
+        case .ping(let version, let sequence), .pong(let version, let sequence):
+            payload.bytes.append(version)
+            payload.u64(sequence)
         case .handoverAck, .shutdown, .statusRequest:
             break
         }
@@ -225,6 +240,15 @@ public enum GuestMessage: Sendable, Hashable {
             c = reader.cursor
         case .failure:
             self = .failure(try text("reason"))
+        case .ping, .pong:
+            let version = try c.readUInt8(field: "heartbeat version")
+            guard version == Self.heartbeatVersion else {
+                throw BinaryFormatError(
+                    .invalidValue, field: "heartbeat version", offset: 1,
+                    "\(version) (this side speaks heartbeat version \(Self.heartbeatVersion))")
+            }
+            let sequence = try c.readBigEndian(UInt64.self, field: "heartbeat sequence")
+            self = kind == .ping ? .ping(version: version, sequence: sequence) : .pong(version: version, sequence: sequence)
         }
         try c.expectEnd(field: "message \(kind)")
     }
@@ -274,6 +298,11 @@ struct FrameWriter {
 
     mutating func u32(_ value: UInt32) {
         bytes += [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+    }
+
+    mutating func u64(_ value: UInt64) {
+        u32(UInt32(value >> 32))
+        u32(UInt32(value & 0xFFFF_FFFF))
     }
 
     mutating func bytes(_ value: [UInt8]) {

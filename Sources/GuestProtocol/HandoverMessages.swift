@@ -175,10 +175,6 @@ public enum SecretName {
 
 extension FrameWriter {
     mutating func u16(_ value: UInt16) { bytes += [UInt8(value >> 8), UInt8(value & 0xFF)] }
-    mutating func u64(_ value: UInt64) {
-        u32(UInt32(value >> 32))
-        u32(UInt32(value & 0xFFFF_FFFF))
-    }
     mutating func list<T>(_ items: [T], _ write: (inout FrameWriter, T) -> Void) {
         u32(UInt32(items.count))
         for item in items { write(&self, item) }

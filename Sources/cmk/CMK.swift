@@ -17,7 +17,8 @@ struct CMK: AsyncParsableCommand {
         version: CMKVersion.current,
         subcommands: [
             Doctor.self, Evidence.self, Measure.self, PolicyCommand.self, Attest.self, Audit.self, EAR.self, Image.self,
-            Launch.self, Stop.self, PS.self, HostCommand.self, Secret.self, Volume.self,
+            Launch.self, Stop.self, PS.self, HostCommand.self, Inspect.self, Logs.self, Reconcile.self, Secret.self,
+            Volume.self,
         ])
 
     static func main() async {

@@ -2,8 +2,29 @@ import CMKTesting
 import Foundation
 import Testing
 
+/// The suites that boot real children (TCG, through OVMF) run one after another, not beside each other: on a small
+/// host, children booting in parallel starve each other and every other test of CPU.
+@Suite("booting real children, one suite at a time", .serialized)
+struct RealBoots {
+    /// After a failed expectation: asks every supervisor left in `state` to stop (SIGTERM, no waiting), so no QEMU
+    /// outlives the test. The normal path stops its instances itself.
+    static func stopSupervisors(_ state: URL) {
+        let folder = state.appendingPathComponent("instances")
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        where file.hasSuffix(".supervisor.pid") {
+            if let text = try? String(contentsOfFile: folder.appendingPathComponent(file).path, encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                kill(pid, SIGTERM)
+            }
+        }
+    }
+}
+
+extension RealBoots {
 /// `cmk launch`, `cmk ps` and `cmk stop` for real: QEMU (TCG) boots the general profile through OVMF, cmk-guest
-/// answers with simulated SEV-SNP evidence, and the coordinator admits or rejects it.
+/// answers with simulated SEV-SNP evidence, and the coordinator admits or rejects it. Every run of `cmk` waits on
+/// its own thread, never on a concurrency thread.
 @Suite("cmk launch, ps and stop, booting for real", .serialized)
 struct LaunchCommandTests {
     let state: URL
@@ -18,7 +39,18 @@ struct LaunchCommandTests {
         self.environment = environment
     }
 
-    func cmk(_ arguments: [String]) throws -> BuiltCMK.Output { try BuiltCMK.run(arguments, environment: environment) }
+    func cmk(_ arguments: [String]) async throws -> BuiltCMK.Output {
+        let environment = environment
+        let executable = try BuiltCMK.executable()
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    try ExternalTool.run(executable, arguments, environment: environment, timeout: 600)
+                })
+            }
+        }
+    }
+
 
     func json(_ output: BuiltCMK.Output) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
@@ -37,26 +69,26 @@ struct LaunchCommandTests {
     }
 
     /// Stores the secret and creates the volume the handover policy names; returns the secret's text.
-    func provision() throws -> String {
+    func provision() async throws -> String {
         let secret = "cmk-test-secret-\(UUID().uuidString)"
         let file = state.appendingPathComponent("secret.in")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         try secret.write(to: file, atomically: true, encoding: .utf8)
-        let put = try cmk(["secret", "put", "vault:app/token", "--from-file", file.path])
+        let put = try await cmk(["secret", "put", "vault:app/token", "--from-file", file.path])
         #expect(put.status == 0, "\(put.standardError)")
         #expect(!put.standardOutput.contains(secret))
         try FileManager.default.removeItem(at: file)
-        let volume = try cmk(["volume", "create", "data", "--size-mib", "16"])
+        let volume = try await cmk(["volume", "create", "data", "--size-mib", "16"])
         #expect(volume.status == 0, "\(volume.standardError)")
         return secret
     }
 
     @Test("an admitted child gets its secret sealed to its key, its vCPU pinned, its volume; stop gives the CPU back",
           .timeLimit(.minutes(6)))
-    func admitThenStop() throws {
-        defer { _ = try? cmk(["stop", "admit-1"]); try? FileManager.default.removeItem(at: state) }
-        let secret = try provision()
-        let launch = try cmk(["launch", "--name", "admit-1", "--policy", try handoverPolicy(), "--json"])
+    func admitThenStop() async throws {
+        defer { RealBoots.stopSupervisors(state) }
+        let secret = try await provision()
+        let launch = try await cmk(["launch", "--name", "admit-1", "--policy", try handoverPolicy(), "--json"])
         #expect(launch.status == 0, "\(launch.standardError)")
         let outcome = try json(launch)
         let partition = try #require(outcome["partitionCPUs"] as? [Int])
@@ -116,40 +148,41 @@ struct LaunchCommandTests {
         #expect((outcome["measurement"] as? String)?.count == 96)
         #expect(launch.standardError.contains("cmk-guest 0.1.0 ready"))
 
-        let ps = try cmk(["ps", "--json"])
+        let ps = try await cmk(["ps", "--json"])
         #expect(ps.standardOutput.contains("admit-1") && ps.standardOutput.contains("admitted"), "\(ps.standardOutput)")
-        let log = try cmk(["audit", "log"])
+        let log = try await cmk(["audit", "log"])
         #expect(log.standardOutput.contains("coordinator admit-1: ADMIT sev-snp SIMULATED policy development v1"))
-        #expect(try cmk(["audit", "verify"]).status == 0)
+        #expect(try await cmk(["audit", "verify"]).status == 0)
 
         // The EAR the coordinator signed verifies with the installation's key.
         let token = try String(contentsOf: state.appendingPathComponent("instances/admit-1/ear.jwt"), encoding: .utf8)
-        let verified = try cmk(["ear", "verify", token])
+        let verified = try await cmk(["ear", "verify", token])
         #expect(verified.status == 0, "\(verified.standardError)")
         #expect(verified.standardOutput.contains("\"simulated\":true"))
 
         // A second exclusive instance does not fit on this host: the refusal says what is free.
-        let second = try cmk(["launch", "--name", "admit-2"])
-        #expect(second.status == 1)
+        let second = try await cmk(["launch", "--name", "admit-2"])
+        #expect(second.status == 3, "exit 3: not enough free CPUs")
+        #expect(second.standardOutput.contains("free: no CPU"), "\(second.standardOutput)")
 
-        let stop = try cmk(["stop", "admit-1"])
+        let stop = try await cmk(["stop", "admit-1"])
         #expect(stop.status == 0, "\(stop.standardError)")
-        let after = try cmk(["ps"])
+        let after = try await cmk(["ps"])
         #expect(!after.standardOutput.contains("admit-1"))
     }
 
     @Test("the strict production policy rejects the simulated child, which gets nothing, is shut down and its partition returned",
           .timeLimit(.minutes(6)))
-    func rejectAndQuarantine() throws {
+    func rejectAndQuarantine() async throws {
         defer { try? FileManager.default.removeItem(at: state) }
         // What the production policy would hand over exists: the rejection, not a missing secret, keeps it back.
         let file = state.appendingPathComponent("secret.in")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         try "never-delivered".write(to: file, atomically: true, encoding: .utf8)
-        #expect(try cmk(["secret", "put", "vault:production/instance-identity", "--from-file", file.path]).status == 0)
-        #expect(try cmk(["volume", "create", "production-data", "--size-mib", "4"]).status == 0)
+        #expect(try await cmk(["secret", "put", "vault:production/instance-identity", "--from-file", file.path]).status == 0)
+        #expect(try await cmk(["volume", "create", "production-data", "--size-mib", "4"]).status == 0)
         let policy = SharedVectors.repositoryRoot.appendingPathComponent("policies/sev-snp-production.yaml").path
-        let launch = try cmk(["launch", "--name", "reject-1", "--policy", policy, "--json"])
+        let launch = try await cmk(["launch", "--name", "reject-1", "--policy", policy, "--json"])
         #expect(launch.status == 1)
         let outcome = try json(launch)
         #expect(outcome["verdict"] as? String == "reject")
@@ -163,24 +196,25 @@ struct LaunchCommandTests {
         #expect(guest["handoverReceived"] as? Bool == false)
         let failures = (outcome["failures"] as? [[String: Any]])?.compactMap { $0["rule"] as? String } ?? []
         #expect(failures.contains("trust.root"))
-        #expect(try cmk(["ps"]).standardOutput.contains("no instances"))
-        let log = try cmk(["audit", "log", "--verdict", "reject"])
+        #expect(try await cmk(["ps"]).standardOutput.contains("no instances"))
+        let log = try await cmk(["audit", "log", "--verdict", "reject"])
         #expect(log.standardOutput.contains("reject-1: REJECT sev-snp SIMULATED policy sev-snp-production"))
     }
 
     @Test("an admitted child whose policy names a secret nobody stored is torn down as failed; the audit log says why",
           .timeLimit(.minutes(6)))
-    func handoverFailsClosed() throws {
-        defer { _ = try? cmk(["stop", "missing-1"]); try? FileManager.default.removeItem(at: state) }
-        let launch = try cmk(["launch", "--name", "missing-1", "--policy", try handoverPolicy(), "--json"])
-        #expect(launch.status == 1)
+    func handoverFailsClosed() async throws {
+        defer { RealBoots.stopSupervisors(state); try? FileManager.default.removeItem(at: state) }
+        let launch = try await cmk(["launch", "--name", "missing-1", "--policy", try handoverPolicy(), "--json"])
+        #expect(launch.status == 4, "exit 4: the launch failed (after the verdict, in the handover)")
         let outcome = try json(launch)
         #expect(outcome["state"] as? String == "failed")
         let actual = (outcome["failures"] as? [[String: Any]])?.first?["actual"] as? String ?? ""
         #expect(actual.contains("no secret vault:app/token") && actual.contains("cmk secret put"), "\(actual)")
-        #expect(try cmk(["ps"]).standardOutput.contains("no instances"))
+        #expect(try await cmk(["ps"]).standardOutput.contains("no instances"))
         let audit = try Data(contentsOf: state.appendingPathComponent("audit.sqlite"))
         #expect(audit.range(of: Data("handover-failed".utf8)) != nil)
-        #expect(try cmk(["audit", "verify"]).status == 0)
+        #expect(try await cmk(["audit", "verify"]).status == 0)
     }
+}
 }

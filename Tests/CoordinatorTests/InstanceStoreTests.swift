@@ -26,9 +26,21 @@ struct InstanceStoreTests {
         host = try SyntheticHost.inventory(sockets: 1, cores: 4, threads: 1, memoryMiB: 16_384)
     }
 
+    /// Closing a store releases its lock only once no process holds a copy of the lock file's descriptor. A
+    /// process this test process is spawning at that moment (this suite's children, or another suite's running in
+    /// parallel) holds one between its fork and its exec; under load that lasts long enough for a reopening store to
+    /// see `state-locked`. So stores here wait for the lock, as supervisors do; only the tests of the refusal itself
+    /// (``immediate``) do not.
     var options: InstanceStore.Options {
         let clock = clock
-        return InstanceStore.Options(clock: { clock.read() })
+        return InstanceStore.Options(clock: { clock.read() }, lockWait: .seconds(10))
+    }
+
+    /// Fails at once when the lock is held.
+    var immediate: InstanceStore.Options {
+        var options = options
+        options.lockWait = .zero
+        return options
     }
 
     func request(_ name: String, cpus: Int = 1, memoryMiB: Int = 1024, shared: Bool = false) -> InstanceRequest {
@@ -152,7 +164,7 @@ struct InstanceStoreTests {
     func lockInProcess() throws {
         let store = try InstanceStore(state, options: options)
         #expect {
-            try InstanceStore(state, options: options)
+            try InstanceStore(state, options: immediate)
         } throws: { error in
             let error = error as? CoordinatorError
             return error?.code == .stateLocked
@@ -181,7 +193,7 @@ struct InstanceStoreTests {
         var refusal: CoordinatorError?
         for _ in 0..<1000 where refusal?.reason.contains(expected) != true {
             do {
-                try InstanceStore(state, options: options).close()
+                try InstanceStore(state, options: immediate).close()
             } catch {
                 refusal = error
             }
@@ -243,6 +255,76 @@ struct InstanceStoreTests {
         #expect(Set(next.partition.cpus).isDisjoint(with: a.partition.cpus))
         #expect(throws: CoordinatorError.self) { try successor.reserve(request("more"), on: host) }
         live.reap()
+    }
+
+    @Test("reconciliation leaves an instance alone while its supervisor runs, even in the middle of its launch")
+    func reconcileLeavesSupervised() throws {
+        let me = try #require(ProcessIdentity.of(pid: getpid()))
+        let store = try InstanceStore(state, options: options)
+        var supervised = request("mid-launch")
+        supervised.supervisor = me
+        let record = try store.reserve(supervised, on: host)
+        #expect(record.supervisor == me)
+        let outcomes = try store.reconcile()
+        #expect(outcomes.map(\.action) == [.supervised])
+        #expect(try store.instance("mid-launch")?.state == .reserved)
+        #expect(try store.instance("mid-launch")?.holdsPartition == true)
+        // Readers see the supervisor too.
+        store.close()
+        #expect(try #require(try InstanceStore.openForReading(state)).instance("mid-launch")?.supervisor == me)
+    }
+
+    @Test(
+        "a launch whose supervisor died has every QEMU carrying its marker killed, recorded or not, and its CPUs freed",
+        .timeLimit(.minutes(3)))
+    func reconcileKillsOrphanedQEMU() throws {
+        let deadSupervisor = try ChildProcess.sleep()
+        let deadIdentity = try #require(ProcessIdentity.of(pid: deadSupervisor.pid))
+        deadSupervisor.reap()
+        let store = try InstanceStore(state, options: options)
+        var unrecorded = request("unrecorded")
+        unrecorded.supervisor = deadIdentity
+        var booting = request("booting")
+        booting.supervisor = deadIdentity
+        let a = try store.reserve(unrecorded, on: host)
+        let b = try store.reserve(booting, on: host)
+        // Real QEMUs, idle (no machine, CPUs stopped), marked as the launcher marks them.
+        let qemuA = try ChildProcess.spawn(idleQEMU(marker: a.id))
+        let qemuB = try ChildProcess.spawn(idleQEMU(marker: b.id))
+        defer {
+            qemuA.reap()
+            qemuB.reap()
+        }
+        let identityB = try #require(ProcessIdentity.of(pid: qemuB.pid))
+        // The marker is readable from /proc as soon as QEMU runs.
+        var seen: [ProcessIdentity] = []
+        for _ in 0..<500 where seen.count < 1 {
+            seen = QEMUInstanceMarker.runningQEMUs(instanceID: a.id)
+            if seen.isEmpty { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        #expect(seen.map(\.pid) == [qemuA.pid])
+        #expect(QEMUInstanceMarker.runningQEMUs(instanceID: UUID().uuidString.lowercased()).isEmpty)
+        // "unrecorded": the supervisor died after starting QEMU, before recording it; "booting": after.
+        try store.transition("booting", to: .booting, reason: "QEMU started", changes: .init(process: identityB))
+
+        let outcomes = try store.reconcile()
+        #expect(outcomes.map(\.action) == [.killed, .killed])
+        for (name, pid) in [("unrecorded", qemuA.pid), ("booting", qemuB.pid)] {
+            let record = try #require(try store.instance(name))
+            #expect(record.state == .failed && !record.holdsPartition, "\(name)")
+            #expect(record.reason.contains("pid \(pid)") && record.reason.contains("was killed"), "\(record.reason)")
+            #expect(record.reason.contains("supervisor") && record.reason.contains("found while reconciling"))
+        }
+        #expect(ProcessIdentity.of(pid: qemuA.pid) == nil && ProcessIdentity.of(pid: qemuB.pid) == nil)
+        #expect(QEMUInstanceMarker.runningQEMUs(instanceID: a.id).isEmpty)
+        #expect(try store.allocator(for: host).available().cpus == [1, 2, 3])
+    }
+
+    func idleQEMU(marker: String) -> [String] {
+        [
+            CommandRunner.which("qemu-system-x86_64") ?? "/usr/bin/qemu-system-x86_64", "-machine", "none", "-S",
+            "-display", "none", "-nodefaults", "-monitor", "none",
+        ] + QEMUInstanceMarker.arguments(instanceID: marker)
     }
 
     @Test("reconciliation finishes stopping, reclaims gone rejected instances, fails unbooted ones")

@@ -56,9 +56,11 @@ final class ChildProcess {
     private init(pid: Int32) { self.pid = pid }
 
     /// `sleep 600`.
-    static func sleep() throws -> ChildProcess {
+    static func sleep() throws -> ChildProcess { try spawn(["/usr/bin/sleep", "600"]) }
+
+    /// Any program, by absolute path.
+    static func spawn(_ arguments: [String]) throws -> ChildProcess {
         var pid: Int32 = 0
-        let arguments = ["/usr/bin/sleep", "600"]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let status = posix_spawn(&pid, arguments[0], nil, nil, &argv, environ)

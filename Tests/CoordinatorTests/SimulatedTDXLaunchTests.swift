@@ -51,7 +51,7 @@ final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
 @Suite("the supervisor launches a simulated TD", .serialized)
 struct SimulatedTDXLaunchTests {
     @Test(
-        "InstanceSupervisor with platform sim-tdx: development-tdx admits the simulated TD; an SEV-SNP policy is refused",
+        "InstanceSupervisor with --tee sim-tdx: development-tdx admits the simulated TD; an SEV-SNP policy is refused",
         .timeLimit(.minutes(8)))
     func supervisorAdmitsSimulatedTD() async throws {
         let agent = SharedVectors.repositoryRoot.appendingPathComponent(".build/debug/cmk-guest")
@@ -72,15 +72,21 @@ struct SimulatedTDXLaunchTests {
                 state: state, paths: CMKPaths(cacheDirectory: cache),
                 request: LaunchRequest(
                     name: name, profile: "general", policyPath: policies.appendingPathComponent(policy).path,
-                    bootTimeout: .seconds(240), agent: agent, platform: .tdx),
-                progress: { lines.append($0) })
+                    bootTimeout: .seconds(240), agent: agent, tee: .simulatedTDX),
+                progress: { event in
+                    switch event {
+                    case .note(let line): lines.append(line)
+                    case .phaseFinished(let timing): lines.append("\(timing.phase.rawValue): \(timing.detail)")
+                    case .phaseStarted: break
+                    }
+                })
         }
 
         let executor = DedicatedThreadExecutor(name: "cmk test supervisor")
         defer { executor.stop() }
         let launched = supervisor("tdx-1", policy: "development-tdx.yaml")
         let (refusal, outcome) = try await withTaskExecutorPreference(executor) {
-            // A policy for the other TEE is refused before anything is reserved or started.
+            // A policy for the other TEE is refused in the image phase, before QEMU or the platform starts.
             var refusal = "none"
             do {
                 _ = try await supervisor("wrong-1", policy: "development.yaml").launch()

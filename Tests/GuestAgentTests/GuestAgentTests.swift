@@ -75,6 +75,45 @@ struct ControlLoopTests {
         #expect(agent.sessionPublicKey == nil)  // dropped at shutdown
     }
 
+    @Test("heartbeats are answered at once with the same version and sequence, between other requests")
+    func answersHeartbeats() throws {
+        let (_, run, control, platform) = try startAgent()
+        _ = try control.receive(milliseconds: 5000)
+        for sequence in [UInt64(1), 2, 0xFFFF_FFFF_FFFF] {
+            try control.send(.ping(version: GuestMessage.heartbeatVersion, sequence: sequence))
+            #expect(
+                try control.receive(milliseconds: 5000)
+                    == .pong(version: GuestMessage.heartbeatVersion, sequence: sequence))
+        }
+        // A heartbeat after an attestation is still answered: the loop goes on.
+        try control.send(.attestRequest(nonce: [7]))
+        _ = try answerSNPRequest(on: platform)
+        guard case .attestResponse? = try control.receive(milliseconds: 5000) else {
+            Issue.record("no attestResponse")
+            return
+        }
+        try control.send(.ping(version: GuestMessage.heartbeatVersion, sequence: 9))
+        #expect(try control.receive(milliseconds: 5000) == .pong(version: GuestMessage.heartbeatVersion, sequence: 9))
+        try control.send(.shutdown)
+        _ = run.join()
+    }
+
+    @Test("a pong sent to the agent does not belong on its side of the control port and closes it")
+    func refusesPong() throws {
+        let (_, run, control, _) = try startAgent()
+        _ = try control.receive(milliseconds: 5000)
+        try control.send(.pong(version: GuestMessage.heartbeatVersion, sequence: 1))
+        guard case .failure? = try control.receive(milliseconds: 5000) else {
+            Issue.record("no failure answer")
+            return
+        }
+        guard case .failure(let error)? = run.join() else {
+            Issue.record("the agent went on")
+            return
+        }
+        #expect(error.code == .protocolViolation)
+    }
+
     @Test("the private key stays in the agent: its public half is what the response carried")
     func keepsSessionKey() throws {
         let (agent, run, control, platform) = try startAgent()

@@ -18,7 +18,23 @@ struct GuestMessageTests {
         .channelFrame(channel: "db-1/gateway", frame: Array(repeating: 0xEE, count: 300)),
         .shutdown,
         .failure("no report: the platform refused (ünïcode kept)"),
+        .ping(version: GuestMessage.heartbeatVersion, sequence: 0),
+        .pong(version: GuestMessage.heartbeatVersion, sequence: 0x0102_0304_0506_0708),
     ]
+
+    @Test("heartbeats are a version byte and a big-endian u64; another version is refused, not misread")
+    func heartbeatLayout() throws {
+        let ping = GuestMessage.ping(version: 1, sequence: 0x0102_0304_0506_0708).encoded()
+        #expect(ping == [0, 0, 0, 10, 0x18, 1, 1, 2, 3, 4, 5, 6, 7, 8])
+        let pong = GuestMessage.pong(version: 1, sequence: 5).encoded()
+        #expect(pong == [0, 0, 0, 10, 0x98, 1, 0, 0, 0, 0, 0, 0, 0, 5])
+        for kind: UInt8 in [0x18, 0x98] {
+            #expect { try GuestMessage(body: [kind, 2, 0, 0, 0, 0, 0, 0, 0, 1]) } throws: { error in
+                "\(error)".contains("heartbeat version")
+            }
+            #expect(throws: BinaryFormatError.self) { try GuestMessage(body: [kind, 1, 0, 0, 0]) }
+        }
+    }
 
     @Test("every message survives encode and decode", arguments: samples)
     func roundTrip(message: GuestMessage) throws {

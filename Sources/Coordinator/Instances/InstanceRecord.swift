@@ -25,12 +25,18 @@ public struct InstanceRequest: Sendable, Codable, Hashable {
     /// The guest-kernels/ profile it boots.
     public var profile: String?
     public var policy: PolicyReference?
+    /// The process that will run the instance's life cycle (its `cmk launch --foreground`), if any.
+    public var supervisor: ProcessIdentity?
 
-    public init(name: String, resources: PartitionRequest, profile: String? = nil, policy: PolicyReference? = nil) {
+    public init(
+        name: String, resources: PartitionRequest, profile: String? = nil, policy: PolicyReference? = nil,
+        supervisor: ProcessIdentity? = nil
+    ) {
         self.name = name
         self.resources = resources
         self.profile = profile
         self.policy = policy
+        self.supervisor = supervisor
     }
 }
 
@@ -59,12 +65,17 @@ public struct InstanceRecord: Sendable, Codable, Hashable {
     public internal(set) var auditSequence: Int64?
     public let createdAt: Date
     public internal(set) var updatedAt: Date
+    /// The process supervising it (`cmk launch --foreground`): it watches the QEMU and the agent. Reconciliation
+    /// leaves an instance alone while this process runs.
+    public internal(set) var supervisor: ProcessIdentity?
 
     public init(
         id: String, name: String, state: InstanceState, reason: String, partition: Partition, holdsPartition: Bool,
         policy: PolicyReference?, profile: String?, process: ProcessIdentity?, sockets: [String: String],
-        evidenceDigest: String?, auditSequence: Int64?, createdAt: Date, updatedAt: Date
+        evidenceDigest: String?, auditSequence: Int64?, createdAt: Date, updatedAt: Date,
+        supervisor: ProcessIdentity? = nil
     ) {
+        self.supervisor = supervisor
         self.id = id
         self.name = name
         self.state = state
@@ -91,14 +102,18 @@ public struct InstanceChanges: Sendable, Hashable {
     public var evidenceDigest: String?
     public var auditSequence: Int64?
     public var policy: PolicyReference?
+    /// A new supervisor took the instance over.
+    public var supervisor: ProcessIdentity?
     /// The caller knows the instance's QEMU is gone (it never started, or was reaped): on the way into
     /// `rejected` or `failed` the partition is released at once instead of at `stopped`.
     public var processGone: Bool
 
     public init(
         process: ProcessIdentity? = nil, sockets: [String: String] = [:], evidenceDigest: String? = nil,
-        auditSequence: Int64? = nil, policy: PolicyReference? = nil, processGone: Bool = false
+        auditSequence: Int64? = nil, policy: PolicyReference? = nil, supervisor: ProcessIdentity? = nil,
+        processGone: Bool = false
     ) {
+        self.supervisor = supervisor
         self.process = process
         self.sockets = sockets
         self.evidenceDigest = evidenceDigest

@@ -10,8 +10,18 @@ enum InstanceSchema {
         migrator.registerMigration("v2-instance-handover") { db in
             try db.execute(sql: instanceHandover)
         }
+        migrator.registerMigration("v3-supervisor") { db in
+            try db.execute(sql: version2)
+        }
         return migrator
     }
+
+    /// The process that supervises the instance (`cmk launch --foreground`): reconciliation leaves an instance
+    /// whose supervisor still runs alone, and cleans up after one whose supervisor died.
+    private static let version2 = """
+        ALTER TABLE instance ADD COLUMN supervisor_pid INTEGER;
+        ALTER TABLE instance ADD COLUMN supervisor_start_time INTEGER;
+        """
 
     private static let states = InstanceState.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
 

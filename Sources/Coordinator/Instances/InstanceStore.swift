@@ -24,19 +24,22 @@ public final class InstanceStore: Sendable {
         /// How long to wait for SQLite's write lock (held briefly by a reader's checkpoint, or a crashed writer's
         /// recovery) before failing.
         public var busyTimeout: TimeInterval
-        /// How long to wait for another coordinator to release the state lock before refusing with `stateLocked`.
-        public var lockWait: TimeInterval
         /// The clock for transition times (inject a fixed one in tests).
         public var clock: @Sendable () -> Date
+        /// How long opening for writing waits for the state lock when another process holds it (zero: fail at
+        /// once). Supervisors hold it only for one change at a time, so writers that share the state folder with
+        /// running supervisors wait a little instead of failing; the short default also covers a descriptor a
+        /// forking child holds until its `exec`.
+        public var lockWait: Duration
 
         public init(
-            reserve: HostReserve = .default, busyTimeout: TimeInterval = 10, lockWait: TimeInterval = 2,
-            clock: @escaping @Sendable () -> Date = { Date() }
+            reserve: HostReserve = .default, busyTimeout: TimeInterval = 10,
+            clock: @escaping @Sendable () -> Date = { Date() }, lockWait: Duration = .seconds(2)
         ) {
             self.reserve = reserve
             self.busyTimeout = busyTimeout
-            self.lockWait = lockWait
             self.clock = clock
+            self.lockWait = lockWait
         }
     }
 
@@ -95,20 +98,31 @@ public final class InstanceStore: Sendable {
     ) throws(CoordinatorError) -> InstanceStore? {
         guard FileManager.default.fileExists(atPath: state.instanceStore.path) else { return nil }
         let pool = try openPool(state.instanceStore, options: options, readonly: true)
-        try database("read the instance store's schema") {
-            let migrator = InstanceSchema.migrator
-            try pool.read { db in
-                if try migrator.hasBeenSuperseded(db) {
-                    throw CoordinatorError(
-                        .unsupportedSchema,
-                        "the instance store \(state.instanceStore.path) was written by a newer cmk; upgrade cmk")
+        // A writer may be creating or migrating the store right now (each migration is its own transaction): an
+        // incomplete layout gets up to two seconds to complete before it counts as an older one.
+        var attempt = 0
+        while true {
+            do {
+                try database("read the instance store's schema") {
+                    let migrator = InstanceSchema.migrator
+                    try pool.read { db in
+                        if try migrator.hasBeenSuperseded(db) {
+                            throw CoordinatorError(
+                                .unsupportedSchema,
+                                "the instance store \(state.instanceStore.path) was written by a newer cmk; upgrade cmk")
+                        }
+                        guard try migrator.hasCompletedMigrations(db) else {
+                            throw CoordinatorError(
+                                .unsupportedSchema,
+                                "the instance store \(state.instanceStore.path) has an older layout; any cmk command "
+                                    + "that changes instances upgrades it")
+                        }
+                    }
                 }
-                guard try migrator.hasCompletedMigrations(db) else {
-                    throw CoordinatorError(
-                        .unsupportedSchema,
-                        "the instance store \(state.instanceStore.path) has an older layout; any cmk command that "
-                            + "changes instances upgrades it")
-                }
+                break
+            } catch where error.code == .unsupportedSchema && error.reason.contains("older layout") && attempt < 20 {
+                attempt += 1
+                usleep(100_000)
             }
         }
         return InstanceStore(path: state.instanceStore, options: options, pool: pool)
@@ -209,7 +223,8 @@ public final class InstanceStore: Sendable {
             let record = InstanceRecord(
                 id: id, name: request.name, state: lifecycle.state, reason: lifecycle.history.last!.reason,
                 partition: partition, holdsPartition: true, policy: request.policy, profile: request.profile,
-                process: nil, sockets: [:], evidenceDigest: nil, auditSequence: nil, createdAt: now, updatedAt: now)
+                process: nil, sockets: [:], evidenceDigest: nil, auditSequence: nil, createdAt: now, updatedAt: now,
+                supervisor: request.supervisor)
             try Self.insert(db, record)
             for step in lifecycle.history { try Self.insert(db, step, of: id) }
             return record
@@ -236,7 +251,8 @@ public final class InstanceStore: Sendable {
         }
     }
 
-    /// Sets fields of the instance `idOrName` without changing its state (sockets, the audit sequence ...).
+    /// Sets fields of the instance `idOrName` without changing its state (sockets, the audit sequence ...). With
+    /// `changes.processGone`, a rejected or failed instance gives its partition back.
     @discardableResult
     public func update(_ idOrName: String, _ changes: InstanceChanges) throws(CoordinatorError) -> InstanceRecord {
         try requireWritable()
@@ -245,6 +261,7 @@ public final class InstanceStore: Sendable {
             guard let row = try Self.find(db, idOrName) else { throw Self.unknown(idOrName) }
             var record = try Self.record(row)
             Self.merge(changes, into: &record)
+            if changes.processGone, record.state == .rejected || record.state == .failed { record.holdsPartition = false }
             record.updatedAt = now
             try Self.save(db, record)
             return record
@@ -254,16 +271,19 @@ public final class InstanceStore: Sendable {
     // MARK: Reconciliation
 
     /// Brings the store in line with the processes that really run, after this coordinator took over the state
-    /// folder (docs/coordinator.md, "Reconciliation"), in one transaction. Call it once, right after opening the
-    /// store and before reserving: every `requested` or `reserved` instance counts as left by a dead coordinator.
+    /// folder (docs/coordinator.md, "Reconciliation"), in one transaction. Call it right after opening the store
+    /// and before reserving.
     ///
-    /// - Parameter liveProcess: whether the process with this pid exists and started at this time
-    ///   (``ProcessIdentity/isRunning(pid:startTime:)`` on a real host).
+    /// An instance whose supervisor (``InstanceRecord/supervisor``) still runs is left alone: that process owns
+    /// its life cycle. Every other one was left behind by a process that died: an instance caught in the middle of
+    /// its launch (`requested` to `attesting`) has its QEMU killed — the recorded one and any process carrying its
+    /// marker (``QEMUInstanceMarker``) — and is marked failed, its partition released once no QEMU of it runs; an
+    /// admitted one whose QEMU runs is re-adopted as it is.
+    ///
+    /// - Parameter processes: the process table (``ProcessTable/host`` on a real host).
     /// - Returns: what was done to each instance that is not stopped.
     @discardableResult
-    public func reconcile(
-        liveProcess: (Int32, UInt64) -> Bool = ProcessIdentity.isRunning
-    ) throws(CoordinatorError) -> [ReconciliationOutcome] {
+    public func reconcile(processes: ProcessTable = .host) throws(CoordinatorError) -> [ReconciliationOutcome] {
         try requireWritable()
         let now = options.clock()
         return try write("reconcile the instance store") { db in
@@ -273,42 +293,78 @@ public final class InstanceStore: Sendable {
             {
                 var record = try Self.record(row)
                 let before = record.state
-                let alive = record.process.map { liveProcess($0.pid, $0.startTime) } ?? false
+                if let supervisor = record.supervisor, processes.isRunning(supervisor.pid, supervisor.startTime) {
+                    outcomes.append(
+                        ReconciliationOutcome(
+                            instanceID: record.id, name: record.name, previousState: before, state: record.state,
+                            action: .supervised, reason: "its supervisor (\(supervisor)) runs and owns it"))
+                    continue
+                }
+                let orphaned =
+                    record.supervisor.map { "its supervisor (\($0)) is gone" }
+                    ?? "no supervisor runs it"
+                let alive = record.process.map { processes.isRunning($0.pid, $0.startTime) } ?? false
                 let gone =
                     record.process.map { "its QEMU (\($0)) is no longer running" } ?? "no QEMU was recorded for it"
+                /// Kills every QEMU of the instance; returns what was killed and whether none is left.
+                func killQEMUs() -> (killed: [ProcessIdentity], allGone: Bool) {
+                    var targets = processes.markedQEMUs(record.id)
+                    if alive, let recorded = record.process, !targets.contains(recorded) { targets.append(recorded) }
+                    var allGone = true
+                    for target in targets where !processes.kill(target) { allGone = false }
+                    return (targets, allGone)
+                }
+                func describe(_ killed: [ProcessIdentity], _ allGone: Bool) -> String {
+                    if killed.isEmpty { return gone }
+                    let list = killed.map { "pid \($0.pid)" }.joined(separator: ", ")
+                    return allGone ? "its QEMU (\(list)) was killed" : "its QEMU (\(list)) could not be killed"
+                }
                 let action: ReconciliationOutcome.Action
                 let reason: String
                 switch record.state {
-                case .requested, .reserved:
-                    let orphaned = "the coordinator that reserved it stopped before booting it"
-                    (action, reason) = (.failed, "\(orphaned) (found while reconciling)")
-                    try Self.apply(db, &record, to: .failed, reason: reason, changes: .init(processGone: true), at: now)
-                case .booting, .attesting, .admitted:
+                case .requested, .reserved, .booting, .attesting:
+                    let (killed, allGone) = killQEMUs()
+                    let stage = record.state == .requested || record.state == .reserved ? "before booting it" : "while it was \(record.state.rawValue)"
+                    (action, reason) = (
+                        killed.isEmpty ? .failed : .killed,
+                        "\(orphaned) \(stage); \(describe(killed, allGone)) (found while reconciling)"
+                    )
+                    try Self.apply(
+                        db, &record, to: .failed, reason: reason, changes: .init(processGone: allGone), at: now)
+                case .admitted:
                     if alive {
-                        (action, reason) = (.readopted, "its QEMU (\(record.process!)) still runs")
+                        (action, reason) = (.readopted, "its QEMU (\(record.process!)) still runs; \(orphaned)")
                     } else {
-                        (action, reason) = (.failed, "\(gone) (found while reconciling)")
+                        let (killed, allGone) = killQEMUs()
+                        (action, reason) = (.failed, "\(gone); \(orphaned) (found while reconciling)")
+                        _ = killed
                         try Self.apply(
-                            db, &record, to: .failed, reason: reason, changes: .init(processGone: true), at: now)
+                            db, &record, to: .failed, reason: reason, changes: .init(processGone: allGone), at: now)
                     }
                 case .stopping:
-                    if alive {
-                        (action, reason) = (.readopted, "its QEMU (\(record.process!)) still runs; finish stopping it")
-                    } else {
-                        (action, reason) = (.stopped, "\(gone); teardown complete (found while reconciling)")
+                    let (killed, allGone) = killQEMUs()
+                    if allGone {
+                        (action, reason) = (
+                            .stopped, "\(describe(killed, allGone)); teardown complete (found while reconciling)"
+                        )
                         try Self.apply(
                             db, &record, to: .stopped, reason: reason, changes: .init(processGone: true), at: now)
+                    } else {
+                        (action, reason) = (.readopted, "\(describe(killed, allGone)); stop it again")
                     }
                 case .rejected, .failed:
-                    if alive {
-                        (action, reason) = (.readopted, "its QEMU (\(record.process!)) still runs; stop it")
-                    } else {
-                        guard record.holdsPartition else { continue }
-                        (action, reason) = (.reclaimed, "\(gone); its partition is free again")
-                        record.holdsPartition = false
-                        record.updatedAt = now
-                        try Self.save(db, record)
+                    let (killed, allGone) = killQEMUs()
+                    guard allGone else {
+                        (action, reason) = (.readopted, "\(describe(killed, allGone)); stop it again")
+                        break
                     }
+                    guard record.holdsPartition else { continue }
+                    (action, reason) = (
+                        killed.isEmpty ? .reclaimed : .killed, "\(describe(killed, allGone)); its partition is free again"
+                    )
+                    record.holdsPartition = false
+                    record.updatedAt = now
+                    try Self.save(db, record)
                 case .stopped:
                     continue
                 }
@@ -321,6 +377,14 @@ public final class InstanceStore: Sendable {
             _ = try Self.heldPartitions(db)
             return outcomes
         }
+    }
+
+    /// ``reconcile(processes:)`` with only a liveness test: no marked QEMU is searched for and none is killed.
+    @discardableResult
+    public func reconcile(liveProcess: @escaping @Sendable (Int32, UInt64) -> Bool) throws(CoordinatorError)
+        -> [ReconciliationOutcome]
+    {
+        try reconcile(processes: ProcessTable(isRunning: liveProcess))
     }
 
     // MARK: Rows
@@ -359,6 +423,7 @@ public final class InstanceStore: Sendable {
         if let digest = changes.evidenceDigest { record.evidenceDigest = digest }
         if let sequence = changes.auditSequence { record.auditSequence = sequence }
         if let policy = changes.policy { record.policy = policy }
+        if let supervisor = changes.supervisor { record.supervisor = supervisor }
     }
 
     private static func find(_ db: Database, _ idOrName: String) throws -> Row? {
@@ -423,6 +488,8 @@ public final class InstanceStore: Sendable {
             guard let sockets = try? JSONDecoder().decode([String: String].self, from: Data(socketsJSON.utf8)) else {
                 throw MalformedInstanceColumn(column: "sockets_json", detail: "is not a JSON object of paths")
             }
+            let supervisorPID = try row.optionalInteger("supervisor_pid")
+            let supervisorStart = try row.optionalInteger("supervisor_start_time")
             let cpus = try cpuList(row, "cpus")
             let nodes = try cpuList(row, "numa_nodes")
             return InstanceRecord(
@@ -442,7 +509,11 @@ public final class InstanceStore: Sendable {
                 sockets: sockets, evidenceDigest: try row.optionalText("evidence_digest"),
                 auditSequence: try row.optionalInteger("audit_sequence"),
                 createdAt: Timestamp.date(try row.integer("created_ms")),
-                updatedAt: Timestamp.date(try row.integer("updated_ms")))
+                updatedAt: Timestamp.date(try row.integer("updated_ms")),
+                supervisor: supervisorPID.map {
+                    ProcessIdentity(
+                        pid: Int32(truncatingIfNeeded: $0), startTime: UInt64(bitPattern: supervisorStart ?? 0))
+                })
         } catch let error as MalformedInstanceColumn {
             throw CoordinatorError(
                 .inconsistentStore,
@@ -491,14 +562,16 @@ public final class InstanceStore: Sendable {
             sql: """
                 UPDATE instance SET state = ?, reason = ?, holds_partition = ?, policy_id = ?, policy_version = ?,
                     policy_digest = ?, profile = ?, qemu_pid = ?, qemu_start_time = ?, sockets_json = ?,
-                    evidence_digest = ?, audit_sequence = ?, updated_ms = ?
+                    evidence_digest = ?, audit_sequence = ?, updated_ms = ?, supervisor_pid = ?,
+                    supervisor_start_time = ?
                 WHERE id = ?
                 """,
             arguments: [
                 record.state.rawValue, record.reason, record.holdsPartition, record.policy?.id,
                 record.policy?.version, record.policy?.digest, record.profile, record.process?.pid,
                 record.process.map { Int64(bitPattern: $0.startTime) }, sockets, record.evidenceDigest,
-                record.auditSequence, Timestamp.milliseconds(record.updatedAt), record.id,
+                record.auditSequence, Timestamp.milliseconds(record.updatedAt), record.supervisor?.pid,
+                record.supervisor.map { Int64(bitPattern: $0.startTime) }, record.id,
             ])
     }
 
@@ -580,6 +653,11 @@ public struct ReconciliationOutcome: Sendable, Codable, Hashable {
         case stopped
         /// It was already rejected or failed and its QEMU is gone: its partition was released.
         case reclaimed
+        /// Its supervisor died before the instance was admitted (or after it failed): its QEMU was killed, the
+        /// instance marked failed and its partition released.
+        case killed
+        /// Its supervisor still runs and owns it: left alone.
+        case supervised
     }
 
     public let instanceID: String

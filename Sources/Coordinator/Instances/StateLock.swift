@@ -17,15 +17,12 @@ public final class StateLock: @unchecked Sendable {
     private let mutex = NSLock()
     private var descriptor: Int32
 
-    /// Takes the lock, waiting up to `wait` seconds for a holder to let go.
-    ///
-    /// A short wait lets two short commands (`cmk stop a`, `cmk stop b`) run one after the other instead of one
-    /// failing, and covers the moment after a holder closes the file while a child it was forking still holds the
-    /// descriptor until its `exec` (close-on-exec closes it only then; on a loaded host that can take a while).
+    /// Takes the lock, waiting up to `wait` while another holds it (zero: not at all). The wait retries every
+    /// 2 ms on the calling thread: callers hold the lock for one change at a time, so waits are short.
     ///
     /// - Throws: `stateLocked` naming the holder's pid when another open file still holds it after `wait`
     ///   (another process, or another store in this process); `fileSystem` when the file cannot be opened.
-    public init(path: URL, wait: TimeInterval = 0) throws(CoordinatorError) {
+    public init(path: URL, wait: Duration = .zero) throws(CoordinatorError) {
         self.path = path
         let fd = open(path.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -34,11 +31,13 @@ public final class StateLock: @unchecked Sendable {
                 .fileSystem, "cannot open the state lock \(path.path): \(String(cString: strerror(code)))",
                 nativeCode: code)
         }
-        let deadline = Date().addingTimeInterval(wait)
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 && (errno == EWOULDBLOCK || errno == EAGAIN) && Date() < deadline {
-            usleep(20_000)
+        let deadline = ContinuousClock.now + wait
+        var locked = flock(fd, LOCK_EX | LOCK_NB) == 0
+        while !locked, errno == EWOULDBLOCK || errno == EAGAIN || errno == EINTR, ContinuousClock.now < deadline {
+            usleep(2_000)
+            locked = flock(fd, LOCK_EX | LOCK_NB) == 0
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard locked else {
             let code = errno
             let holder = Self.recordedPID(fd)
             close(fd)

@@ -5,9 +5,13 @@ import GuestProtocol
     import Glibc
 #endif
 // `struct stat` and its members are owned by whichever C module the compiler met sys/stat.h in first; on Linux that
-// can be Foundation's CoreFoundation, and member-import visibility then wants it named.
+// can be Foundation's CoreFoundation or Dispatch's CDispatch (which one depends on the other files of the module),
+// and member-import visibility then wants it named.
 #if canImport(CoreFoundation)
     import CoreFoundation
+#endif
+#if canImport(CDispatch)
+    import CDispatch
 #endif
 
 /// Where the coordinator resolves the policy's secret references: one file per reference in `<state>/secrets`

@@ -1,5 +1,5 @@
 public import Foundation
-import Attestation
+public import Attestation
 public import AttestationPolicy
 import AttestationResults
 import AuditLog
@@ -10,19 +10,25 @@ import GuestImage
 public import GuestProtocol
 import PlatformSimulator
 
-/// Which simulated platform a child is launched on: the TEE whose evidence it produces (`--tee sim-snp|sim-tdx`).
-public enum SimulatedPlatformKind: String, Sendable, Hashable, CaseIterable, Codable {
-    /// The simulated AMD secure processor: SEV-SNP reports (the default).
-    case sevSNP = "sim-snp"
-    /// The simulated TDX module and quoting enclave: TDX quotes with a CCEL event log.
-    case tdx = "sim-tdx"
-
-    /// The evidence a policy for this platform must be written for.
-    public var evidence: Policy.EvidenceKind { self == .sevSNP ? .sevSNP : .tdx }
-    /// The platform's folder under the state directory: `simulated/amd` or `simulated/intel`.
-    public var stateFolder: String { self == .sevSNP ? "simulated/amd" : "simulated/intel" }
+extension TEEKind {
+    /// The evidence a policy for this platform must be written for: SEV-SNP reports or TDX quotes.
+    public var evidence: Policy.EvidenceKind {
+        switch self {
+        case .simulatedSNP, .snp: .sevSNP
+        case .simulatedTDX, .tdx: .tdx
+        }
+    }
+    /// The simulated platform's folder under the state directory: `simulated/amd` or `simulated/intel`.
+    public var simulatedStateFolder: String { evidence == .sevSNP ? "simulated/amd" : "simulated/intel" }
     /// The manifest's platform name.
-    var manifestName: String { self == .sevSNP ? "simulated-sev-snp" : "simulated-tdx" }
+    var manifestName: String {
+        switch self {
+        case .simulatedSNP: "simulated-sev-snp"
+        case .simulatedTDX: "simulated-tdx"
+        case .snp: "sev-snp"
+        case .tdx: "tdx"
+        }
+    }
 }
 
 /// What to launch.
@@ -38,15 +44,22 @@ public struct LaunchRequest: Sendable {
     public var bootTimeout: Duration
     /// The agent binary to put into the image (nil: the `cmk-guest` beside the running executable).
     public var agent: URL?
-    /// The simulated platform the child runs on.
-    public var platform: SimulatedPlatformKind
+    /// The confidential platform to launch on.
+    public var tee: TEEKind
+    /// How an admitted instance's agent is watched.
+    public var heartbeat: InstanceWatch.Settings
+    /// What the host keeps for itself when the partition is chosen.
+    public var reserve: HostReserve
 
     public init(
         name: String, profile: String, policyPath: String, vcpus: Int? = nil, memoryMiB: Int? = nil,
         allowSharedCores: Bool = false, accelerator: QEMUAccelerator = .tcg, bootTimeout: Duration = .seconds(180),
-        agent: URL? = nil, platform: SimulatedPlatformKind = .sevSNP
+        agent: URL? = nil, tee: TEEKind = .simulatedSNP, heartbeat: InstanceWatch.Settings = .default,
+        reserve: HostReserve = .default
     ) {
-        self.platform = platform
+        self.tee = tee
+        self.heartbeat = heartbeat
+        self.reserve = reserve
         self.name = name
         self.profile = profile
         self.policyPath = policyPath
@@ -59,8 +72,21 @@ public struct LaunchRequest: Sendable {
     }
 }
 
-/// How a launch ended (the instance may keep running after an admission).
+/// How a launch ended (the instance may keep running after an admission), as the supervisor persists it in
+/// `<state>/instances/<name>.outcome.json` for `cmk launch --json` and `cmk inspect`.
 public struct LaunchOutcome: Sendable, Codable {
+    /// Why a launch did not get to a verdict.
+    public struct Failure: Sendable, Codable, Hashable {
+        /// A ``CoordinatorError`` code (`insufficient-resources`, `platform-unavailable`, `launch` ...).
+        public let code: String
+        public let reason: String
+
+        public init(code: String, reason: String) {
+            self.code = code
+            self.reason = reason
+        }
+    }
+
     public let name: String
     public let verdict: Verdict
     public let state: String
@@ -74,15 +100,34 @@ public struct LaunchOutcome: Sendable, Codable {
     /// Seconds from QEMU start to the agent's `ready`, and for the attestation round trip.
     public let bootSeconds: Double?
     public let attestationSeconds: Double?
+    /// The instance's id in the store.
+    public var instanceID: String?
+    /// The platform (`sim-snp` ...).
+    public var tee: String?
+    /// Each phase that ran, in order, with its time.
+    public var phases: [PhaseTiming]
+    /// The policy's whole evaluation: every rule's outcome, the trust vector, the verdict, the handover.
+    public var appraisal: Appraisal?
+    /// The verified SEV-SNP claims the policy judged.
+    public var snpClaims: SNPClaims?
+    /// HOST_DATA: SHA-256 of the instance manifest (hex).
+    public var manifestDigest: String?
+    /// What the policy's appraisal named for the handover (references), only after admission.
+    public var handoverReferences: AttestationPolicy.Handover?
     /// What an admitted child was handed (names, digests, pins, timings); nil otherwise.
-    public let handover: HandoverReport?
+    public var handover: HandoverReport?
     /// What a rejected child said it holds when asked before it was shut down (it should hold nothing).
-    public let guestStatus: AgentStatus?
+    public var guestStatus: AgentStatus?
+    /// Why the launch stopped short of a verdict; nil when there is one.
+    public var error: Failure?
 
     public init(
         name: String, verdict: Verdict, state: String, partitionCPUs: [Int], shared: Bool, measurement: String?,
         auditSequence: Int64?, token: String?, failures: [RuleOutcome], simulated: Bool, bootSeconds: Double?,
-        attestationSeconds: Double?, handover: HandoverReport? = nil, guestStatus: AgentStatus? = nil
+        attestationSeconds: Double?, instanceID: String? = nil, tee: String? = nil, phases: [PhaseTiming] = [],
+        appraisal: Appraisal? = nil, snpClaims: SNPClaims? = nil, manifestDigest: String? = nil,
+        handoverReferences: AttestationPolicy.Handover? = nil, handover: HandoverReport? = nil,
+        guestStatus: AgentStatus? = nil, error: Failure? = nil
     ) {
         self.name = name
         self.verdict = verdict
@@ -96,32 +141,113 @@ public struct LaunchOutcome: Sendable, Codable {
         self.simulated = simulated
         self.bootSeconds = bootSeconds
         self.attestationSeconds = attestationSeconds
+        self.instanceID = instanceID
+        self.tee = tee
+        self.phases = phases
+        self.appraisal = appraisal
+        self.snpClaims = snpClaims
+        self.manifestDigest = manifestDigest
+        self.handoverReferences = handoverReferences
         self.handover = handover
         self.guestStatus = guestStatus
+        self.error = error
     }
+
+    /// The outcome of a launch that failed before a verdict.
+    public static func failed(
+        name: String, error: any Error, tee: TEEKind, phases: [PhaseTiming], instanceID: String?, partition: Partition?
+    ) -> LaunchOutcome {
+        let code = (error as? CoordinatorError)?.code.name ?? "launch"
+        let reason = (error as? CoordinatorError)?.reason ?? "\(error)"
+        return LaunchOutcome(
+            name: name, verdict: .reject, state: "failed", partitionCPUs: partition?.cpus ?? [],
+            shared: partition?.shared ?? false, measurement: nil, auditSequence: nil, token: nil,
+            failures: [
+                RuleOutcome(
+                    rule: "launch", status: .fail, expected: "a child that boots and attests", actual: reason,
+                    hint: "see cmk logs \(name)", trustClaim: .configuration, trustValue: 0)
+            ],
+            simulated: tee.isSimulated, bootSeconds: phases.first(where: { $0.phase == .boot })?.seconds,
+            attestationSeconds: nil, instanceID: instanceID, tee: tee.rawValue, phases: phases,
+            error: Failure(code: code, reason: reason))
+    }
+}
+
+/// The steps of a launch, in the order they run.
+public enum LaunchPhase: String, Sendable, Codable, Hashable, CaseIterable {
+    /// Reconcile the store and reserve an exclusive partition.
+    case reserve
+    /// Build the image, load the policy, measure the launch, write the manifest.
+    case image
+    /// Start QEMU and wait for the agent's `ready`.
+    case boot
+    /// Send the nonce and receive the evidence.
+    case evidence
+    /// Verify the evidence, evaluate the policy, sign the EAR, append to the audit log.
+    case verify
+    /// Pin the vCPUs, seal the secrets to the attested key, attach the volumes, name the channel peers, and
+    /// receive the child's confirmation (only on admission; see ``Handover``).
+    case handover
+}
+
+/// How long one phase took.
+public struct PhaseTiming: Sendable, Codable, Hashable {
+    public let phase: LaunchPhase
+    public let seconds: Double
+    /// One line on what the phase did.
+    public let detail: String
+
+    public init(phase: LaunchPhase, seconds: Double, detail: String) {
+        self.phase = phase
+        self.seconds = seconds
+        self.detail = detail
+    }
+}
+
+/// What a supervisor reports while it works.
+public enum LaunchEvent: Sendable {
+    case phaseStarted(LaunchPhase)
+    case phaseFinished(PhaseTiming)
+    /// A line for the log.
+    case note(String)
 }
 
 /// Runs one instance through its life cycle in this process: reserve an exclusive partition, build the image,
 /// start the simulated platform and QEMU pinned to the partition, wait for the agent, ask for fresh evidence,
 /// appraise it against the policy, sign the EAR, record the decision — and only then hand over. On rejection or
-/// failure: quarantine (shut the child down), tear down, give the partition back.
+/// failure: quarantine (shut the child down), tear down, give the partition back. An admitted instance is then
+/// watched (``supervise(stopRequested:)``): a QEMU that exits or an agent that stops answering marks it failed
+/// within a second and gives its partition back.
 public final class InstanceSupervisor: @unchecked Sendable {
     public let state: CMKStateDirectory
     public let paths: CMKPaths
     public let request: LaunchRequest
-    let progress: @Sendable (String) -> Void
+    let progress: @Sendable (LaunchEvent) -> Void
 
     private var qemu: QEMUProcess?
+    private var exitNotifier: ProcessExitNotifier?
     private var control: FramedConnection?
     private var listener: UnixSocketListener?
     private var platform: SimulatedPlatformService?
     private var instanceID: String?
+    private var partition: Partition?
+    /// The phases finished so far.
+    public private(set) var phases: [PhaseTiming] = []
 
-    public init(state: CMKStateDirectory, paths: CMKPaths, request: LaunchRequest, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        state: CMKStateDirectory, paths: CMKPaths, request: LaunchRequest,
+        progress: @escaping @Sendable (LaunchEvent) -> Void
+    ) {
         self.state = state
         self.paths = paths
         self.request = request
         self.progress = progress
+    }
+
+    /// The store id and partition of the instance, once reserved.
+    public var reservedInstance: (id: String, partition: Partition)? {
+        guard let instanceID, let partition else { return nil }
+        return (instanceID, partition)
     }
 
     /// The instance's private folder: image, sockets, serial log, pid files.
@@ -129,58 +255,72 @@ public final class InstanceSupervisor: @unchecked Sendable {
         state.url.appendingPathComponent("instances").appendingPathComponent(name)
     }
 
+    /// How supervisors open the store: they share the state folder with other supervisors and commands, each
+    /// holding the lock for one change, so they wait for it a while.
+    public static func storeOptions(reserve: HostReserve = .default) -> InstanceStore.Options {
+        InstanceStore.Options(reserve: reserve, lockWait: .seconds(15))
+    }
+
     func withStore<T>(_ body: (InstanceStore) throws -> T) throws -> T {
-        let store = try InstanceStore(state)
+        let store = try InstanceStore(state, options: Self.storeOptions(reserve: request.reserve))
         defer { store.close() }
         return try body(store)
     }
 
+    private func note(_ line: String) { progress(.note(line)) }
+
+    /// Runs `body` as `phase`, reporting its start and its time.
+    private func phase<T>(_ phase: LaunchPhase, _ body: () async throws -> (T, String)) async throws -> T {
+        progress(.phaseStarted(phase))
+        let start = ContinuousClock.now
+        let (value, detail) = try await body()
+        let timing = PhaseTiming(phase: phase, seconds: Self.seconds(ContinuousClock.now - start), detail: detail)
+        phases.append(timing)
+        progress(.phaseFinished(timing))
+        return value
+    }
+
     /// Launches and attests; returns once the instance is admitted (still running) or has been torn down.
+    ///
+    /// - Throws: `platformUnavailable` when the platform cannot run here; `insufficientResources` (saying what is
+    ///   free) when the partition does not fit; `launch` when the child does not boot, attest or acknowledge.
     public func launch() async throws -> LaunchOutcome {
         try state.prepare()
+        try TEEAvailability.require(request.tee)
         let folder = Self.folder(state, name: request.name)
-        // 1. The profile and its image, reproducibly (before the policy: a policy may pin the measurement by
-        //    reference to the image, `${CMK_IMAGES}/<profile>/...`).
         guard let profilesFolder = GuestProfileCatalog.locate() else {
             throw CoordinatorError(.launch, "cannot find guest-kernels/ (set CMK_GUEST_KERNELS)")
         }
         let profile = try GuestProfileCatalog(directory: profilesFolder).profile(named: request.profile)
         let vcpus = request.vcpus ?? profile.vcpus
         let memory = request.memoryMiB ?? profile.memoryMiB
-        progress("building the \(profile.name) image")
-        let agent = request.agent ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("cmk-guest")
-        guard FileManager.default.isExecutableFile(atPath: agent.path) else {
-            throw CoordinatorError(.launch, "no cmk-guest agent at \(agent.path): build it (swift build --product cmk-guest)")
-        }
-        let image = try await GuestImage.build(
-            profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent,
-            output: Self.imagesDirectory(paths).appendingPathComponent(profile.name))
-        let policy = try PolicyLoader(environment: Self.policyEnvironment(paths)).load(path: request.policyPath)
-        guard policy.evidence == request.platform.evidence else {
-            throw CoordinatorError(
-                .launch,
-                "the simulated platform \(request.platform.rawValue) produces \(request.platform.evidence.rawValue) "
-                    + "evidence; policy \(policy.id) is for \(policy.evidence.rawValue)")
-        }
 
-        // 2. An exclusive partition (reconcile first: never two owners for a core).
-        progress("reserving \(vcpus) CPU(s) and \(memory) MiB")
-        let record = try withStore { store in
-            try store.reconcile()
-            return try store.reserve(
-                InstanceRequest(
-                    name: request.name,
-                    resources: PartitionRequest(cpuCount: vcpus, memoryMiB: memory, allowSharedCores: request.allowSharedCores),
-                    profile: profile.name,
-                    policy: PolicyReference(id: policy.id, version: policy.version, digest: policy.digest)),
-                on: try HostInventory.read())
+        // 1. An exclusive partition first (reconcile first: never two owners for a core), so a launch that cannot
+        //    fit is refused at once.
+        let record = try await phase(.reserve) {
+            let supervisor = ProcessIdentity.of(pid: getpid())
+            let record = try withStore { store in
+                for outcome in try store.reconcile() where outcome.action != .supervised {
+                    note("reconciled \(outcome.name): \(outcome.action.rawValue) (\(outcome.reason))")
+                }
+                return try store.reserve(
+                    InstanceRequest(
+                        name: request.name,
+                        resources: PartitionRequest(
+                            cpuCount: vcpus, memoryMiB: memory, allowSharedCores: request.allowSharedCores),
+                        profile: profile.name, supervisor: supervisor),
+                    on: try HostInventory.read())
+            }
+            return (
+                record,
+                "CPUs \(CPUList.format(record.partition.cpus))\(record.partition.shared ? " (shared)" : "") and "
+                    + "\(memory) MiB"
+            )
         }
         instanceID = record.id
-        progress("reserved CPUs \(CPUList.format(record.partition.cpus))\(record.partition.shared ? " (shared)" : "")")
+        partition = record.partition
         do {
-            return try await boot(
-                policy: policy, profile: profile, image: image, record: record, folder: folder, vcpus: vcpus, memory: memory)
+            return try await boot(profile: profile, record: record, folder: folder, vcpus: vcpus, memory: memory)
         } catch {
             await teardown(reason: "launch failed: \(error)", to: .failed)
             throw error
@@ -188,63 +328,348 @@ public final class InstanceSupervisor: @unchecked Sendable {
     }
 
     private func boot(
-        policy: Policy, profile: GuestProfile, image: GuestImage, record: InstanceRecord, folder: URL, vcpus: Int, memory: Int
+        profile: GuestProfile, record: InstanceRecord, folder: URL, vcpus: Int, memory: Int
     ) async throws -> LaunchOutcome {
-        try? FileManager.default.removeItem(at: folder)
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        // 2. The image, reproducibly, then the policy (a policy may pin the measurement by reference to the image,
+        //    `${CMK_IMAGES}/<profile>/...`), the manifest, and the simulated platform's measurement of the launch
+        //    (the AMD secure processor for sim-snp, the TDX module for sim-tdx).
+        enum SimulatedLaunch {
+            case snp(SimulatedSNPLaunch)
+            case tdx(SimulatedTDXLaunch)
+        }
+        struct Prepared {
+            let image: GuestImage
+            let policy: Policy
+            let manifest: InstanceManifest
+            /// The kernel command line QEMU is given (a TD's adds `cmk.platform=tdx`).
+            let commandLine: String
+            let launch: SimulatedLaunch
+            /// The simulated platform's state folder: its roots are trusted only if the policy names them.
+            let simulatedRoots: URL
+            /// The collateral Intel's PCS would serve, issued by the simulated TDX platform; nil for SEV-SNP.
+            let tdxCollateral: TDXCollateral?
+            let firmwarePath: String
+            let cpuModel: String
+        }
+        let prepared: Prepared = try await phase(.image) {
+            let agent = request.agent ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+                .deletingLastPathComponent().appendingPathComponent("cmk-guest")
+            guard FileManager.default.isExecutableFile(atPath: agent.path) else {
+                throw CoordinatorError(
+                    .launch, "no cmk-guest agent at \(agent.path): build it (swift build --product cmk-guest)")
+            }
+            let image = try await GuestImage.build(
+                profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent,
+                output: Self.imagesDirectory(paths).appendingPathComponent(profile.name))
+            let policy = try PolicyLoader(environment: Self.policyEnvironment(paths)).load(path: request.policyPath)
+            guard policy.evidence == request.tee.evidence else {
+                throw CoordinatorError(
+                    .launch,
+                    "the \(request.tee.rawValue) platform produces \(request.tee.evidence.rawValue) evidence; policy "
+                        + "\(policy.id) is for \(policy.evidence.rawValue)")
+            }
+            try withStore { store in
+                _ = try store.update(
+                    record.id,
+                    InstanceChanges(policy: PolicyReference(id: policy.id, version: policy.version, digest: policy.digest)))
+            }
+            try? FileManager.default.removeItem(at: folder)
+            try FileManager.default.createDirectory(
+                at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            // The exact bytes QEMU is given.
+            let firmwarePath = "/usr/share/ovmf/OVMF.fd"
+            let firmware = try Array(Data(contentsOf: URL(fileURLWithPath: firmwarePath)))
+            let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
+            let initrd = try Array(Data(contentsOf: URL(fileURLWithPath: image.initrd.path)))
+            // A simulated TD's agent learns its platform from the command line (which TDVF measures into RTMR2).
+            let commandLine =
+                request.tee.evidence == .tdx ? image.commandLine + " cmk.platform=tdx" : image.commandLine
+            // The manifest the instance is launched with; its digest goes into HOST_DATA (MRCONFIGID on TDX).
+            let manifest = InstanceManifest(
+                name: request.name, platform: request.tee.manifestName,
+                image: .init(
+                    profile: profile.name, kernelSHA256: image.kernel.sha256.description,
+                    initrdSHA256: image.initrd.sha256.description,
+                    firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: commandLine),
+                vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version,
+                policyDigest: policy.digest, channelPeers: policy.handover.channelPeers)
+            try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
+            // The simulated platform measures the launch itself, from the exact bytes QEMU is given.
+            let platformFolder = state.url.appendingPathComponent(request.tee.simulatedStateFolder)
+            let launch: SimulatedLaunch
+            var tdxCollateral: TDXCollateral?
+            switch request.tee.evidence {
+            case .sevSNP:
+                let processor = try SimulatedAMDSecureProcessor(directory: platformFolder)
+                let snp = try processor.launch(
+                    .init(
+                        firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, vcpus: vcpus,
+                        vcpuType: "EPYC-v4", guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
+                note("SIMULATED platform: launch measurement \(Hex.encode(snp.measurement))")
+                launch = .snp(snp)
+            case .tdx:
+                let module = try SimulatedTDXModule(directory: platformFolder)
+                let td = try module.launch(
+                    .init(
+                        firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, memoryMiB: memory,
+                        mrConfigID: manifest.mrConfigID))
+                // The collateral Intel's PCS would serve, issued now by the simulated platform under its own root.
+                tdxCollateral = try module.collateral()
+                note("SIMULATED TDX platform: MRTD \(Hex.encode(td.mrTD)), RTMR1 \(Hex.encode(td.rtmrs[1]))")
+                launch = .tdx(td)
+            }
+            return (
+                Prepared(
+                    image: image, policy: policy, manifest: manifest, commandLine: commandLine, launch: launch,
+                    simulatedRoots: platformFolder, tdxCollateral: tdxCollateral, firmwarePath: firmwarePath,
+                    cpuModel: try await Self.epycModel()),
+                "\(profile.name) image, policy \(policy.id) v\(policy.version)"
+            )
+        }
+        let policy = prepared.policy
 
-        // 3. The exact bytes QEMU is given.
-        let firmwarePath = "/usr/share/ovmf/OVMF.fd"
-        let firmware = try Array(Data(contentsOf: URL(fileURLWithPath: firmwarePath)))
-        let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
-        let initrd = try Array(Data(contentsOf: URL(fileURLWithPath: image.initrd.path)))
-
-        // A simulated TD's agent learns its platform from the command line (which TDVF measures into RTMR2).
-        let commandLine = request.platform == .tdx ? image.commandLine + " cmk.platform=tdx" : image.commandLine
-
-        // 4. The manifest the instance is launched with; its digest goes into HOST_DATA (MRCONFIGID on TDX).
-        let manifest = InstanceManifest(
-            name: request.name, platform: request.platform.manifestName,
-            image: .init(
-                profile: profile.name, kernelSHA256: image.kernel.sha256.description, initrdSHA256: image.initrd.sha256.description,
-                firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: commandLine),
-            vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version, policyDigest: policy.digest,
-            channelPeers: policy.handover.channelPeers)
-        try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
-
-        // 5. The simulated platform measures the launch itself, from the exact bytes QEMU is given.
-        let controlPath = folder.appendingPathComponent("control.sock").path
-        let platformPath = folder.appendingPathComponent("platform.sock").path
-        let platformFolder = state.url.appendingPathComponent(request.platform.stateFolder)
-        var tdxCollateral: TDXCollateral?
-        let qmpPath = folder.appendingPathComponent("qmp.sock").path
-        listener = try UnixSocketListener(path: controlPath)
-        switch request.platform {
-        case .sevSNP:
-            let processor = try SimulatedAMDSecureProcessor(directory: platformFolder)
-            let launch = try processor.launch(.init(
-                firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, vcpus: vcpus, vcpuType: "EPYC-v4",
-                guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
-            progress("SIMULATED platform: launch measurement \(Hex.encode(launch.measurement))")
-            platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
-        case .tdx:
-            let module = try SimulatedTDXModule(directory: platformFolder)
-            let launch = try module.launch(.init(
-                firmware: firmware, kernel: kernel, initrd: initrd, cmdline: commandLine, memoryMiB: memory,
-                mrConfigID: manifest.mrConfigID))
-            // The collateral Intel's PCS would serve, issued now by the simulated platform under its own root.
-            tdxCollateral = try module.collateral()
-            progress("SIMULATED TDX platform: MRTD \(Hex.encode(launch.mrTD)), RTMR1 \(Hex.encode(launch.rtmrs[1]))")
-            platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+        // What verification needs (the pinned and simulated roots, the appraiser, the EAR key, the audit log) is
+        // loaded while the child boots, on another thread: none of it depends on the evidence.
+        struct VerificationContext: Sendable {
+            let appraiser: EvidenceAppraiser
+            let key: EARSigningKey
+            let audit: AuditLog
+        }
+        let stateDirectory = state
+        let simulatedRoots = prepared.simulatedRoots
+        let verificationContext = Task.detached { () throws -> VerificationContext in
+            let anchors = try TrustAnchorStore(
+                directory: TrustAnchorStore.locateDefaultDirectory(), simulated: simulatedRoots)
+            try stateDirectory.prepare()
+            return VerificationContext(
+                appraiser: EvidenceAppraiser(trustAnchors: anchors),
+                key: try EARSigningKey.loadOrCreate(directory: stateDirectory.keysDirectory),
+                audit: try AuditLog(path: stateDirectory.auditLog, keyDirectory: stateDirectory.keysDirectory))
         }
 
-        // 6. QEMU, pinned to the partition.
-        let settings = QEMUInstanceSettings(
-            name: request.name, firmware: firmwarePath, kernel: image.kernel.path, initrd: image.initrd.path,
-            commandLine: commandLine, vcpus: vcpus, memoryMiB: memory,
-            serialLog: folder.appendingPathComponent("serial.log").path, pidFile: folder.appendingPathComponent("qemu.pid").path,
-            controlSocket: controlPath, platformSocket: platformPath, hostCPUs: record.partition.cpus,
-            qmpSocket: qmpPath, hotplugSlots: policy.handover.volumes.count)
+        // 3. QEMU, pinned to the partition, marked with the instance id; then the agent's `ready`.
+        let controlPath = folder.appendingPathComponent("control.sock").path
+        let platformPath = folder.appendingPathComponent("platform.sock").path
+        let qmpPath = folder.appendingPathComponent("qmp.sock").path
+        let (connection, bootSeconds, identity): (FramedConnection, Double, ProcessIdentity) = try await phase(.boot) {
+            listener = try UnixSocketListener(path: controlPath)
+            switch prepared.launch {
+            case .snp(let launch): platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+            case .tdx(let launch): platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+            }
+            // The QMP socket and the hot-plug slots are for the handover (vCPU pinning, volumes).
+            let settings = QEMUInstanceSettings(
+                name: request.name, firmware: prepared.firmwarePath, kernel: prepared.image.kernel.path,
+                initrd: prepared.image.initrd.path, commandLine: prepared.commandLine, vcpus: vcpus,
+                memoryMiB: memory, serialLog: folder.appendingPathComponent("serial.log").path,
+                pidFile: folder.appendingPathComponent("qemu.pid").path, controlSocket: controlPath,
+                platformSocket: platformPath, hostCPUs: record.partition.cpus, qmpSocket: qmpPath,
+                hotplugSlots: policy.handover.volumes.count)
+            let command = SimulatedLaunchCommand(
+                settings: settings, accelerator: request.accelerator, cpuModel: prepared.cpuModel)
+            let started = ContinuousClock.now
+            let process = try QEMUProcess.start(
+                try command.commandLine() + QEMUInstanceMarker.arguments(instanceID: record.id))
+            qemu = process
+            let notifier = try ProcessExitNotifier(pid: process.processIdentifier)
+            exitNotifier = notifier
+            guard let identity = ProcessIdentity.of(pid: process.processIdentifier) else {
+                throw CoordinatorError(
+                    .launch, "QEMU exited at once (status \(process.exitStatus ?? -1)): \(process.output)")
+            }
+            try withStore { store in
+                _ = try store.transition(
+                    record.id, to: .booting, reason: "QEMU started (pid \(identity.pid))",
+                    changes: InstanceChanges(
+                        process: identity,
+                        sockets: ["control": controlPath, "platform": platformPath, "qmp": qmpPath]))
+            }
+            note("booting (QEMU pid \(identity.pid), \(request.accelerator.rawValue)); waiting for cmk-guest")
+            let connection = try Self.accept(
+                listener!, timeout: request.bootTimeout, qemu: process, notifier: notifier)
+            control = connection
+            let ready = try Self.receive(connection, timeout: request.bootTimeout, notifier: notifier, qemu: process)
+            guard case .ready(_, let agentVersion, let provider) = ready else {
+                throw CoordinatorError(.launch, "the child's first message was \(ready.kind), not ready")
+            }
+            let bootSeconds = Self.seconds(ContinuousClock.now - started)
+            try withStore { store in _ = try store.transition(record.id, to: .attesting, reason: "agent ready") }
+            return (
+                (connection, bootSeconds, identity),
+                "cmk-guest \(agentVersion) ready (evidence: \(provider)), QEMU pid \(identity.pid)"
+            )
+        }
+
+        // 4. Fresh evidence bound to a nonce and the agent's key.
+        var nonce = [UInt8](repeating: 0, count: 32)
+        for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
+        let asked = Date()
+        let (kind, publicKey, evidence, auxiliary, attestationSeconds):
+            (String, [UInt8], [UInt8], [UInt8], Double) = try await phase(.evidence)
+        {
+            let start = ContinuousClock.now
+            try connection.send(.attestRequest(nonce: nonce))
+            let answer = try Self.receive(connection, timeout: .seconds(120), notifier: exitNotifier!, qemu: qemu!)
+            guard case .attestResponse(let kind, let publicKey, let evidence, let auxiliary) = answer else {
+                throw CoordinatorError(.launch, "the child answered \(answer.kind) to the attestation request")
+            }
+            return (
+                (kind, publicKey, evidence, auxiliary, Self.seconds(ContinuousClock.now - start)),
+                "\(kind) evidence, \(evidence.count) bytes"
+            )
+        }
+
+        // 5. Appraise with the real verifier (the simulated roots are trusted only if the policy names them), sign
+        //    the result and record the decision, whatever it is.
+        struct Verified {
+            let appraisal: Appraisal
+            let claims: SNPClaims?
+            /// SEV-SNP MEASUREMENT or TDX MRTD (hex), from the verified evidence.
+            let measurement: String?
+            let token: String
+            let sequence: Int64
+            let audit: AuditLog
+        }
+        let verified: Verified = try await phase(.verify) {
+            let context = try await verificationContext.value
+            let appraiser = context.appraiser
+            let presented: PresentedEvidence =
+                kind == "sev-snp"
+                ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
+                : .tdx(quote: evidence, collateral: prepared.tdxCollateral)
+            let input = appraiser.input(
+                presented, revocation: policy.trust.crl,
+                context: AppraisalContext(
+                    evaluationTime: Date(), nonce: nonce, boundKey: publicKey,
+                    manifest: prepared.manifest.canonicalBytes, collectedAt: asked))
+            // A TD's event log must replay to the RTMRs its verified quote carries, or the log describes another boot.
+            if case .tdx(let result)? = input.claims, !auxiliary.isEmpty {
+                let replayed: [HexBytes]
+                do {
+                    replayed = try TDXMeasurementRegisters(log: try TCGEventLog(bytes: auxiliary)).rtmrs
+                } catch {
+                    throw CoordinatorError(.launch, "the TD's event log cannot be read: \(error)")
+                }
+                guard replayed == result.claims.rtmrs else {
+                    throw CoordinatorError(
+                        .launch,
+                        "the TD's event log replays to RTMRs \(replayed.map { $0.description.prefix(16) + "…" }) but "
+                            + "its quote carries \(result.claims.rtmrs.map { $0.description.prefix(16) + "…" })")
+                }
+                note("the TD's event log (\(auxiliary.count) bytes) replays to the RTMRs its quote carries")
+            }
+            let appraisal = policy.evaluate(input)
+            let claims: SNPClaims? = if case .snp(let result)? = input.claims { result.claims } else { nil }
+            let measurement: String? =
+                switch input.claims {
+                case .snp(let result)?: result.claims.measurement.description
+                case .tdx(let result)?: result.claims.mrTD.description
+                case nil: nil
+                }
+            let earClaims = try EARClaims(
+                appraisal: appraisal, verifierID: .cmk(version: CMKVersion.current), issuedAt: Date(),
+                expiresAt: Date().addingTimeInterval(300), issuer: "cmk", nonce: nonce)
+            let token = try EARJWT.sign(earClaims, with: context.key)
+            let recorded = try context.audit.append(
+                .appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
+            try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
+            return (
+                Verified(
+                    appraisal: appraisal, claims: claims, measurement: measurement, token: token,
+                    sequence: recorded.sequence, audit: context.audit),
+                "\(appraisal.verdict.rawValue) by policy \(policy.id) v\(policy.version), audit record "
+                    + "#\(recorded.sequence)"
+            )
+        }
+        let appraisal = verified.appraisal
+        func outcome(
+            _ verdict: Verdict, state: String, handover: HandoverReport? = nil, guestStatus: AgentStatus? = nil
+        ) -> LaunchOutcome {
+            LaunchOutcome(
+                name: request.name, verdict: verdict, state: state, partitionCPUs: record.partition.cpus,
+                shared: record.partition.shared, measurement: verified.measurement,
+                auditSequence: verified.sequence, token: verified.token, failures: appraisal.failures,
+                simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds,
+                instanceID: record.id, tee: request.tee.rawValue, phases: phases, appraisal: appraisal,
+                snpClaims: verified.claims, manifestDigest: Hex.encode(prepared.manifest.hostData),
+                handoverReferences: verdict == .admit ? appraisal.handover : nil, handover: handover,
+                guestStatus: guestStatus)
+        }
+
+        guard appraisal.verdict == .admit else {
+            note(
+                "REJECTED by policy \(policy.id): \(appraisal.failures.map(\.rule).joined(separator: ", ")); "
+                    + "quarantining")
+            try withStore { store in
+                _ = try store.transition(
+                    record.id, to: .rejected,
+                    reason: "policy \(policy.id) rejected: \(appraisal.failures.map(\.rule).joined(separator: ", "))",
+                    changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: verified.sequence))
+            }
+            // Nothing was handed over; ask the child what it holds (names only) before it is shut down, as evidence.
+            var guestStatus: AgentStatus?
+            if (try? connection.send(.statusRequest)) != nil,
+                case .status(let status)? = try? Self.receive(
+                    connection, timeout: .seconds(10), notifier: exitNotifier!, qemu: qemu!)
+            {
+                guestStatus = status
+                note(
+                    "the rejected child holds \(status.secretFiles.count) secret file(s), "
+                        + "\(status.volumes.count) volume(s)")
+            }
+            await teardown(reason: "rejected", to: nil)
+            return outcome(.reject, state: "stopped", guestStatus: guestStatus)
+        }
+
+        // 6. Only now: the handover (Handover.swift): pin the vCPUs, seal the secrets to the attested key, attach
+        //    the volumes, name the channel peers; the child confirms what it received.
+        let report: HandoverReport = try await phase(.handover) {
+            let report: HandoverReport
+            do {
+                report = try Handover(
+                    instance: request.name, policy: policy, handover: appraisal.handover, nonce: nonce,
+                    boundKey: publicKey, qemuPID: identity.pid, partitionCPUs: record.partition.cpus,
+                    qmpSocket: qmpPath, secrets: SecretStore(state), volumes: VolumeStore(state),
+                    progress: { [progress] line in progress(.note(line)) }
+                ).run(over: connection)
+            } catch {
+                // Admitted, but not handed over: the record says so before the instance is torn down (as failed).
+                // The reason may quote the child (untrusted text): at most 500 characters reach the log and the
+                // record.
+                let reason = String("\(error)".prefix(500))
+                note("HANDOVER FAILED: \(reason)")
+                _ = try? verified.audit.append(
+                    AuditEntry(
+                        actor: "coordinator", kind: .instanceEvent, instance: request.name,
+                        details: ["event": "handover-failed", "reason": reason]))
+                throw error
+            }
+            _ = try verified.audit.append(
+                AuditEntry(
+                    actor: "coordinator", kind: .instanceEvent, instance: request.name,
+                    details: Handover.auditDetails(report)))
+            try withStore { store in
+                try store.recordHandover(
+                    record.id, secrets: report.secrets.map(\.name), volumes: report.volumes.map(\.name),
+                    channelPeers: report.channelPeers, sealedSecretsSHA256: report.sealedMessageSHA256)
+                _ = try store.transition(
+                    record.id, to: .admitted, reason: "policy \(policy.id) v\(policy.version) admitted",
+                    changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: verified.sequence))
+            }
+            return (
+                report,
+                "\(report.secrets.count) secret(s), \(report.volumes.count) volume(s), "
+                    + "\(report.channelPeers.count) channel peer(s)"
+            )
+        }
+        note(
+            "ADMITTED by policy \(policy.id) v\(policy.version)\(appraisal.simulated ? " (SIMULATED platform)" : ""); "
+                + "audit record #\(verified.sequence)")
+        return outcome(.admit, state: "admitted", handover: report)
+    }
+
+    /// The EPYC CPU model this host's QEMU has, for a simulated child.
+    public static func epycModel() async throws -> String {
         // Debian's QEMU 7.2 lacks EPYC-v4; EPYC-v3 has the same CPUID signature, so the measurement is unchanged.
         // (A simulated TD runs on the same vCPU model: no TDX measurement covers the CPU model.)
         let qemuPath = CommandRunner.which("qemu-system-x86_64") ?? "qemu-system-x86_64"
@@ -252,156 +677,115 @@ public final class InstanceSupervisor: @unchecked Sendable {
         guard let cpuModel = QEMUCPUModels(help: help.standardOutputText).epycModel() else {
             throw CoordinatorError(.launch, "QEMU (\(qemuPath)) offers no EPYC CPU model")
         }
-        let command = SimulatedLaunchCommand(settings: settings, accelerator: request.accelerator, cpuModel: cpuModel)
-        let started = ContinuousClock.now
-        let process = try QEMUProcess.start(try command.commandLine())
-        qemu = process
-        try? await Task.sleep(for: .milliseconds(300))
-        guard process.isRunning, let identity = ProcessIdentity.of(pid: process.processIdentifier) else {
-            throw CoordinatorError(.launch, "QEMU exited at once (status \(process.exitStatus ?? -1)): \(process.output)")
-        }
-        try withStore { store in
-            _ = try store.transition(
-                record.id, to: .booting, reason: "QEMU started (pid \(identity.pid))",
-                changes: InstanceChanges(
-                    process: identity, sockets: ["control": controlPath, "platform": platformPath, "qmp": qmpPath]))
-        }
-        progress("booting (QEMU pid \(identity.pid), \(request.accelerator.rawValue)); waiting for cmk-guest")
-
-        // 7. The agent.
-        let connection = try listener!.accept(timeout: request.bootTimeout)
-        control = connection
-        let ready = try connection.receive(timeout: request.bootTimeout)
-        guard case .ready(_, let agentVersion, let provider) = ready else {
-            throw CoordinatorError(.launch, "the child's first message was \(ready.kind), not ready")
-        }
-        let bootSeconds = Self.seconds(ContinuousClock.now - started)
-        progress("cmk-guest \(agentVersion) ready after \(String(format: "%.1f", bootSeconds)) s (evidence: \(provider))")
-        try withStore { store in _ = try store.transition(record.id, to: .attesting, reason: "agent ready") }
-
-        // 8. Fresh evidence bound to a nonce and the agent's key.
-        var nonce = [UInt8](repeating: 0, count: 32)
-        for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
-        let asked = Date()
-        let attestStart = ContinuousClock.now
-        try connection.send(.attestRequest(nonce: nonce))
-        let answer = try connection.receive(timeout: .seconds(120))
-        guard case .attestResponse(let kind, let publicKey, let evidence, let auxiliary) = answer else {
-            throw CoordinatorError(.launch, "the child answered \(answer.kind) to the attestation request")
-        }
-        let attestationSeconds = Self.seconds(ContinuousClock.now - attestStart)
-
-        // 9. Appraise with the real verifier; the simulated roots are trusted only if the policy names them.
-        let anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory(), simulated: platformFolder)
-        let appraiser = EvidenceAppraiser(trustAnchors: anchors)
-        let presented: PresentedEvidence = kind == "sev-snp"
-            ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
-            : .tdx(quote: evidence, collateral: tdxCollateral)
-        let input = appraiser.input(
-            presented, revocation: policy.trust.crl,
-            context: AppraisalContext(
-                evaluationTime: Date(), nonce: nonce, boundKey: publicKey, manifest: manifest.canonicalBytes, collectedAt: asked))
-        // A TD's event log must replay to the RTMRs its verified quote carries, or the log describes another boot.
-        if case .tdx(let result)? = input.claims, !auxiliary.isEmpty {
-            let replayed: [HexBytes]
-            do {
-                replayed = try TDXMeasurementRegisters(log: try TCGEventLog(bytes: auxiliary)).rtmrs
-            } catch {
-                throw CoordinatorError(.launch, "the TD's event log cannot be read: \(error)")
-            }
-            guard replayed == result.claims.rtmrs else {
-                throw CoordinatorError(
-                    .launch,
-                    "the TD's event log replays to RTMRs \(replayed.map { $0.description.prefix(16) + "…" }) but its "
-                        + "quote carries \(result.claims.rtmrs.map { $0.description.prefix(16) + "…" })")
-            }
-            progress("the TD's event log (\(auxiliary.count) bytes) replays to the RTMRs its quote carries")
-        }
-        let appraisal = policy.evaluate(input)
-        let measurement: String? =
-            switch input.claims {
-            case .snp(let result)?: result.claims.measurement.description
-            case .tdx(let result)?: result.claims.mrTD.description
-            case nil: nil
-            }
-
-        // 10. Sign the result and record the decision, whatever it is.
-        try state.prepare()
-        let key = try EARSigningKey.loadOrCreate(directory: state.keysDirectory)
-        let claims = try EARClaims(
-            appraisal: appraisal, verifierID: .cmk(version: CMKVersion.current), issuedAt: Date(),
-            expiresAt: Date().addingTimeInterval(300), issuer: "cmk", nonce: nonce)
-        let token = try EARJWT.sign(claims, with: key)
-        let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
-        let recorded = try audit.append(.appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
-        try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
-
-        guard appraisal.verdict == .admit else {
-            progress("REJECTED by policy \(policy.id): \(appraisal.failures.map(\.rule).joined(separator: ", ")); quarantining")
-            try withStore { store in
-                _ = try store.transition(
-                    record.id, to: .rejected, reason: "policy \(policy.id) rejected: \(appraisal.failures.map(\.rule).joined(separator: ", "))",
-                    changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
-            }
-            // Nothing was handed over; ask the child what it holds (names only) before it is shut down, as evidence.
-            var guestStatus: AgentStatus?
-            if (try? connection.send(.statusRequest)) != nil, case .status(let status)? = try? connection.receive(timeout: .seconds(10)) {
-                guestStatus = status
-                progress("the rejected child holds \(status.secretFiles.count) secret file(s), \(status.volumes.count) volume(s)")
-            }
-            await teardown(reason: "rejected", to: nil)
-            return LaunchOutcome(
-                name: request.name, verdict: .reject, state: "stopped", partitionCPUs: record.partition.cpus,
-                shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
-                failures: appraisal.failures, simulated: appraisal.simulated, bootSeconds: bootSeconds,
-                attestationSeconds: attestationSeconds, guestStatus: guestStatus)
-        }
-
-        // 11. Only now: the handover (Handover.swift): pin the vCPUs, seal the secrets to the attested key, attach
-        //     the volumes, name the channel peers.
-        let report: HandoverReport
-        do {
-            report = try Handover(
-                instance: request.name, policy: policy, handover: appraisal.handover, nonce: nonce, boundKey: publicKey,
-                qemuPID: identity.pid, partitionCPUs: record.partition.cpus, qmpSocket: qmpPath,
-                secrets: SecretStore(state), volumes: VolumeStore(state), progress: progress
-            ).run(over: connection)
-        } catch {
-            // Admitted, but not handed over: the record says so before the instance is torn down (as failed).
-            // The reason may quote the child (untrusted text): at most 500 characters reach the log and the record.
-            let reason = String("\(error)".prefix(500))
-            progress("HANDOVER FAILED: \(reason)")
-            _ = try? audit.append(
-                AuditEntry(
-                    actor: "coordinator", kind: .instanceEvent, instance: request.name,
-                    details: ["event": "handover-failed", "reason": reason]))
-            throw error
-        }
-        _ = try audit.append(
-            AuditEntry(actor: "coordinator", kind: .instanceEvent, instance: request.name, details: Handover.auditDetails(report)))
-        try withStore { store in
-            try store.recordHandover(
-                record.id, secrets: report.secrets.map(\.name), volumes: report.volumes.map(\.name),
-                channelPeers: report.channelPeers, sealedSecretsSHA256: report.sealedMessageSHA256)
-            _ = try store.transition(
-                record.id, to: .admitted, reason: "policy \(policy.id) v\(policy.version) admitted",
-                changes: InstanceChanges(evidenceDigest: appraisal.evidenceDigest, auditSequence: recorded.sequence))
-        }
-        progress("ADMITTED by policy \(policy.id) v\(policy.version)\(appraisal.simulated ? " (SIMULATED platform)" : ""); audit record #\(recorded.sequence)")
-        return LaunchOutcome(
-            name: request.name, verdict: .admit, state: "admitted", partitionCPUs: record.partition.cpus,
-            shared: record.partition.shared, measurement: measurement, auditSequence: recorded.sequence, token: token,
-            failures: [], simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds,
-            handover: report)
+        return cpuModel
     }
 
-    /// Serves an admitted instance until its QEMU exits or `stopRequested` turns true; then stops it.
-    public func supervise(stopRequested: @Sendable () -> Bool) async {
-        guard let qemu else { return }
-        while qemu.isRunning && !stopRequested() {
-            _ = await qemu.waitForExit(timeout: .milliseconds(500))
+    /// Accepts the agent's connection, giving up at once when QEMU exits.
+    static func accept(
+        _ listener: UnixSocketListener, timeout: Duration, qemu: QEMUProcess, notifier: ProcessExitNotifier
+    ) throws -> FramedConnection {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if notifier.exit != nil {
+                throw CoordinatorError(
+                    .launch,
+                    "QEMU exited during boot (status \(qemu.exitStatus ?? -1)): "
+                        + "\(qemu.output.suffix(400).trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            do {
+                return try listener.accept(timeout: .milliseconds(100))
+            } catch {
+                if ContinuousClock.now >= deadline {
+                    throw CoordinatorError(.launch, "the child did not connect to its control port within \(timeout)")
+                }
+            }
         }
-        await teardown(reason: qemu.isRunning ? "stop requested" : "QEMU exited (status \(qemu.exitStatus ?? -1))", to: nil)
+    }
+
+    /// The next message, giving up at once when QEMU exits.
+    static func receive(
+        _ connection: FramedConnection, timeout: Duration, notifier: ProcessExitNotifier, qemu: QEMUProcess
+    ) throws -> GuestMessage {
+        switch try connection.receive(timeout: timeout, watching: notifier.descriptor) {
+        case .message(let message): return message
+        case .timedOut: throw CoordinatorError(.launch, "no answer from the child within \(timeout)")
+        case .watchedReadable:
+            throw CoordinatorError(.launch, "QEMU exited (status \(qemu.exitStatus ?? -1)) before the child answered")
+        }
+    }
+
+    /// How supervising an admitted instance ended.
+    public struct SupervisionEnding: Sendable {
+        /// `stopped` (asked to stop) or `failed`.
+        public let state: InstanceState
+        public let reason: String
+        /// For a failure: seconds from noticing it to the store saying `failed` with the partition released.
+        public let recordSeconds: Double?
+    }
+
+    /// Watches an admitted instance until its QEMU exits, its agent stops answering, or `stopRequested` turns
+    /// true. A stop tears it down (`stopping → stopped`). A failure is recorded at once: QEMU killed if it still
+    /// runs, `failed` with the partition released, an `instance-event` in the audit log saying why; the instance
+    /// stays listed as failed until `cmk stop`.
+    public func supervise(stopRequested: @escaping @Sendable () -> Bool) async -> SupervisionEnding {
+        guard let qemu, let control, let exitNotifier, let instanceID else {
+            return SupervisionEnding(state: .stopped, reason: "nothing to supervise", recordSeconds: nil)
+        }
+        let watch = InstanceWatch(settings: request.heartbeat)
+        let report = await withCheckedContinuation { (continuation: CheckedContinuation<InstanceWatch.Report, Never>) in
+            Thread.detachNewThread {
+                continuation.resume(returning: watch.run(connection: control, exit: exitNotifier, stopRequested: stopRequested))
+            }
+        }
+        let pid = qemu.processIdentifier
+        let reason: String
+        switch report.ending {
+        case .stopRequested:
+            await teardown(reason: "stop requested", to: nil)
+            return SupervisionEnding(state: .stopped, reason: "stop requested", recordSeconds: nil)
+        case .qemuExited:
+            reason = "its QEMU (pid \(pid)) exited with status \(qemu.exitStatus ?? -1) while admitted"
+        case .agentSilent(let silence):
+            reason =
+                "cmk-guest stopped answering heartbeats (no answer for \(Int(Self.seconds(silence) * 1000)) ms); "
+                + "its QEMU (pid \(pid)) was killed"
+        case .controlFailed(let detail):
+            reason = "its control port failed (\(detail)); its QEMU (pid \(pid)) was killed"
+        }
+        // Quarantine at once: an unresponsive child gets no grace period.
+        if qemu.isRunning { _ = await qemu.stop(grace: .zero) }
+        var recorded: Double?
+        do {
+            try withStore { store in
+                _ = try store.transition(
+                    instanceID, to: .failed, reason: reason, changes: InstanceChanges(processGone: true))
+            }
+            recorded = Self.seconds(ContinuousClock.now - report.detectedAt)
+        } catch {
+            note("cannot record the failure: \(error)")
+        }
+        note("FAILED: \(reason); recorded \(Int((recorded ?? -1) * 1000)) ms after detection; partition released")
+        do {
+            let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
+            _ = try audit.append(
+                AuditEntry(
+                    actor: "coordinator", kind: .instanceEvent, instance: request.name,
+                    details: [
+                        "event": "failed", "reason": reason, "instanceID": instanceID,
+                        "detectedAt": ISO8601DateFormatter().string(from: report.detectedDate),
+                        "heartbeatsAnswered": String(report.answered),
+                        "slowestHeartbeatMs": String(Int(Self.seconds(report.slowestAnswer) * 1000)),
+                    ]))
+        } catch {
+            note("cannot append the failure to the audit log: \(error)")
+        }
+        control.close()
+        self.control = nil
+        platform?.stop()
+        platform = nil
+        listener = nil
+        self.instanceID = nil
+        return SupervisionEnding(state: .failed, reason: reason, recordSeconds: recorded)
     }
 
     /// Quarantine and teardown: ask the child to shut down, stop QEMU, close the ports, release the partition.

@@ -1,0 +1,253 @@
+import CMKTesting
+import Foundation
+import Testing
+
+/// The life cycle after admission and around a crash, with real QEMU (TCG) children and the real `cmk`: crash
+/// detection (QEMU killed, QEMU stopped), a supervisor killed in the middle of a launch, overcommit, the platform
+/// flag, `cmk inspect` and `cmk logs`. Every blocking wait runs on its own thread, never on the test's concurrency
+/// threads.
+extension RealBoots {
+@Suite("cmk instance life cycle, booting for real", .serialized)
+struct LifecycleCommandTests {
+    let state: URL
+    let environment: [String: String]
+
+    init() throws {
+        state = URL(fileURLWithPath: "/tmp/cmk-life-\(UUID().uuidString.prefix(8))")
+        var environment = ProcessInfo.processInfo.environment
+        environment["CMK_STATE_DIR"] = state.path
+        self.environment = environment
+    }
+
+    /// Runs `cmk arguments...` on a dedicated thread.
+    func cmk(_ arguments: [String], timeout: TimeInterval = 600) async throws -> BuiltCMK.Output {
+        let environment = environment
+        let executable = try BuiltCMK.executable()
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
+                })
+            }
+        }
+    }
+
+    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
+        try #require(
+            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
+            "\(output.standardOutput)\n\(output.standardError)")
+    }
+
+    /// `cmk ps --all --json`, by name.
+    func instances() async throws -> [String: [String: Any]] {
+        let ps = try await cmk(["ps", "--all", "--json"])
+        let list = try #require(
+            try JSONSerialization.jsonObject(with: Data(ps.standardOutput.utf8)) as? [[String: Any]],
+            "\(ps.standardOutput)")
+        var byName: [String: [String: Any]] = [:]
+        // Oldest first: a later instance with the same name wins.
+        for record in list { byName[record["name"] as? String ?? ""] = record }
+        return byName
+    }
+
+    static func pid(_ record: [String: Any]?, _ key: String) -> Int32? {
+        ((record?[key] as? [String: Any])?["pid"] as? Int).map(Int32.init)
+    }
+
+    /// The time of the instance's newest transition into `state`, from `cmk inspect --json`, in ms since 1970.
+    func transitionTime(_ name: String, to state: String) async throws -> Int64? {
+        let inspect = try object(try await cmk(["inspect", name, "--json"]))
+        let history = inspect["history"] as? [[String: Any]] ?? []
+        return history.last(where: { $0["to"] as? String == state })?["timeMilliseconds"] as? Int64
+            ?? (history.last(where: { $0["to"] as? String == state })?["timeMilliseconds"] as? Int).map(Int64.init)
+    }
+
+    /// Polls `cmk ps` until `name` is in `state` with its partition released; returns when it first saw that.
+    func waitUntil(_ name: String, is state: String, within seconds: Double) async throws -> Date? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let record = try await instances()[name]
+            if record?["state"] as? String == state, record?["holdsPartition"] as? Bool == false { return Date() }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    /// Processes whose command line carries `-uuid <id>`, the launcher's marker (pid only; alive, not zombies).
+    static func markedProcesses(_ id: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let pid = Int32(entry),
+                let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8)
+            else { return nil }
+            let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            let marked = zip(argv, argv.dropFirst()).contains { $0 == "-uuid" && $1 == id }
+            let zombie = stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+            return marked && !zombie ? pid : nil
+        }
+    }
+
+    func stopSupervisors() { RealBoots.stopSupervisors(state) }
+
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+
+    @Test(
+        "a killed QEMU and a stopped QEMU are each marked failed within a second and their CPUs freed; the other instance stays admitted",
+        .timeLimit(.minutes(12)))
+    func crashDetection() async throws {
+        defer { stopSupervisors() }
+        // Two exclusive CPUs on this 2-CPU host: no host reserve.
+        for name in ["crash-a", "crash-b"] {
+            let launch = try await cmk(["launch", "--name", name, "--reserve-cpus", "0", "--json"])
+            #expect(launch.status == 0, "\(launch.standardError)")
+            #expect(launch.standardError.contains("boot") && launch.standardError.contains("handover"), "phases shown")
+        }
+
+        // inspect and logs of an admitted instance, from what the supervisor persisted.
+        let inspect = try object(try await cmk(["inspect", "crash-a", "--json"]))
+        let launch = try #require(inspect["launch"] as? [String: Any])
+        #expect((launch["phases"] as? [[String: Any]])?.compactMap { $0["phase"] as? String }
+                == ["reserve", "image", "boot", "evidence", "verify", "handover"])
+        let appraisal = try #require(launch["appraisal"] as? [String: Any])
+        #expect(appraisal["verdict"] as? String == "admit")
+        #expect(((appraisal["outcomes"] as? [[String: Any]])?.count ?? 0) > 3, "every rule's outcome")
+        #expect(((launch["snpClaims"] as? [String: Any])?["measurement"] as? String)?.count == 96)
+        #expect(launch["handover"] != nil && (launch["manifestDigest"] as? String)?.count == 64)
+        #expect(inspect["supervisorRunning"] as? Bool == true)
+        let text = try await cmk(["inspect", "crash-a"])
+        #expect(text.status == 0 && text.standardOutput.contains("verdict") && text.standardOutput.contains("rule"))
+        let logs = try await cmk(["logs", "crash-a"])
+        #expect(logs.status == 0)
+        #expect(logs.standardOutput.contains("== supervisor log") && logs.standardOutput.contains("== guest console"))
+        #expect(logs.standardOutput.contains("cmk-init"), "the guest console")
+        let logsJSON = try object(try await cmk(["logs", "crash-a", "--json"]))
+        #expect(((logsJSON["console"] as? [String: Any])?["text"] as? String)?.contains("cmk-guest") == true)
+
+        // 1. kill -9 the QEMU of crash-a.
+        let before = try await instances()
+        let qemuA = try #require(Self.pid(before["crash-a"], "process"))
+        let cpusA = (before["crash-a"]?["partition"] as? [String: Any])?["cpus"] as? [Int] ?? []
+        let killedAt = Date()
+        kill(qemuA, SIGKILL)
+        let seenA = try #require(try await waitUntil("crash-a", is: "failed", within: 15), "crash-a never failed")
+        let recordedA = try #require(try await transitionTime("crash-a", to: "failed"))
+        let detectionA = Double(recordedA - Self.milliseconds(killedAt)) / 1000
+        print("crash detection, QEMU killed: failed recorded \(detectionA) s after SIGKILL; ps saw it after \(seenA.timeIntervalSince(killedAt)) s")
+        #expect(detectionA >= 0 && detectionA < 1.0, "failed recorded \(detectionA) s after the kill")
+        let after = try await instances()
+        #expect((after["crash-a"]?["reason"] as? String)?.contains("exited") == true)
+        #expect(after["crash-b"]?["state"] as? String == "admitted", "the other instance is untouched")
+        let host = try object(try await cmk(["host", "--reserve-cpus", "0", "--json"]))
+        let free = ((host["free"] as? [String: Any])?["cpus"] as? [Int]) ?? []
+        #expect(Set(cpusA).isSubset(of: Set(free)), "crash-a's CPUs \(cpusA) are free again: \(free)")
+        let audit = try await cmk(["audit", "log", "--json"])
+        #expect(audit.standardOutput.contains("instance-event") && audit.standardOutput.contains("exited"))
+
+        // 2. SIGSTOP the QEMU of crash-b: its agent stops answering.
+        let qemuB = try #require(Self.pid(after["crash-b"], "process"))
+        let stoppedAt = Date()
+        kill(qemuB, SIGSTOP)
+        let seenB = try #require(try await waitUntil("crash-b", is: "failed", within: 15), "crash-b never failed")
+        let recordedB = try #require(try await transitionTime("crash-b", to: "failed"))
+        let detectionB = Double(recordedB - Self.milliseconds(stoppedAt)) / 1000
+        print("crash detection, QEMU stopped: failed recorded \(detectionB) s after SIGSTOP; ps saw it after \(seenB.timeIntervalSince(stoppedAt)) s")
+        #expect(detectionB >= 0 && detectionB < 1.0, "failed recorded \(detectionB) s after SIGSTOP")
+        let final = try await instances()
+        #expect((final["crash-b"]?["reason"] as? String)?.contains("stopped answering heartbeats") == true)
+        #expect(kill(qemuB, 0) != 0 || Self.markedProcesses(final["crash-b"]?["id"] as? String ?? "").isEmpty, "torn down")
+
+        // Logs of a finished instance: --follow returns once nothing can write to them any more.
+        let follow = try await cmk(["logs", "crash-a", "--follow"], timeout: 60)
+        #expect(follow.status == 0 && follow.standardOutput.contains("[supervisor]"))
+        for name in ["crash-a", "crash-b"] {
+            let stop = try await cmk(["stop", name])
+            #expect(stop.status == 0, "\(stop.standardError)")
+        }
+        #expect(try await cmk(["ps"]).standardOutput.contains("no instances"))
+    }
+
+    @Test(
+        "a supervisor killed while its child boots leaves no QEMU and no held CPU once reconciled; the CPU is launchable again",
+        .timeLimit(.minutes(10)))
+    func supervisorKilledMidLaunch() async throws {
+        defer { stopSupervisors() }
+        let launcher = Process()
+        launcher.executableURL = try BuiltCMK.executable()
+        launcher.arguments = ["launch", "--name", "orphan", "--json"]
+        launcher.environment = environment
+        launcher.standardOutput = FileHandle.nullDevice
+        launcher.standardError = FileHandle.nullDevice
+        try launcher.run()
+        // Wait until QEMU runs and the instance is booting.
+        var record: [String: Any]?
+        let deadline = Date().addingTimeInterval(300)
+        while Date() < deadline {
+            record = try await instances()["orphan"]
+            if record?["state"] as? String == "booting", Self.pid(record, "process") != nil { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let id = try #require(record?["id"] as? String)
+        let supervisor = try #require(Self.pid(record, "supervisor"))
+        let qemu = try #require(Self.pid(record, "process"))
+        #expect(Self.markedProcesses(id) == [qemu])
+        kill(supervisor, SIGKILL)
+
+        // `cmk launch` notices, reconciles and reports a failed launch.
+        while launcher.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(launcher.terminationStatus == 4)
+        let reconcile = try await cmk(["reconcile", "--json"])
+        #expect(reconcile.status == 0, "\(reconcile.standardError)")
+        #expect(Self.markedProcesses(id).isEmpty, "no QEMU of the orphan is left")
+        let orphan = try #require(try await instances()["orphan"])
+        #expect(orphan["state"] as? String == "failed")
+        #expect(orphan["holdsPartition"] as? Bool == false)
+        #expect((orphan["reason"] as? String)?.contains("supervisor") == true, "\(orphan["reason"] ?? "")")
+        let host = try object(try await cmk(["host", "--json"]))
+        #expect(((host["held"] as? [String: Any])?["cpus"] as? [Int]) == [], "no CPU is held")
+
+        // The freed CPU takes a new instance, admitted.
+        let next = try await cmk(["launch", "--name", "after-orphan", "--json"])
+        #expect(next.status == 0, "\(next.standardError)")
+        #expect(try object(next)["partitionCPUs"] as? [Int] == orphan["partition"].flatMap { ($0 as? [String: Any])?["cpus"] as? [Int] })
+        #expect(try await cmk(["stop", "after-orphan"]).status == 0)
+        #expect(try await cmk(["stop", "orphan"]).status == 0)
+    }
+
+    @Test("refusals come with distinct exit statuses: overcommit 3, platform 5, unknown instance 6, usage 2",
+          .timeLimit(.minutes(5)))
+    func refusals() async throws {
+        defer { try? FileManager.default.removeItem(at: state) }
+        // This host has 2 CPUs and keeps 1: two exclusive vCPUs do not fit.
+        let big = try await cmk(["launch", "--name", "too-big", "--vcpus", "2"])
+        #expect(big.status == 3, "\(big.standardError)")
+        #expect(big.standardOutput.contains("insufficient-resources") && big.standardOutput.contains("free: 1 CPU"),
+                "\(big.standardOutput)")
+        let bigJSON = try object(try await cmk(["launch", "--name", "too-big", "--vcpus", "2", "--json"]))
+        #expect((bigJSON["error"] as? [String: Any])?["code"] as? String == "insufficient-resources")
+        #expect(try await instances()["too-big"]?["holdsPartition"] as? Bool != true)
+
+        // The simulated TDX platform is available; a policy for the other TEE is refused (the launch fails, 4).
+        let policies = SharedVectors.repositoryRoot.appendingPathComponent("policies")
+        let tdx = try await cmk([
+            "launch", "--tee", "sim-tdx", "--policy", policies.appendingPathComponent("development.yaml").path, "--json",
+        ])
+        #expect(tdx.status == 4, "\(tdx.standardError)")
+        let tdxError = try #require(try object(tdx)["error"] as? [String: Any])
+        #expect((tdxError["reason"] as? String)?.contains("policy development is for sev-snp") == true, "\(tdxError)")
+        let snp = try await cmk(["launch", "--tee", "snp", "--json"])
+        #expect(snp.status == 5)
+        let snpError = try #require(try object(snp)["error"] as? [String: Any])
+        #expect(snpError["code"] as? String == "platform-unavailable")
+        #expect((snpError["reason"] as? String)?.contains("/dev/sev") == true, "names the missing capability")
+        #expect(try await cmk(["launch", "--tee", "sev"]).status == 2)
+        #expect(try await cmk(["launch", "--heartbeat-interval", "100", "--heartbeat-timeout", "50"]).status == 2)
+
+        for command in [["inspect", "nobody"], ["logs", "nobody"], ["stop", "nobody"]] {
+            #expect(try await cmk(command).status == 6, "\(command)")
+        }
+        let inspect = try await cmk(["inspect", "nobody", "--json"])
+        #expect(try object(inspect)["code"] as? String == "unknown-instance")
+    }
+}
+}
