@@ -189,6 +189,9 @@ extension CMK {
         @Option(help: "Milliseconds without a heartbeat answer before the instance counts as failed.")
         var heartbeatTimeout = 700
 
+        @Option(help: "The cmk-guest executable to put into the child's image (default: the one beside cmk). Another agent changes the initrd, and so the measurement.")
+        var agent: String?
+
         @Flag(help: "Stay in the foreground and supervise the instance until it stops (what the supervisor runs).")
         var foreground = false
 
@@ -205,6 +208,9 @@ extension CMK {
                 throw ValidationError("--name must be 1 to 63 letters, digits, '-', '_' or '.'")
             }
             if !(5...3600).contains(bootTimeout) { throw ValidationError("--boot-timeout must be 5 to 3600 seconds") }
+            if let agent, !FileManager.default.isExecutableFile(atPath: agent) {
+                throw ValidationError("--agent '\(agent)' is not an executable file")
+            }
             if !(10...10_000).contains(heartbeatInterval) {
                 throw ValidationError("--heartbeat-interval must be 10 to 10000 ms")
             }
@@ -278,6 +284,7 @@ extension CMK {
             if let memory { arguments += ["--memory", String(memory)] }
             if allowSharedCores { arguments.append("--allow-shared-cores") }
             if kvm { arguments.append("--kvm") }
+            if let agent { arguments += ["--agent", URL(fileURLWithPath: agent).standardizedFileURL.path] }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
             process.arguments = arguments
@@ -378,7 +385,7 @@ extension CMK {
                 request: LaunchRequest(
                     name: name, profile: profile, policyPath: policy, vcpus: vcpus, memoryMiB: memory,
                     allowSharedCores: allowSharedCores, accelerator: kvm ? .kvm : .tcg, bootTimeout: .seconds(bootTimeout),
-                    tee: tee,
+                    agent: agent.map { URL(fileURLWithPath: $0) }, tee: tee,
                     heartbeat: InstanceWatch.Settings(
                         pingInterval: .milliseconds(heartbeatInterval), answerTimeout: .milliseconds(heartbeatTimeout)),
                     reserve: reserve.reserve)
