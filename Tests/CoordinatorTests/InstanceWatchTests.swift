@@ -173,7 +173,9 @@ struct InstanceWatchTests {
         let flag = StopFlag()
         let settings = InstanceWatch.Settings(pingInterval: .milliseconds(50), answerTimeout: .milliseconds(700))
         async let report = watch(settings, agent: agent, exit: exit, stop: { flag.value })
-        try await Task.sleep(for: .seconds(2))
+        // 4 s at 50 ms: about 80 pings on an idle host, and ten answers even when a loaded CI host schedules the
+        // watch and the agent late.
+        try await Task.sleep(for: .seconds(4))
         let asked = ContinuousClock.now
         flag.set()
         let result = await report
