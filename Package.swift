@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "AttestationPolicy",
             dependencies: [
-                "Attestation", "SEVSNP", "TDX", "Firmware", "BinaryFormat", "GuestProtocol", "Yams",
+                "Attestation", "SEVSNP", "TDX", "Firmware", "BinaryFormat", "GuestProtocol", "EventLog", "Yams",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .target(

@@ -1,5 +1,5 @@
 public import Attestation
-import BinaryFormat
+public import BinaryFormat
 public import Foundation
 
 /// Verified claims of one piece of evidence: what the rules read.
@@ -78,20 +78,32 @@ public struct AppraisalInput: Sendable {
     /// SHA-256 of each collateral item used.
     public var collateralDigests: [String: String]
     public var context: AppraisalContext
+    /// The event log presented with the evidence (a TD's CCEL), as replayed; nil when none came.
+    public var eventLog: ReplayedEventLog?
 
     public init(
         evidenceType: String, verification: Result<EvidenceClaims, AttestationError>, evidenceDigest: String,
-        collateralDigests: [String: String] = [:], context: AppraisalContext
+        collateralDigests: [String: String] = [:], context: AppraisalContext, eventLog: ReplayedEventLog? = nil
     ) {
         self.evidenceType = evidenceType
         self.verification = verification
         self.evidenceDigest = evidenceDigest
         self.collateralDigests = collateralDigests
         self.context = context
+        self.eventLog = eventLog
     }
 
     /// The claims when verification succeeded.
     public var claims: EvidenceClaims? { try? verification.get() }
+}
+
+/// An event log that came with the evidence, replayed by the appraiser: the registers it extends to, or why it
+/// could not be read. The rules compare the registers with the verified evidence's.
+public enum ReplayedEventLog: Sendable {
+    /// The log's SHA-384 bank replayed to RTMR0–3 from `events` measured events in `size` bytes.
+    case tdx(rtmrs: [HexBytes], events: Int, size: Int)
+    /// The log cannot be parsed or replayed (the reason names the record and field).
+    case unreadable(reason: String, size: Int)
 }
 
 /// One check of a policy: a small `Sendable` value that looks at the input and returns an outcome — never throws

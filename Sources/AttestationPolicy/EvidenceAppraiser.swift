@@ -1,6 +1,7 @@
 public import Attestation
 import BinaryFormat
 import Crypto
+import EventLog
 import Foundation
 import SEVSNP
 import TDX
@@ -10,8 +11,9 @@ public enum PresentedEvidence: Sendable {
     /// An SEV-SNP report with its endorsement: a certificate table (extended report), or a VCEK/VLEK and the
     /// chain presented with it, or nothing (then the collateral cache must hold the VCEK).
     case snp(report: [UInt8], certificateTable: [UInt8]?, endorsement: AttestationCertificate?, chain: [AttestationCertificate])
-    /// A TDX quote and the collateral (TCB Info, QE Identity, CRLs) to judge it with.
-    case tdx(quote: [UInt8], collateral: TDXCollateral?)
+    /// A TDX quote, the collateral (TCB Info, QE Identity, CRLs) to judge it with, and the TD's CCEL event log when
+    /// it came with the quote (replayed against RTMR0–3 by the `tdx.event-log` rule).
+    case tdx(quote: [UInt8], collateral: TDXCollateral?, eventLog: [UInt8]? = nil)
 
     public var evidenceType: String {
         switch self {
@@ -24,7 +26,7 @@ public enum PresentedEvidence: Sendable {
     public var bytes: [UInt8] {
         switch self {
         case .snp(let report, _, _, _): report
-        case .tdx(let quote, _): quote
+        case .tdx(let quote, _, _): quote
         }
     }
 }
@@ -55,6 +57,7 @@ public struct EvidenceAppraiser: Sendable {
             if let bytes { collateral[name] = Hex.encode(SHA256.hash(data: bytes)) }
         }
         let verification: Result<EvidenceClaims, AttestationError>
+        var replayed: ReplayedEventLog?
         switch evidence {
         case .snp(let reportBytes, let table, let endorsement, let chain):
             verification = Result { () throws(AttestationError) -> EvidenceClaims in
@@ -84,7 +87,9 @@ public struct EvidenceAppraiser: Sendable {
                 for certificate in result.chain { collateral[certificate.role.lowercased()] = certificate.sha256 }
                 return .snp(result)
             }
-        case .tdx(let quoteBytes, let set):
+        case .tdx(let quoteBytes, let set, let log):
+            note("event-log", log)
+            if let log { replayed = Self.replay(tdx: log) }
             note("tcb-info", set?.tcbInfoJSON)
             note("qe-identity", set?.qeIdentityJSON)
             note("pck-crl", set?.pckCRL?.der)
@@ -103,6 +108,18 @@ public struct EvidenceAppraiser: Sendable {
         }
         return AppraisalInput(
             evidenceType: evidence.evidenceType, verification: verification, evidenceDigest: digest,
-            collateralDigests: collateral, context: context)
+            collateralDigests: collateral, context: context, eventLog: replayed)
+    }
+
+    /// Replays a CCEL log's SHA-384 bank into RTMR0–3; a log that cannot be read becomes `.unreadable` with the
+    /// parser's reason (the rule fails on it — it never throws past the appraisal).
+    static func replay(tdx log: [UInt8]) -> ReplayedEventLog {
+        do {
+            let parsed = try TCGEventLog(bytes: log)
+            let registers = try TDXMeasurementRegisters(log: parsed)
+            return .tdx(rtmrs: registers.rtmrs, events: parsed.events.filter(\.isMeasured).count, size: log.count)
+        } catch {
+            return .unreadable(reason: "\(error)", size: log.count)
+        }
     }
 }

@@ -119,6 +119,15 @@ public struct Policy: Sendable, Hashable, Codable {
         /// Intel TCB statuses accepted outright.
         public var acceptedStatuses: [String]
         public var waivers: [Waiver]
+        /// Whether the TD's event log (CCEL) must come with the quote; when it does, it must replay to RTMR0–3.
+        public var eventLog: EventLogRequirement
+    }
+
+    /// `tdx.event-log`: `required` (no log, no admission) or `if-present` (a log that comes is replayed and must
+    /// match; its absence is reported as not checked).
+    public enum EventLogRequirement: String, Sendable, Hashable, Codable {
+        case required
+        case ifPresent = "if-present"
     }
 
     public let id: String

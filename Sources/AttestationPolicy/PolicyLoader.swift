@@ -323,10 +323,13 @@ public struct PolicyLoader: Sendable {
     // MARK: TDX.
 
     func readTDX(_ node: PolicyNode, base: URL?) throws(PolicyError) -> Policy.TDXRules {
-        let map = try node.mapping(allowed: ["mrtd", "rtmr", "mr-config-id", "mr-seam", "debug", "tcb"])
+        let map = try node.mapping(allowed: ["mrtd", "rtmr", "mr-config-id", "mr-seam", "debug", "tcb", "event-log"])
         var rules = Policy.TDXRules(
             mrTD: nil, rtmrs: [:], mrConfigID: nil, mrSeam: [], debug: .forbidden, acceptedStatuses: ["UpToDate"],
-            waivers: [])
+            waivers: [], eventLog: .ifPresent)
+        if let log = map["event-log"] {
+            rules.eventLog = try log.choice(["required", "if-present"]) == "required" ? .required : .ifPresent
+        }
         if let mrtd = map["mrtd"] { rules.mrTD = try readMeasurement(mrtd, length: 48, base: base, measure: measureTDX) }
         if let rtmr = map["rtmr"] {
             for (key, value) in try rtmr.anyMapping() {

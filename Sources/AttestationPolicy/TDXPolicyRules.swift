@@ -14,6 +14,7 @@ struct TDXPolicyRules {
     @RuleBuilder var all: [any AppraisalRule] {
         mrTD
         for index in 0...3 { rtmr(index) }
+        eventLog
         mrConfigID
         mrSeam
         debug
@@ -45,6 +46,43 @@ struct TDXPolicyRules {
         ) {
             if case .tdx(let result) = $0, result.claims.rtmrs.count > index { return result.claims.rtmrs[index].bytes }
             return nil
+        }
+    }
+
+    /// The TD's event log, when presented, must replay to the RTMRs its verified quote carries: otherwise the log
+    /// describes another boot, and every event-level claim read from it would be a lie.
+    var eventLog: Rule {
+        let requirement = rules.eventLog
+        return Rule("tdx.event-log", claim: .executables) { input, rule in
+            let expected = requirement == .required
+                ? "an event log that replays to RTMR0–3" : "an event log, when presented, that replays to RTMR0–3"
+            guard let result = Self.tdx(input) else { return rule.unchecked(expected) }
+            switch input.eventLog {
+            case nil:
+                if requirement == .ifPresent { return rule.unchecked(expected, because: "no event log was presented") }
+                return rule.fail(
+                    expected, "no event log presented",
+                    hint: "send the TD's CCEL (/sys/firmware/acpi/tables/data/CCEL) with the quote", value: AR4SI.unrecognized)
+            case .unreadable(let reason, let size)?:
+                return rule.fail(
+                    expected, "an event log of \(size) bytes that cannot be replayed: \(reason)",
+                    hint: "the log is damaged or not a CCEL (TCG crypto-agile with a SHA-384 bank)", value: AR4SI.unrecognized)
+            case .tdx(let rtmrs, let events, _)?:
+                let quoted = result.claims.rtmrs
+                let differing = (0..<4).filter { $0 >= rtmrs.count || $0 >= quoted.count || rtmrs[$0] != quoted[$0] }
+                guard differing.isEmpty else {
+                    let detail = differing.map { index in
+                        "RTMR\(index): log \(index < rtmrs.count ? rtmrs[index].description.prefix(16) + "…" : "none"), quote "
+                            + (index < quoted.count ? quoted[index].description.prefix(16) + "…" : "none")
+                    }
+                    return rule.fail(
+                        expected, detail.joined(separator: "; "),
+                        hint: "the event log describes another boot than the quote (edited, truncated or from another TD): "
+                            + "replay it with `cmk measure replay` to see which events differ",
+                        value: AR4SI.unrecognized)
+                }
+                return rule.pass(expected, "\(events) measured events replay to RTMR0–3")
+            }
         }
     }
 

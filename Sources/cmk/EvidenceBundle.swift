@@ -10,6 +10,8 @@ enum EvidenceBundle {
         var collateral: String?
         var vcek: String?
         var certTable: String?
+        /// A TD's CCEL event log, replayed against the quote's RTMRs (`tdx.event-log`).
+        var eventLog: String? = nil
     }
 
     static func load(_ path: String, options: Options) throws(AttestationError) -> PresentedEvidence {
@@ -25,7 +27,12 @@ enum EvidenceBundle {
             }
             if let quote = file(["quote.bin", "quote.dat"]) {
                 let collateralFolder = options.collateral ?? (file(["tcbinfo.json"]) != nil ? path : nil)
-                return .tdx(quote: try SNPEvidenceFiles.read(quote, what: "quote"), collateral: try tdxCollateral(collateralFolder))
+                let log = try (options.eventLog ?? file(["ccel.bin", "CCEL", "ccel_data.bin", "eventlog.bin"])).map { p throws(AttestationError) in
+                    try SNPEvidenceFiles.read(p, what: "event log")
+                }
+                return .tdx(
+                    quote: try SNPEvidenceFiles.read(quote, what: "quote"), collateral: try tdxCollateral(collateralFolder),
+                    eventLog: log)
             }
             guard let report = file(["report.bin", "attestation-report.bin"]) else {
                 throw AttestationError(.unreadableInput, "'\(path)' holds neither report.bin (SEV-SNP) nor quote.bin (TDX)")
@@ -42,7 +49,11 @@ enum EvidenceBundle {
         }
         let bytes = try SNPEvidenceFiles.read(path, what: "evidence")
         if bytes.count != SNPReport.Layout.size, bytes.count > 8, bytes[4] == 0x81, bytes[0] == 4 || bytes[0] == 5 {
-            return .tdx(quote: bytes, collateral: try tdxCollateral(options.collateral))
+            let log = try options.eventLog.map { p throws(AttestationError) in try SNPEvidenceFiles.read(p, what: "event log") }
+            return .tdx(quote: bytes, collateral: try tdxCollateral(options.collateral), eventLog: log)
+        }
+        if options.eventLog != nil {
+            throw AttestationError(.unreadableInput, "--event-log is for TDX quotes (a TD's CCEL); '\(path)' is not a TDX quote")
         }
         let table = try options.certTable.map { p throws(AttestationError) in try SNPEvidenceFiles.read(p, what: "certificate table") }
         return .snp(

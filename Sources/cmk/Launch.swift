@@ -189,7 +189,7 @@ extension CMK {
         @Option(help: "Milliseconds without a heartbeat answer before the instance counts as failed.")
         var heartbeatTimeout = 700
 
-        @Option(help: "The cmk-guest executable to put into the child's image (default: the one beside cmk). Another agent changes the initrd, and so the measurement.")
+        @Option(help: "The cmk-guest executable to put into the child's image (default: $CMK_GUEST_AGENT, else the one beside cmk). Another agent changes the initrd, and so the measurement.")
         var agent: String?
 
         @Flag(help: "Stay in the foreground and supervise the instance until it stops (what the supervisor runs).")

@@ -124,7 +124,7 @@ extension CMK.PolicyCommand {
             discussion: """
                 EVIDENCE is an SEV-SNP report or TDX quote file, or a folder holding report.bin (with vcek.der, \
                 ask.pem, ark.pem or certs.bin) or quote.bin (with tcbinfo.json, qeidentity.json, the issuer chains \
-                and CRLs). Recorded evidence has no live request: the freshness and manifest bindings are reported as \
+                and CRLs, and the TD's event log as ccel.bin, CCEL or ccel_data.bin, replayed against the quote's RTMRs). Recorded evidence has no live request: the freshness and manifest bindings are reported as \
                 not checked unless --nonce, --key, --manifest and --collected-at are given.
                 Exit status: 0 every evidence admitted, 1 some rejected, 2 usage error or unreadable input.
                 """)
@@ -146,6 +146,9 @@ extension CMK.PolicyCommand {
 
         @Option(help: "The extended-report certificate table for a report file.")
         var certTable: String?
+
+        @Option(help: "The TD's CCEL event log for a quote file (replayed against its RTMRs; the tdx.event-log rule).")
+        var eventLog: String?
 
         @Option(help: "The nonce that was issued, hex.")
         var nonce: String?
@@ -186,7 +189,8 @@ extension CMK.PolicyCommand {
                 let cache = CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
                 let snpCache = collateral.map { URL(fileURLWithPath: $0) } ?? cache
                 appraiser = EvidenceAppraiser(trustAnchors: anchors, snpCollateral: SNPCollateralStore(directory: snpCache))
-                let options = EvidenceBundle.Options(collateral: collateral, vcek: vcek, certTable: certTable)
+                let options = EvidenceBundle.Options(
+                    collateral: collateral, vcek: vcek, certTable: certTable, eventLog: eventLog)
                 for path in evidence { presented.append((path, try EvidenceBundle.load(path, options: options))) }
             } catch {
                 throw EvidenceFailure.report(error, json: json)

@@ -62,7 +62,29 @@ struct PolicyAuditCommandTests {
         let appraisals = try #require(try json(admitted)["appraisals"] as? [[String: Any]])
         let appraisal = try #require(appraisals.first?["appraisal"] as? [String: Any])
         #expect(appraisal["verdict"] as? String == "admit")
-        #expect((appraisal["outcomes"] as? [Any])?.count == 16)
+        let outcomes = try #require(appraisal["outcomes"] as? [[String: Any]])
+        #expect(outcomes.count == 17)
+        // No event log came with the quote: tdx-production (if-present) reports it as not checked.
+        #expect(outcomes.first { $0["rule"] as? String == "tdx.event-log" }?["status"] as? String == "not-checked")
+
+        // Another TD's event log (GCP's CCEL) with this quote: the replay differs from the quote's RTMRs.
+        let foreignLog = try cmk([
+            "policy", "test", "\(Self.policies)/tdx-production.yaml", Self.tdxVector, "--at", Self.tdxTime, "--json",
+            "--event-log", SharedVectors.url("tdx/gotdxguest-gcp-cos113-ccel/ccel_data.bin").path,
+        ])
+        #expect(foreignLog.status == 1, "\(foreignLog.standardOutput)")
+        let foreignAppraisal = try #require(
+            (try json(foreignLog)["appraisals"] as? [[String: Any]])?.first?["appraisal"] as? [String: Any])
+        let replay = try #require(
+            (foreignAppraisal["outcomes"] as? [[String: Any]])?.first { $0["rule"] as? String == "tdx.event-log" })
+        #expect(replay["status"] as? String == "fail")
+        #expect((replay["actual"] as? String)?.contains("RTMR0: log") == true, "\(replay)")
+        // An event log is a TD's: with an SEV-SNP report it is a usage error.
+        let misplaced = try cmk([
+            "policy", "test", "\(Self.policies)/sev-snp-production.yaml", SharedVectors.url("snp/milan-v2-gsg").path + "/report.bin",
+            "--event-log", SharedVectors.url("tdx/gotdxguest-gcp-cos113-ccel/ccel_data.bin").path,
+        ])
+        #expect(misplaced.status == 2 && misplaced.standardError.contains("--event-log is for TDX quotes"), "\(misplaced.standardError)")
 
         let rejected = try cmk([
             "policy", "test", "\(Self.policies)/sev-snp-production.yaml", SharedVectors.url("snp/milan-v2-gsg").path,

@@ -92,7 +92,7 @@ struct InstanceWatchTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let control = try UnixSocketListener(path: folder.appendingPathComponent("control.sock").path)
         let platform = try UnixSocketListener(path: folder.appendingPathComponent("platform.sock").path)
-        let agentBinary = try BuiltCMK.executable().deletingLastPathComponent().appendingPathComponent("cmk-guest")
+        let agentBinary = try GuestAgentBinary.url()
         let agent = try QEMUProcess.start([
             agentBinary.path, "--control", control.path, "--platform", platform.path, "--provider", "simulated-snp",
             "--instance", "watched", "--on-shutdown", "exit",

@@ -39,7 +39,7 @@ struct SimulatedTDXBootTests {
         .timeLimit(.minutes(6)))
     func agentFetchesVerifiableTDXEvidence() async throws {
         let qemu = try #require(CommandRunner.which("qemu-system-x86_64"), "QEMU must be installed (scripts/setup)")
-        let agent = SharedVectors.repositoryRoot.appendingPathComponent(".build/debug/cmk-guest")
+        let agent = try GuestAgentBinary.url()
         try #require(FileManager.default.isExecutableFile(atPath: agent.path), "build cmk-guest first (swift build)")
         let work = try shortTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: work) }

@@ -54,7 +54,7 @@ struct SimulatedTDXLaunchTests {
         "InstanceSupervisor with --tee sim-tdx: development-tdx admits the simulated TD; an SEV-SNP policy is refused",
         .timeLimit(.minutes(8)))
     func supervisorAdmitsSimulatedTD() async throws {
-        let agent = SharedVectors.repositoryRoot.appendingPathComponent(".build/debug/cmk-guest")
+        let agent = try GuestAgentBinary.url()
         try #require(FileManager.default.isExecutableFile(atPath: agent.path), "build cmk-guest first (swift build)")
         let work = try shortTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: work) }
@@ -102,7 +102,10 @@ struct SimulatedTDXLaunchTests {
         #expect(outcome.simulated)
         #expect(outcome.measurement?.count == 96)
         #expect(lines.text.contains("SIMULATED TDX platform: MRTD"))
-        #expect(lines.text.contains("replays to the RTMRs its quote carries"), "\(lines.text)")
+        #expect(lines.text.contains("measured events) replayed for the policy"), "\(lines.text)")
+        // development-tdx requires the CCEL: the appraisal replayed it against the quote's RTMRs.
+        let replay = outcome.appraisal?.outcomes.first { $0.rule == "tdx.event-log" }
+        #expect(replay?.status == .pass, "\(String(describing: replay))")
         #expect(lines.text.contains("evidence: simulated-tdx"), "\(lines.text)")
         // The audit record and the EAR say simulated.
         var environment = ProcessInfo.processInfo.environment

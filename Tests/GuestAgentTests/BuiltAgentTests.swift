@@ -6,26 +6,13 @@ import Glibc
 import Testing
 
 /// The `cmk-guest` executable that `swift build --build-tests` put beside the test bundle.
-func builtAgent() throws -> URL {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("cmk-guest")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        directory.deleteLastPathComponent()
-    }
-    let fallback = SharedVectors.repositoryRoot.appendingPathComponent(".build/debug/cmk-guest")
-    guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
-        throw GuestAgentError(.unavailable, "no cmk-guest beside the tests or at \(fallback.path): run swift build")
-    }
-    return fallback
-}
+func builtAgent() throws -> URL { try GuestAgentBinary.debugBuild() }
 
-/// The debug binary, and the static release binary when scripts/build-guest-agent has made it.
+/// The debug binary, and the static release binary the images carry when scripts/test named it ($CMK_GUEST_AGENT).
 func agentBinaries() -> [String] {
     var binaries: [String] = []
     if let debug = try? builtAgent() { binaries.append(debug.path) }
-    let shipped = SharedVectors.repositoryRoot.appendingPathComponent(".build/guest-agent/cmk-guest").path
-    if FileManager.default.isExecutableFile(atPath: shipped) { binaries.append(shipped) }
+    if let shipped = try? GuestAgentBinary.url(), !binaries.contains(shipped.path) { binaries.append(shipped.path) }
     return binaries
 }
 
