@@ -78,11 +78,15 @@ public struct AppraisalInput: Sendable {
     /// SHA-256 of each collateral item used.
     public var collateralDigests: [String: String]
     public var context: AppraisalContext
+    /// The vTPM quote's verification, when vTPM evidence came with the TEE evidence (see `EvidenceAppraiser`).
+    public var tpm: Result<TPMVerificationResult, AttestationError>?
 
     public init(
         evidenceType: String, verification: Result<EvidenceClaims, AttestationError>, evidenceDigest: String,
-        collateralDigests: [String: String] = [:], context: AppraisalContext
+        collateralDigests: [String: String] = [:], context: AppraisalContext,
+        tpm: Result<TPMVerificationResult, AttestationError>? = nil
     ) {
+        self.tpm = tpm
         self.evidenceType = evidenceType
         self.verification = verification
         self.evidenceDigest = evidenceDigest
