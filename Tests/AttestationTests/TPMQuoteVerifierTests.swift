@@ -315,6 +315,40 @@ struct TPMQuoteVerifierTests {
         expectRejected(.tpmPCRDigestMismatch, f.evidence(f.ecdsa, log: log), TPMVerificationOptions(nonce: SWTPMQuotes.nonce))
     }
 
+    @Test("every truncation of the quote, signature, AK and event log is refused with an AttestationError, never a crash",
+          .timeLimit(.minutes(3)))
+    func refusesTruncations() async throws {
+        let f = try await fixture()
+        let codes = try await offPool("tpm truncations") { () -> Set<String> in
+            var codes: Set<String> = []
+            func attempt(_ evidence: TPMEvidence) {
+                do {
+                    _ = try TPMVerifier().verify(evidence, options: TPMVerificationOptions(nonce: SWTPMQuotes.nonce))
+                    codes.insert("accepted")
+                } catch {
+                    codes.insert(error.code.name)
+                }
+            }
+            let q = f.ecdsa
+            for n in 0..<q.quote.count {
+                attempt(TPMEvidence(quote: Array(q.quote.prefix(n)), signature: q.signature, attestationKey: q.ak, eventLog: f.log))
+            }
+            for n in 0..<q.signature.count {
+                attempt(TPMEvidence(quote: q.quote, signature: Array(q.signature.prefix(n)), attestationKey: q.ak, eventLog: f.log))
+            }
+            for n in 0..<q.ak.count {
+                attempt(TPMEvidence(quote: q.quote, signature: q.signature, attestationKey: Array(q.ak.prefix(n)), eventLog: f.log))
+            }
+            for n in stride(from: 0, to: f.log.count, by: 7) {
+                attempt(TPMEvidence(quote: q.quote, signature: q.signature, attestationKey: q.ak, eventLog: Array(f.log.prefix(n))))
+            }
+            return codes
+        }
+        #expect(!codes.contains("accepted"))
+        #expect(codes.isSubset(of: ["malformed-evidence", "tpm-pcr-digest-mismatch", "tpm-quote-signature-invalid", "tpm-ak-unsuitable"]),
+                "\(codes)")
+    }
+
     @Test("a quote taken after an extend the log does not show is rejected as tpm-pcr-digest-mismatch; tpm2_checkquote still accepts its signature",
           .timeLimit(.minutes(3)))
     func rejectsUnloggedExtend() async throws {
