@@ -510,9 +510,14 @@ extension CMK {
                 let store = try InstanceStore(state.state, options: InstanceSupervisor.storeOptions())
                 defer { store.close() }
                 let outcomes = try store.reconcile()
+                let vtpms = SoftwareTPM.removeOrphans(
+                    stateDirectory: state.state.url, keeping: Set(try store.instances().map(\.id)))
+                if !json {
+                    for id in vtpms { print("\(id)  vTPM state removed: no live instance owns it") }
+                }
                 if json {
                     print(try JSONOutput.encode(outcomes))
-                } else if outcomes.isEmpty {
+                } else if outcomes.isEmpty && vtpms.isEmpty {
                     print("nothing to reconcile")
                 } else {
                     for outcome in outcomes {

@@ -42,4 +42,20 @@ struct SoftwareTPMTests {
         #expect(!FileManager.default.fileExists(atPath: directory.path))
         #expect(FileManager.default.fileExists(atPath: ca.rootCertificate.path))
     }
+
+    @Test("reconciliation removes the vTPM state of instances that are no longer live, and only those")
+    func removesOrphans() throws {
+        let stateDirectory = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmk-vtpm-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: stateDirectory) }
+        for id in ["live-1", "gone-1", "gone-2"] {
+            let folder = SoftwareTPM.stateDirectory(stateDirectory: stateDirectory, instance: id)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try Data("state".utf8).write(to: folder.appendingPathComponent("tpm2-00.permall"))
+        }
+        #expect(SoftwareTPM.removeOrphans(stateDirectory: stateDirectory, keeping: ["live-1"]) == ["gone-1", "gone-2"])
+        let left = try FileManager.default.contentsOfDirectory(
+            atPath: stateDirectory.appendingPathComponent("vtpm/instances").path)
+        #expect(left == ["live-1"])
+        #expect(SoftwareTPM.removeOrphans(stateDirectory: stateDirectory, keeping: ["live-1"]).isEmpty)
+    }
 }

@@ -115,6 +115,21 @@ public final class SoftwareTPM: Sendable {
     @discardableResult
     public func stop() async -> Int32 { await process.stop() }
 
+    /// Reconciliation: deletes the vTPM state of every instance not in `liveInstances` (the ids of the instances that
+    /// are not stopped), left behind by a supervisor that died before its teardown; returns the ids removed. Their
+    /// swtpm has already exited with their QEMU (`--terminate`).
+    @discardableResult
+    public static func removeOrphans(stateDirectory: URL, keeping liveInstances: Set<String>) -> [String] {
+        let folder = stateDirectory.appendingPathComponent("vtpm/instances")
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        var removed: [String] = []
+        for id in ids.sorted() where !liveInstances.contains(id) {
+            remove(directory: folder.appendingPathComponent(id))
+            removed.append(id)
+        }
+        return removed
+    }
+
     /// Deletes a vTPM's state folder: its keys and EK certificate go with the instance.
     public static func remove(directory: URL) {
         try? FileManager.default.removeItem(at: directory)
