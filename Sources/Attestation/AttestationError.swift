@@ -84,6 +84,8 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
         public static let tpmAKNotBoundToReport = Code("tpm-ak-not-bound-to-report")
         /// Credential activation did not prove the AK lives in the TPM of the endorsement key.
         public static let tpmAKNotBoundToEK = Code("tpm-ak-not-bound-to-ek")
+        /// The EK certificate does not chain to the pinned vTPM root, or certifies another key than the EK.
+        public static let tpmEKCertificateInvalid = Code("tpm-ek-certificate-invalid")
     }
 
     public let code: Code

@@ -37,6 +37,10 @@ struct SWTPMQuotes: Sendable {
     let secret: [UInt8]
     let activatedSecret: [UInt8]
     let ecdsaName: [UInt8]
+    /// The EK certificates swtpm_setup wrote, and the local CA's intermediate and root.
+    let ekCertificate: [UInt8]
+    let eccEKCertificate: [UInt8]
+    let vtpmRoots: [AttestationCertificate]
     /// cmk's own MakeCredential (for the RSA-PSS AK) and what the swtpm's ActivateCredential returned from it.
     let cmkChallenge: TPMCredentialChallenge
     let cmkActivated: [UInt8]
@@ -60,6 +64,30 @@ struct SWTPMQuotes: Sendable {
         try fm.createDirectory(at: directory.appendingPathComponent("state"), withIntermediateDirectories: true)
         log = [UInt8](try Data(contentsOf: Self.logURL))
         let parsed = try TCGEventLog(bytes: log)
+
+        // Manufacture the TPM as the coordinator does: swtpm_setup, an EK certificate from a local CA of this run.
+        let ca = directory.appendingPathComponent("ca")
+        try fm.createDirectory(at: ca, withIntermediateDirectories: true)
+        try "statedir = \(ca.path)\nsigningkey = \(ca.path)/signkey.pem\nissuercert = \(ca.path)/issuercert.pem\ncertserial = \(ca.path)/certserial\n"
+            .write(to: ca.appendingPathComponent("swtpm-localca.conf"), atomically: true, encoding: .utf8)
+        try "".write(to: ca.appendingPathComponent("swtpm-localca.options"), atomically: true, encoding: .utf8)
+        try "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = \(ca.path)/swtpm-localca.conf\ncreate_certs_tool_options = \(ca.path)/swtpm-localca.options\n"
+            .write(to: ca.appendingPathComponent("swtpm_setup.conf"), atomically: true, encoding: .utf8)
+        let setup = try ExternalTool.run(
+            URL(fileURLWithPath: "/usr/bin/swtpm_setup"),
+            ["--tpm2", "--tpmstate", directory.appendingPathComponent("state").path, "--create-ek-cert", "--config",
+             ca.appendingPathComponent("swtpm_setup.conf").path, "--pcr-banks", "sha1,sha256,sha384,sha512",
+             "--write-ek-cert-files", directory.path],
+            timeout: 120)
+        guard setup.status == 0 else {
+            throw CocoaError(.executableLoad, userInfo: [NSLocalizedDescriptionKey: "swtpm_setup: \(setup.standardOutput)\(setup.standardError)"])
+        }
+        ekCertificate = [UInt8](try Data(contentsOf: directory.appendingPathComponent("ek-rsa2048.crt")))
+        eccEKCertificate = [UInt8](try Data(contentsOf: directory.appendingPathComponent("ek-secp384r1.crt")))
+        vtpmRoots = [
+            try AttestationCertificate(pem: String(contentsOf: ca.appendingPathComponent("issuercert.pem"), encoding: .utf8)),
+            try AttestationCertificate(pem: String(contentsOf: ca.appendingPathComponent("swtpm-localca-rootca-cert.pem"), encoding: .utf8)),
+        ]
 
         // swtpm on a free TCP port (tpm2-tss 3.2's swtpm TCTI speaks TCP only); retry on a port someone holds.
         var swtpm: Process?
@@ -367,6 +395,22 @@ struct TPMQuoteVerifierTests {
             options: TPMVerificationOptions(nonce: SWTPMQuotes.nonce, credentialActivation: f.cmkChallenge.activation(returned: f.cmkActivated)))
         #expect(result.claims.boundToEndorsementKey == true)
         #expect(result.claims.endorsementKeyDigest?.bytes == Array(SHA256.hash(data: Array(f.endorsementKey.dropFirst(2)))))
+    }
+
+    @Test("the EK certificate from swtpm's local CA chains to the pinned vTPM root and certifies the activated EK; another key's certificate or a broken chain is tpm-ek-certificate-invalid",
+          .timeLimit(.minutes(3)))
+    func endorsementCertificate() async throws {
+        let f = try await fixture()
+        func options(_ certificate: [UInt8], roots: [AttestationCertificate]) -> TPMVerificationOptions {
+            TPMVerificationOptions(
+                nonce: SWTPMQuotes.nonce, credentialActivation: f.cmkChallenge.activation(returned: f.cmkActivated),
+                endorsementRoots: roots, endorsementCertificate: certificate)
+        }
+        let result = try TPMVerifier().verify(f.evidence(f.rsapss), options: options(f.ekCertificate, roots: f.vtpmRoots))
+        #expect(result.checks["ek_certificate"] != nil)
+        expectRejected(.tpmEKCertificateInvalid, f.evidence(f.rsapss), options(f.eccEKCertificate, roots: f.vtpmRoots))
+        expectRejected(.tpmEKCertificateInvalid, f.evidence(f.rsapss), options(f.ekCertificate, roots: [f.vtpmRoots[1]]))
+        expectRejected(.tpmEKCertificateInvalid, f.evidence(f.rsapss), options(f.ekCertificate, roots: []))
     }
 
     @Test("a credential activation that returned another secret, or was made for another AK, is tpm-ak-not-bound-to-ek",

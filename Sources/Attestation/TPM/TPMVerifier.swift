@@ -63,11 +63,21 @@ public struct TPMVerificationOptions: Sendable {
     public var teeReportData: [UInt8]?
     /// The credential activation that bound the AK to the EK.
     public var credentialActivation: TPMCredentialActivation?
+    /// The vTPM root (swtpm local CA root, then the intermediate that issues EK certificates) the EK certificate must
+    /// chain to; with an EK certificate, the activation's EK must be the key it certifies.
+    public var endorsementRoots: [AttestationCertificate]
+    /// The EK certificate (DER) presented with the evidence.
+    public var endorsementCertificate: [UInt8]?
 
-    public init(nonce: [UInt8]? = nil, teeReportData: [UInt8]? = nil, credentialActivation: TPMCredentialActivation? = nil) {
+    public init(
+        nonce: [UInt8]? = nil, teeReportData: [UInt8]? = nil, credentialActivation: TPMCredentialActivation? = nil,
+        endorsementRoots: [AttestationCertificate] = [], endorsementCertificate: [UInt8]? = nil
+    ) {
         self.nonce = nonce
         self.teeReportData = teeReportData
         self.credentialActivation = credentialActivation
+        self.endorsementRoots = endorsementRoots
+        self.endorsementCertificate = endorsementCertificate
     }
 }
 
@@ -271,6 +281,12 @@ public struct TPMVerifier: Sendable {
             boundToEK = true
             ekDigest = HexBytes(Array(SHA256.hash(data: ek.bytes)))
             checks["ak_bound_to_ek"] = "credential activation returned the secret made for this AK under the EK"
+            if let certificate = options.endorsementCertificate {
+                try Self.verifyEndorsementCertificate(certificate, ek: ek, roots: options.endorsementRoots)
+                checks["ek_certificate"] = "the EK certificate chains to the pinned vTPM root and certifies this EK"
+            } else {
+                warnings.append("no EK certificate given: the EK was not traced to a vTPM root")
+            }
         } else {
             warnings.append("no credential activation given: the AK's binding to an EK was not checked")
         }
@@ -283,6 +299,40 @@ public struct TPMVerifier: Sendable {
             firmwareVersion: attest.firmwareVersion, boundToTEEReport: boundToReport, boundToEndorsementKey: boundToEK,
             endorsementKeyDigest: ekDigest, boot: MeasuredBootEvents(log: log, pcrs: Set(selection.pcrs.map(UInt32.init))))
         return TPMVerificationResult(claims: claims, checks: checks, warnings: warnings)
+    }
+
+    /// The EK certificate must certify exactly this EK and chain, signature by signature, to the last of `roots`
+    /// (ordered leaf-ward: `[intermediate, root]` or `[root]`), which must sign itself.
+    static func verifyEndorsementCertificate(
+        _ der: [UInt8], ek: TPMTPublic, roots: [AttestationCertificate]
+    ) throws(AttestationError) {
+        let certificate: AttestationCertificate
+        do {
+            certificate = try AttestationCertificate(der: der)
+        } catch {
+            throw AttestationError(.tpmEKCertificateInvalid, "the EK certificate cannot be read: \(error.reason)")
+        }
+        guard case .rsa(_, let exponent, let modulus) = ek.key,
+            certificate.subjectPublicKeyInfo
+                == RSASubjectPublicKeyInfo.der(modulus: modulus, exponent: exponent == 0 ? 65537 : exponent)
+        else {
+            throw AttestationError(
+                .tpmEKCertificateInvalid, "the EK certificate certifies another key than the EK the credential was made for")
+        }
+        guard let root = roots.last else {
+            throw AttestationError(.tpmEKCertificateInvalid, "no vTPM root is pinned to check the EK certificate against")
+        }
+        do {
+            var child = certificate
+            for issuer in roots {
+                try child.verifySignature(issuedBy: issuer)
+                child = issuer
+            }
+            try root.verifySignature(issuedBy: root)
+        } catch {
+            throw AttestationError(
+                .tpmEKCertificateInvalid, "the EK certificate does not chain to the pinned vTPM root: \(error.reason)")
+        }
     }
 
     static func schemeName(_ scheme: UInt16) -> String {
