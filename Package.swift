@@ -45,7 +45,7 @@ let package = Package(
         // MARK: Formats: pure values, no I/O.
         .target(name: "BinaryFormat"),
         .target(name: "Firmware", dependencies: ["BinaryFormat"]),
-        .target(name: "TPM2", dependencies: ["BinaryFormat", "CTSS2"]),
+        .target(name: "TPM2", dependencies: ["BinaryFormat", "CTSS2", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "SEVSNP",
             dependencies: ["BinaryFormat", "Firmware", .product(name: "Crypto", package: "swift-crypto")]),
@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "Attestation",
             dependencies: [
-                "BinaryFormat", "COpenSSL", "SEVSNP", "TDX",
+                "BinaryFormat", "COpenSSL", "SEVSNP", "TDX", "TPM2", "EventLog", "GuestProtocol",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -164,9 +164,10 @@ let package = Package(
         .testTarget(
             name: "AttestationTests",
             dependencies: [
-                "Attestation", "BinaryFormat", "SEVSNP", "CollateralHTTP", "CMKTesting",
+                "Attestation", "AttestationPolicy", "BinaryFormat", "SEVSNP", "CollateralHTTP", "CMKTesting", "EventLog",
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]),
+            ],
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "AttestationResultsTests",
             dependencies: [

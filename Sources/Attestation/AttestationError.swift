@@ -63,6 +63,29 @@ public struct AttestationError: Error, Sendable, Hashable, CustomStringConvertib
         public static let certificateRevoked = Code("certificate-revoked")
         /// A CRL is malformed, not signed by the root, or outside its validity.
         public static let crlInvalid = Code("crl-invalid")
+
+        // TPM 2.0 quotes (vTPM / swtpm); see docs/tpm-verification.md.
+        /// The quote's signature does not verify under the attestation key (AK).
+        public static let tpmQuoteSignatureInvalid = Code("tpm-quote-signature-invalid")
+        /// The quote's extraData is not the verifier's nonce: a replayed or foreign quote.
+        public static let tpmNonceMismatch = Code("tpm-nonce-mismatch")
+        /// The quoted PCR digest is not the digest of the PCR values the event log replays to: the PCRs were
+        /// extended by something the log does not show, or the log's digests were changed.
+        public static let tpmPCRDigestMismatch = Code("tpm-pcr-digest-mismatch")
+        /// PCR values presented beside the quote do not hash to its PCR digest.
+        public static let tpmPCRValuesMismatch = Code("tpm-pcr-values-mismatch")
+        /// An event's data does not hash to the digest logged for it: the event log was edited after the fact.
+        public static let tpmEventDataMismatch = Code("tpm-event-data-mismatch")
+        /// The quote selects a PCR or bank the event log cannot account for.
+        public static let tpmPCRSelectionUnsupported = Code("tpm-pcr-selection-unsupported")
+        /// The attestation key is not a restricted, fixedTPM signing key, or its type and the signature disagree.
+        public static let tpmAKUnsuitable = Code("tpm-ak-unsuitable")
+        /// SHA-256 of the AK's TPMT_PUBLIC is not in the TEE report's REPORT_DATA.
+        public static let tpmAKNotBoundToReport = Code("tpm-ak-not-bound-to-report")
+        /// Credential activation did not prove the AK lives in the TPM of the endorsement key.
+        public static let tpmAKNotBoundToEK = Code("tpm-ak-not-bound-to-ek")
+        /// The EK certificate does not chain to the pinned vTPM root, or certifies another key than the EK.
+        public static let tpmEKCertificateInvalid = Code("tpm-ek-certificate-invalid")
     }
 
     public let code: Code

@@ -80,11 +80,15 @@ public struct AppraisalInput: Sendable {
     public var context: AppraisalContext
     /// The event log presented with the evidence (a TD's CCEL), as replayed; nil when none came.
     public var eventLog: ReplayedEventLog?
+    /// The vTPM quote's verification, when vTPM evidence came with the TEE evidence (see `EvidenceAppraiser`).
+    public var tpm: Result<TPMVerificationResult, AttestationError>?
 
     public init(
         evidenceType: String, verification: Result<EvidenceClaims, AttestationError>, evidenceDigest: String,
-        collateralDigests: [String: String] = [:], context: AppraisalContext, eventLog: ReplayedEventLog? = nil
+        collateralDigests: [String: String] = [:], context: AppraisalContext, eventLog: ReplayedEventLog? = nil,
+        tpm: Result<TPMVerificationResult, AttestationError>? = nil
     ) {
+        self.tpm = tpm
         self.evidenceType = evidenceType
         self.verification = verification
         self.evidenceDigest = evidenceDigest

@@ -49,6 +49,23 @@ public struct EvidenceAppraiser: Sendable {
         policy.evaluate(input(evidence, revocation: policy.trust.crl, context: context))
     }
 
+    /// Verifies `evidence` and the vTPM quote that came with it, then evaluates `policy`. The quote is checked against
+    /// the context's nonce, the verified TEE report's REPORT_DATA (which must carry SHA-256 of the AK) and the
+    /// credential activation, if any.
+    public func appraise(
+        _ evidence: PresentedEvidence, tpm: TPMEvidence, activation: TPMCredentialActivation?, policy: Policy,
+        context: AppraisalContext
+    ) -> Appraisal {
+        var input = input(evidence, revocation: policy.trust.crl, context: context)
+        input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
+            try TPMVerifier().verify(
+                tpm,
+                options: TPMVerificationOptions(
+                    nonce: context.nonce, teeReportData: input.claims?.reportData, credentialActivation: activation))
+        }
+        return policy.evaluate(input)
+    }
+
     /// The verification half: the input a policy evaluates.
     public func input(_ evidence: PresentedEvidence, revocation: RevocationMode, context: AppraisalContext) -> AppraisalInput {
         let digest = Hex.encode(SHA256.hash(data: evidence.bytes))

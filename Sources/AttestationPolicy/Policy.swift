@@ -138,13 +138,15 @@ public struct Policy: Sendable, Hashable, Codable {
     public let freshness: Freshness
     public let snp: SNPRules?
     public let tdx: TDXRules?
+    /// Rules for the vTPM quote and event log that accompany the TEE evidence; nil: no vTPM evidence required.
+    public let tpm: TPMRules?
     public let handover: Handover
     /// SHA-256 of the canonical JSON of everything above, lower-case hex.
     public private(set) var digest: String
 
     init(
         id: String, version: Int, description: String, evidence: EvidenceKind, trust: Trust, freshness: Freshness,
-        snp: SNPRules?, tdx: TDXRules?, handover: Handover
+        snp: SNPRules?, tdx: TDXRules?, tpm: TPMRules? = nil, handover: Handover
     ) {
         self.id = id
         self.version = version
@@ -154,6 +156,7 @@ public struct Policy: Sendable, Hashable, Codable {
         self.freshness = freshness
         self.snp = snp
         self.tdx = tdx
+        self.tpm = tpm
         self.handover = handover
         self.digest = ""
         self.digest = Self.contentDigest(self)

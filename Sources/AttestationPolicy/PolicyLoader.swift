@@ -35,7 +35,7 @@ public struct PolicyLoader: Sendable {
     public func load(text: String, baseDirectory: URL? = nil) throws(PolicyError) -> Policy {
         let root = try PolicyYAML.root(text)
         let top = try root.mapping(allowed: [
-            "id", "version", "description", "evidence", "trust", "freshness", "sev-snp", "tdx", "handover",
+            "id", "version", "description", "evidence", "trust", "freshness", "sev-snp", "tdx", "tpm", "handover",
         ])
         let id = try top.require("id").name(pattern: "policy id")
         let version = try top.require("version").integer(in: 1...1_000_000)
@@ -58,9 +58,10 @@ public struct PolicyLoader: Sendable {
             tdx = try readTDX(top.require("tdx"), base: baseDirectory)
         }
         let handover = try readHandover(top["handover"])
+        let tpm = try top["tpm"].map { node throws(PolicyError) in try readTPM(node) }
         return Policy(
             id: id, version: version, description: description, evidence: evidence, trust: trust, freshness: freshness,
-            snp: snp, tdx: tdx, handover: handover)
+            snp: snp, tdx: tdx, tpm: tpm, handover: handover)
     }
 
     // MARK: Sections.

@@ -34,6 +34,7 @@ extension Policy {
         CommonRules.evidenceAge(freshness.maxEvidenceAge)
         if let snp { SNPPolicyRules(rules: snp).all }
         if let tdx { TDXPolicyRules(rules: tdx).all }
+        if let tpm { TPMPolicyRules(rules: tpm).all }
     }
 }
 

@@ -4,7 +4,7 @@ internal import CTSS2
 // callers see Swift values and TPM2Error, never a C struct or a pointer.
 
 /// Copies `bytes` into a fixed-size C array member (imported as a tuple).
-private func store<Tuple>(_ bytes: [UInt8], into tuple: inout Tuple, field: String) throws(TPM2Error) {
+func store<Tuple>(_ bytes: [UInt8], into tuple: inout Tuple, field: String) throws(TPM2Error) {
     let capacity = MemoryLayout<Tuple>.size
     guard bytes.count <= capacity else {
         throw TPM2Error(.fieldTooLarge, "\(field) holds \(bytes.count) bytes; the TPM allows at most \(capacity)")
@@ -15,7 +15,7 @@ private func store<Tuple>(_ bytes: [UInt8], into tuple: inout Tuple, field: Stri
 }
 
 /// Reads the first `count` bytes of a fixed-size C array member.
-private func load<Tuple>(_ tuple: Tuple, count: Int, field: String) throws(TPM2Error) -> [UInt8] {
+func load<Tuple>(_ tuple: Tuple, count: Int, field: String) throws(TPM2Error) -> [UInt8] {
     let capacity = MemoryLayout<Tuple>.size
     guard count <= capacity else {
         throw TPM2Error(.fieldTooLarge, "\(field) declares \(count) bytes; the TPM allows at most \(capacity)")
@@ -23,7 +23,7 @@ private func load<Tuple>(_ tuple: Tuple, count: Int, field: String) throws(TPM2E
     return withUnsafeBytes(of: tuple) { Array($0.prefix(count)) }
 }
 
-private func check(_ rc: TSS2_RC, _ what: String) throws(TPM2Error) {
+func check(_ rc: TSS2_RC, _ what: String) throws(TPM2Error) {
     guard rc == TSS2_RC_SUCCESS else {
         throw TPM2Error(.marshalling, "libtss2-mu could not \(what)", nativeCode: rc)
     }

@@ -75,7 +75,7 @@ extension CMK.Evidence {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Verify SEV-SNP evidence against cmk's pinned AMD roots.",
+            abstract: "Verify SEV-SNP evidence against cmk's pinned AMD roots, a TDX quote, or a TPM 2.0 quote with its event log.",
             discussion: """
                 Checks the product, the chain ARK -> ASK/ASVK -> VCEK/VLEK (RSA-PSS), revocation, the report \
                 signature (ECDSA P-384), and that the certificate's TCB and hwID match the report. It does not \
@@ -89,6 +89,24 @@ extension CMK.Evidence {
 
         @Option(name: .customLong("tdx"), help: "A TDX DCAP quote (v4 or v5).")
         var tdxQuote: String?
+
+        @Option(name: .customLong("tpm"), help: "A TPM 2.0 quote: the marshalled TPMS_ATTEST (tpm2_quote -m).")
+        var tpmQuote: String?
+
+        @Option(name: .customLong("sig"), help: "With --tpm: the quote's TPMT_SIGNATURE (tpm2_quote -s).")
+        var tpmSignature: String?
+
+        @Option(help: "With --tpm: the TCG event log (binary_bios_measurements) that explains the quoted PCRs.")
+        var eventlog: String?
+
+        @Option(help: "With --tpm: the attestation key's TPMT_PUBLIC or TPM2B_PUBLIC (tpm2_createak -u).")
+        var ak: String?
+
+        @Option(help: "With --tpm: the nonce (hex) the quote's extraData must carry.")
+        var nonce: String?
+
+        @Option(help: "With --tpm: the verified TEE report's REPORT_DATA (hex); its first 32 bytes must be SHA-256 of the AK.")
+        var reportData: String?
 
         @Option(help: "The extended-report certificate table (configfs-tsm auxblob).")
         var certTable: String?
@@ -124,7 +142,10 @@ extension CMK.Evidence {
         }
 
         func validate() throws {
-            if (report == nil) == (tdxQuote == nil) { throw ValidationError("give exactly one of --snp REPORT or --tdx QUOTE") }
+            if [report, tdxQuote, tpmQuote].compactMap({ $0 }).count != 1 {
+                throw ValidationError("give exactly one of --snp REPORT, --tdx QUOTE or --tpm QUOTE")
+            }
+            try validateTPM()
             if tdxQuote != nil && (certTable != nil || vcek != nil || chain != nil || product != nil) {
                 throw ValidationError("--cert-table, --vcek, --chain and --product are for SEV-SNP reports")
             }
@@ -143,6 +164,10 @@ extension CMK.Evidence {
             let time = at.flatMap { ISO8601DateFormatter().date(from: $0) } ?? Date()
             if let tdxQuote {
                 try verifyTDX(tdxQuote, time: time)
+                return
+            }
+            if let tpmQuote {
+                try verifyTPM(tpmQuote)
                 return
             }
             guard let report else { throw ExitCode(2) }

@@ -195,6 +195,9 @@ extension CMK {
         @Flag(help: "Stay in the foreground and supervise the instance until it stops (what the supervisor runs).")
         var foreground = false
 
+        @Flag(help: "Attach a software TPM (swtpm, EK certificate from this installation's local CA) so the firmware measures the boot into it.")
+        var vtpm = false
+
         @OptionGroup var reserve: ReserveOptions
         @OptionGroup var state: StateOptions
 
@@ -284,6 +287,7 @@ extension CMK {
             if let memory { arguments += ["--memory", String(memory)] }
             if allowSharedCores { arguments.append("--allow-shared-cores") }
             if kvm { arguments.append("--kvm") }
+            if vtpm { arguments.append("--vtpm") }
             if let agent { arguments += ["--agent", URL(fileURLWithPath: agent).standardizedFileURL.path] }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
@@ -380,16 +384,15 @@ extension CMK {
             let stateDirectory = state.state
             let stop = StopSignal()
             let files = InstanceFiles(state: stateDirectory, name: name)
-            let supervisor = InstanceSupervisor(
-                state: stateDirectory, paths: CMKPaths.resolve(),
-                request: LaunchRequest(
-                    name: name, profile: profile, policyPath: policy, vcpus: vcpus, memoryMiB: memory,
-                    allowSharedCores: allowSharedCores, accelerator: kvm ? .kvm : .tcg, bootTimeout: .seconds(bootTimeout),
-                    agent: agent.map { URL(fileURLWithPath: $0) }, tee: tee,
-                    heartbeat: InstanceWatch.Settings(
-                        pingInterval: .milliseconds(heartbeatInterval), answerTimeout: .milliseconds(heartbeatTimeout)),
-                    reserve: reserve.reserve)
-            ) { event in
+            var request = LaunchRequest(
+                name: name, profile: profile, policyPath: policy, vcpus: vcpus, memoryMiB: memory,
+                allowSharedCores: allowSharedCores, accelerator: kvm ? .kvm : .tcg, bootTimeout: .seconds(bootTimeout),
+                agent: agent.map { URL(fileURLWithPath: $0) }, tee: tee,
+                heartbeat: InstanceWatch.Settings(
+                    pingInterval: .milliseconds(heartbeatInterval), answerTimeout: .milliseconds(heartbeatTimeout)),
+                reserve: reserve.reserve)
+            request.vtpm = vtpm
+            let supervisor = InstanceSupervisor(state: stateDirectory, paths: CMKPaths.resolve(), request: request) { event in
                 var text = LaunchEventLine.encode(event) + "\n"
                 switch event {
                 case .note(let line): text = "cmk: \(line)\n" + text
@@ -507,9 +510,14 @@ extension CMK {
                 let store = try InstanceStore(state.state, options: InstanceSupervisor.storeOptions())
                 defer { store.close() }
                 let outcomes = try store.reconcile()
+                let vtpms = SoftwareTPM.removeOrphans(
+                    stateDirectory: state.state.url, keeping: Set(try store.instances().map(\.id)))
+                if !json {
+                    for id in vtpms { print("\(id)  vTPM state removed: no live instance owns it") }
+                }
                 if json {
                     print(try JSONOutput.encode(outcomes))
-                } else if outcomes.isEmpty {
+                } else if outcomes.isEmpty && vtpms.isEmpty {
                     print("nothing to reconcile")
                 } else {
                     for outcome in outcomes {

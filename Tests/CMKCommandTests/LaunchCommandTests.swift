@@ -201,6 +201,31 @@ struct LaunchCommandTests {
         #expect(log.standardOutput.contains("reject-1: REJECT sev-snp SIMULATED policy sev-snp-production"))
     }
 
+    @Test("a child launched with --vtpm boots with its own swtpm (EK certificate from the local CA) and OVMF measures into it; stop ends and deletes it",
+          .timeLimit(.minutes(6)))
+    func launchWithVTPM() async throws {
+        defer { try? FileManager.default.removeItem(at: state) }
+        defer { RealBoots.stopSupervisors(state) }
+        let launch = try await cmk(["launch", "--name", "vtpm-1", "--vtpm", "--json"])
+        #expect(launch.status == 0, "\(launch.standardOutput)\n\(launch.standardError)")
+        #expect(try json(launch)["verdict"] as? String == "admit")
+        let instances = state.appendingPathComponent("vtpm/instances")
+        let folders = try FileManager.default.contentsOfDirectory(atPath: instances.path)
+        #expect(folders.count == 1)
+        let folder = instances.appendingPathComponent(try #require(folders.first))
+        #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("tpm2-00.permall").path))
+        #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("ek-rsa2048.crt").path))
+        #expect(FileManager.default.fileExists(
+            atPath: state.appendingPathComponent("vtpm/ca/swtpm-localca-rootca-cert.pem").path))
+        // OVMF measured the boot into it: the kernel finds the firmware's TPM event log and the TIS device.
+        let logs = try await cmk(["logs", "vtpm-1"])
+        #expect(logs.standardOutput.contains("TPMEventLog="), "\(logs.standardOutput.suffix(3000))")
+        #expect(logs.standardOutput.contains("2.0 TPM"))
+        let stop = try await cmk(["stop", "vtpm-1"])
+        #expect(stop.status == 0, "\(stop.standardError)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: instances.path)) ?? []).isEmpty)
+    }
+
     @Test("an admitted child whose policy names a secret nobody stored is torn down as failed; the audit log says why",
           .timeLimit(.minutes(6)))
     func handoverFailsClosed() async throws {

@@ -114,6 +114,9 @@ enum SignatureVerification {
         case .rsaPSS(let parameters):
             let key = try OpenSSLPublicKey(subjectPublicKeyInfo: issuerPublicKey)
             return try key.verifyRSAPSS(signature: signature, message: message, parameters: parameters)
+        case .rsaPKCS1(let hash):
+            let key = try OpenSSLPublicKey(subjectPublicKeyInfo: issuerPublicKey)
+            return try key.verifyRSAPKCS1(signature: signature, message: message, hash: hash)
         case .ecdsaWithSHA256:
             return try verifyECDSA(signature: signature, digest: SHA256.hash(data: message), spki: issuerPublicKey)
         case .ecdsaWithSHA384:

@@ -39,9 +39,13 @@ public enum CertificateSignatureAlgorithm: Sendable, Hashable, CustomStringConve
     case rsaPSS(RSAPSSParameters)
     case ecdsaWithSHA256
     case ecdsaWithSHA384
+    /// RSASSA-PKCS1-v1_5 (sha256WithRSAEncryption ...): what swtpm's local CA signs vTPM EK certificates with. Every
+    /// AMD and Intel chain names its required algorithm, so accepting it here widens none of them.
+    case rsaPKCS1(DigestAlgorithm)
 
     public var description: String {
         switch self {
+        case .rsaPKCS1(let hash): "RSA-PKCS1-\(hash.rawValue)"
         case .rsaPSS(let parameters): parameters.description
         case .ecdsaWithSHA256: "ECDSA-SHA-256"
         case .ecdsaWithSHA384: "ECDSA-SHA-384"
@@ -63,6 +67,16 @@ public enum CertificateSignatureAlgorithm: Sendable, Hashable, CustomStringConve
                         throw AttestationError(.unsupportedSignatureAlgorithm, "RSA-PSS without parameters (SHA-1 defaults) is not accepted")
                     }
                     return .rsaPSS(try Self.readPSSParameters(parameters))
+                case ObjectIdentifiers.sha256WithRSA, ObjectIdentifiers.sha384WithRSA, ObjectIdentifiers.sha512WithRSA:
+                    // RFC 4055 §5: the parameters are NULL (or absent).
+                    if let parameters, parameters.identifier != .null {
+                        throw AttestationError(.malformedCertificate, "an RSA PKCS #1 AlgorithmIdentifier carries parameters")
+                    }
+                    switch oid {
+                    case ObjectIdentifiers.sha256WithRSA: return .rsaPKCS1(.sha256)
+                    case ObjectIdentifiers.sha384WithRSA: return .rsaPKCS1(.sha384)
+                    default: return .rsaPKCS1(.sha512)
+                    }
                 case ObjectIdentifiers.ecdsaWithSHA256, ObjectIdentifiers.ecdsaWithSHA384:
                     // RFC 5758 §3.2: the parameters field MUST be absent.
                     guard parameters == nil else {
@@ -138,5 +152,8 @@ enum ObjectIdentifiers {
     static let sha512: ASN1ObjectIdentifier = [2, 16, 840, 1, 101, 3, 4, 2, 3]
     static let ecdsaWithSHA256: ASN1ObjectIdentifier = [1, 2, 840, 10045, 4, 3, 2]
     static let ecdsaWithSHA384: ASN1ObjectIdentifier = [1, 2, 840, 10045, 4, 3, 3]
+    static let sha256WithRSA: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 11]
+    static let sha384WithRSA: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 12]
+    static let sha512WithRSA: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 13]
     static let commonName: ASN1ObjectIdentifier = [2, 5, 4, 3]
 }

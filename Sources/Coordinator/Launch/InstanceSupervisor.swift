@@ -49,6 +49,8 @@ public struct LaunchRequest: Sendable {
     public var heartbeat: InstanceWatch.Settings
     /// What the host keeps for itself when the partition is chosen.
     public var reserve: HostReserve
+    /// Attach a software TPM (swtpm) so OVMF measures the boot into it (docs/coordinator.md, "vTPM per child").
+    public var vtpm: Bool = false
 
     public init(
         name: String, profile: String, policyPath: String, vcpus: Int? = nil, memoryMiB: Int? = nil,
@@ -228,6 +230,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
     private var control: FramedConnection?
     private var listener: UnixSocketListener?
     private var platform: SimulatedPlatformService?
+    private var softwareTPM: SoftwareTPM?
     private var instanceID: String?
     private var partition: Partition?
     /// The phases finished so far.
@@ -467,9 +470,10 @@ public final class InstanceSupervisor: @unchecked Sendable {
                 hotplugSlots: policy.handover.volumes.count)
             let command = SimulatedLaunchCommand(
                 settings: settings, accelerator: request.accelerator, cpuModel: prepared.cpuModel)
+            let vtpmArguments = try await startSoftwareTPM(instanceID: record.id)
             let started = ContinuousClock.now
             let process = try QEMUProcess.start(
-                try command.commandLine() + QEMUInstanceMarker.arguments(instanceID: record.id))
+                try command.commandLine() + vtpmArguments + QEMUInstanceMarker.arguments(instanceID: record.id))
             qemu = process
             let notifier = try ProcessExitNotifier(pid: process.processIdentifier)
             exitNotifier = notifier
@@ -773,8 +777,28 @@ public final class InstanceSupervisor: @unchecked Sendable {
         platform?.stop()
         platform = nil
         listener = nil
+        await stopSoftwareTPM()
         self.instanceID = nil
         return SupervisionEnding(state: .failed, reason: reason, recordSeconds: recorded)
+    }
+
+    /// Starts the child's swtpm when the request asks for one; returns the QEMU arguments that attach it.
+    private func startSoftwareTPM(instanceID: String) async throws -> [String] {
+        guard request.vtpm else { return [] }
+        let tpm = try await SoftwareTPM.start(
+            directory: SoftwareTPM.stateDirectory(stateDirectory: state.url, instance: instanceID),
+            localCA: VTPMLocalCA(stateDirectory: state.url))
+        softwareTPM = tpm
+        note("vTPM: swtpm pid \(tpm.processIdentifier), EK certificate from the local CA")
+        return tpm.qemuArguments
+    }
+
+    /// Stops the child's swtpm and deletes its state (the instance's keys go with it).
+    private func stopSoftwareTPM() async {
+        guard let tpm = softwareTPM else { return }
+        softwareTPM = nil
+        await tpm.stop()
+        SoftwareTPM.remove(directory: tpm.stateDirectory)
     }
 
     /// Quarantine and teardown: ask the child to shut down, stop QEMU, close the ports, release the partition.
@@ -789,6 +813,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
         platform?.stop()
         platform = nil
         listener = nil
+        await stopSoftwareTPM()
         guard let id = instanceID else { return }
         try? withStore { store in
             if let failure, let current = try store.instance(id), current.state != .stopped, current.state != failure {
