@@ -6,9 +6,9 @@ import Testing
 struct InstanceLifecycleTests {
     static let expectedTable: Set<String> = [
         "requested>reserved", "requested>failed",
-        "reserved>booting", "reserved>rejected", "reserved>failed",
-        "booting>attesting", "booting>rejected", "booting>failed",
-        "attesting>admitted", "attesting>rejected", "attesting>failed",
+        "reserved>booting", "reserved>rejected", "reserved>failed", "reserved>stopping",
+        "booting>attesting", "booting>rejected", "booting>failed", "booting>stopping",
+        "attesting>admitted", "attesting>rejected", "attesting>failed", "attesting>stopping",
         "admitted>stopping", "admitted>failed",
         "rejected>stopping", "failed>stopping",
         "stopping>stopped",
