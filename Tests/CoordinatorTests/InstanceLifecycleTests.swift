@@ -54,7 +54,7 @@ struct InstanceLifecycleTests {
             let error = error as? CoordinatorError
             return error?.code == .illegalTransition
                 && error?.reason == "an instance cannot go from reserved to admitted; from reserved it can go to "
-                    + "booting, failed, rejected"
+                    + "booting, failed, rejected, stopping"
         }
         #expect(lifecycle == before)
         try lifecycle.transition(to: .failed, reason: "no QEMU", at: Date())
