@@ -50,6 +50,11 @@ public struct CoordinatorError: Error, Sendable, Hashable, CustomStringConvertib
         /// The confidential platform asked for cannot run on this host or in this build (the reason names what is
         /// missing).
         public static let platformUnavailable = Code("platform-unavailable")
+        /// The policy cannot appraise what the chosen platform produces (evidence of another kind, or a real
+        /// platform under a policy that trusts a simulated root).
+        public static let policyPlatformMismatch = Code("policy-platform-mismatch")
+        /// The operator stopped the instance (`cmk stop`) before it was admitted.
+        public static let stoppedByOperator = Code("stopped-by-operator")
     }
 
     public let code: Code

@@ -39,6 +39,8 @@ public enum AgentRunner {
                 secrets: options.secretsDirectory, volumes: options.volumesDirectory,
                 mountTmpfs: isInsideChild(options))
             let agent = GuestAgent(instance: options.instance!, provider: provider, folders: folders, log: log)
+            // Inside a child an admitted agent outlives a supervisor that died: a restarted coordinator re-adopts it.
+            agent.awaitsCoordinatorAfterHandover = isInsideChild(options)
             switch try agent.serve(control) {
             case .peerClosed:
                 return 1

@@ -1,6 +1,12 @@
 import Crypto
 public import GuestProtocol
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The agent inside a child: announces itself on the control port, then answers the coordinator until it is told to
 /// shut down (docs/guest-agent.md).
 ///
@@ -49,6 +55,7 @@ public final class GuestAgent {
     private var sessionDelivered = false
     /// Whether the secrets folder (and its tmpfs) exists: made at the first delivery, never before admission.
     private var secretsFolderReady = false
+    private var waitingForCoordinator = false
     /// The last handover, nil before one arrived.
     public private(set) var handover: Handover?
     /// The volumes confirmed so far.
@@ -63,6 +70,14 @@ public final class GuestAgent {
         self.folders = folders
         self.log = log
     }
+
+    /// Whether an admitted agent (one that received its handover) outlives its coordinator: when the control port
+    /// closes it waits for a coordinator to reconnect (a restarted one re-adopting the child after its supervisor
+    /// died: QEMU's chardev reconnects to the new listener) instead of returning. Before the handover a closed port
+    /// still ends ``serve(_:)`` (a launch that lost its supervisor is torn down, not resumed). Set inside a child.
+    public var awaitsCoordinatorAfterHandover = false
+    /// How often a waiting agent looks at the port again (a virtio-serial port without a host reads end-of-file).
+    public var reconnectPollMilliseconds: UInt32 = 50
 
     /// The public half of the current session key (what the last `.attestResponse` carried); nil before the first.
     public var sessionPublicKey: [UInt8]? {
@@ -86,8 +101,20 @@ public final class GuestAgent {
                 throw error
             }
             guard let message else {
-                log.write("the coordinator closed the control port")
-                return .peerClosed
+                guard awaitsCoordinatorAfterHandover, handover != nil else {
+                    log.write("the coordinator closed the control port")
+                    return .peerClosed
+                }
+                if !waitingForCoordinator {
+                    log.write("the coordinator closed the control port; waiting for it to come back (admitted)")
+                    waitingForCoordinator = true
+                }
+                usleep(reconnectPollMilliseconds * 1000)
+                continue
+            }
+            if waitingForCoordinator {
+                log.write("a coordinator reconnected to the control port")
+                waitingForCoordinator = false
             }
             switch message {
             case .attestRequest(let nonce):

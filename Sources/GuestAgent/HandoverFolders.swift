@@ -135,7 +135,9 @@ public struct HandoverFolders: Sendable, Hashable {
                     "no block device for volume(s) \(missing.joined(separator: ", ")) within \(volumeWaitMilliseconds) ms "
                         + "(is virtio_blk loaded?)")
             }
-            var pause = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            // 10 ms: the hot-plugged disk appears a few hundred ms after device_add under TCG; a 100 ms poll added
+            // 50 ms on average to every handover with a volume.
+            var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
             nanosleep(&pause, nil)
             found = blockDevicesBySerial()
         }

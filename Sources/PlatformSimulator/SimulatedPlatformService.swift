@@ -7,6 +7,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+// In a release (whole-module) build `struct stat`'s members are owned by the C module the compiler met sys/stat.h
+// in first (CoreFoundation here), and member-import visibility wants it named.
+#if canImport(CoreFoundation)
+import CoreFoundation
+#endif
 
 /// The host side of a simulated child's platform port: a UNIX socket QEMU connects to as a client
 /// (`-chardev socket,id=platform,path=P,reconnect=1`, then a virtio-serial port named `cmk.platform`).

@@ -102,7 +102,16 @@ extension CMK {
             if let launch = report.launch {
                 lines.append(("platform", "\(launch.tee ?? "-")\(launch.simulated ? " (SIMULATED)" : "")"))
                 if let measurement = launch.measurement { lines.append(("measurement", measurement)) }
-                if let digest = launch.manifestDigest { lines.append(("host data", "\(digest) (SHA-256 of the manifest)")) }
+                // Each TEE's fields under their own names: HOST_DATA on SEV-SNP, MRCONFIGID / MROWNER / RTMRs on TDX.
+                for field in launch.platformFields ?? [] {
+                    lines.append((field.name, "\(field.value) (\(field.meaning))"))
+                }
+                if let digest = launch.manifestDigest { lines.append(("manifest", "SHA-256 \(digest)")) }
+                if let claims = launch.tdxClaims {
+                    lines.append(("claims", "TD quote v\(claims.quoteVersion), trust anchor \(claims.trustAnchor)"
+                                  + "\(claims.simulated ? ", simulated" : ""), debug \(claims.debug ? "on" : "off"), "
+                                  + "attributes \(claims.tdAttributeFlags.isEmpty ? "none" : claims.tdAttributeFlags.joined(separator: " "))"))
+                }
                 if let claims = launch.snpClaims {
                     lines.append(("claims", "SEV-SNP report v\(claims.reportVersion), \(claims.product), signer \(claims.signer), "
                                   + "trust anchor \(claims.trustAnchor)\(claims.simulated ? ", simulated" : "")"))

@@ -22,7 +22,7 @@ enum InstanceExit {
         case CoordinatorError.Code.platformUnavailable.name: platformUnavailable
         case CoordinatorError.Code.unknownInstance.name: unknownInstance
         case CoordinatorError.Code.nameInUse.name, CoordinatorError.Code.stateLocked.name: conflict
-        case CoordinatorError.Code.invalidArgument.name: usage
+        case CoordinatorError.Code.invalidArgument.name, CoordinatorError.Code.policyPlatformMismatch.name: usage
         default: launchFailed
         }
     }
@@ -160,7 +160,7 @@ extension CMK {
         @Option(help: "Instance name (default: the profile and four random hex digits).")
         var name: String?
 
-        @Option(help: "The policy file (default: policies/development.yaml, or development-tdx.yaml for sim-tdx; both trust the simulated platform).")
+        @Option(help: "The policy file (default: policies/development.yaml for sim-snp, development-tdx.yaml for sim-tdx, both trusting the simulated platform; sev-snp-production.yaml for snp, tdx-production.yaml for tdx).")
         var policy: String?
 
         @Option(name: .customLong("tee"), help: "The confidential platform: sim-snp (default), sim-tdx, snp, tdx.")
@@ -226,8 +226,14 @@ extension CMK {
 
         func policyPath() throws -> String {
             if let policy { return policy }
-            // The development policy for the platform's evidence: SEV-SNP or TDX.
-            let file = tee.evidence == .tdx ? "policies/development-tdx.yaml" : "policies/development.yaml"
+            // The development policy for a simulated platform's evidence (SEV-SNP or TDX); the production policy,
+            // which trusts only the pinned hardware roots, for a real one.
+            let file = switch tee {
+            case .simulatedSNP: "policies/development.yaml"
+            case .simulatedTDX: "policies/development-tdx.yaml"
+            case .snp: "policies/sev-snp-production.yaml"
+            case .tdx: "policies/tdx-production.yaml"
+            }
             var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
             for _ in 0..<8 {
                 let candidate = folder.appendingPathComponent(file)
@@ -245,7 +251,16 @@ extension CMK {
                 // A reference to an image not built yet is fine: the launch builds it before loading the policy.
                 fail(LaunchOutcome.Failure(code: "invalid-argument", reason: error.description), status: InstanceExit.usage)
             } catch {}
-            // A platform that cannot run here is refused before anything is started.
+            // A policy that cannot appraise the platform's evidence is a usage error, decided before anything is
+            // reserved; then a platform that cannot run here is refused before anything is started.
+            do {
+                let header = try PolicyLoader().header(path: resolvedPolicy)
+                try TEEAvailability.requireAppraisable(header, by: tee, policyPath: resolvedPolicy)
+            } catch let error as CoordinatorError {
+                fail(LaunchOutcome.Failure(code: error.code.name, reason: error.reason), status: InstanceExit.usage)
+            } catch {
+                fail(LaunchOutcome.Failure(code: "invalid-argument", reason: "\(error)"), status: InstanceExit.usage)
+            }
             do {
                 try TEEAvailability.require(tee)
             } catch {
@@ -402,6 +417,8 @@ extension CMK {
                 }
                 FileHandle.standardError.write(Data(text.utf8))
             }
+            // `cmk stop` (SIGTERM) before the handover kills the child at once; after it, supervise() stops it.
+            stop.onRequest = { supervisor.requestStop() }
             try? FileManager.default.createDirectory(at: files.folder, withIntermediateDirectories: true)
             try Data("\(getpid())\n".utf8).write(to: files.supervisorPID)
             defer { try? FileManager.default.removeItem(at: files.supervisorPID) }
@@ -479,11 +496,13 @@ extension CMK {
                 }
                 if ProcessIdentity.isRunning(pid: process.pid, startTime: process.startTime) { kill(process.pid, SIGKILL) }
             }
-            try store.reconcile()
+            let reconciled = try store.reconcile()
             if let current = try store.instance(record.id), current.state != .stopped {
                 if current.state != .stopping { _ = try store.transition(record.id, to: .stopping, reason: "cmk stop (no supervisor)") }
                 _ = try store.transition(record.id, to: .stopped, reason: "cmk stop (no supervisor)", changes: InstanceChanges(processGone: true))
             }
+            store.close()
+            AdoptedInstanceWatch.startWatchers(for: reconciled.filter { $0.instanceID != record.id }, state: stateDirectory)
             print("stopped \(name)")
         }
     }
@@ -512,6 +531,9 @@ extension CMK {
                 let outcomes = try store.reconcile()
                 let vtpms = SoftwareTPM.removeOrphans(
                     stateDirectory: state.state.url, keeping: Set(try store.instances().map(\.id)))
+                store.close()
+                // An admitted instance whose supervisor died is watched again by a detached `cmk supervise`.
+                let watchers = AdoptedInstanceWatch.startWatchers(for: outcomes, state: state.state)
                 if !json {
                     for id in vtpms { print("\(id)  vTPM state removed: no live instance owns it") }
                 }
@@ -523,6 +545,7 @@ extension CMK {
                     for outcome in outcomes {
                         print("\(outcome.name)  \(outcome.previousState.rawValue) -> \(outcome.state.rawValue)  \(outcome.action.rawValue): \(outcome.reason)")
                     }
+                    if !watchers.isEmpty { print("watching \(watchers.count) re-adopted instance(s) again (cmk supervise)") }
                 }
             } catch let error as CoordinatorError {
                 let status = CoordinatorFailure.report(error, json: json)
@@ -561,7 +584,27 @@ final class StopSignal: @unchecked Sendable {
         }
     }
 
-    private func set() { lock.withLock { flag = true } }
+    private var handler: (@Sendable () -> Void)?
+
+    /// Called (on a dispatch queue) at each stop signal, and at once when one already came.
+    var onRequest: (@Sendable () -> Void)? {
+        get { lock.withLock { handler } }
+        set {
+            let already = lock.withLock {
+                handler = newValue
+                return flag
+            }
+            if already { newValue?() }
+        }
+    }
+
+    private func set() {
+        let handler = lock.withLock {
+            flag = true
+            return self.handler
+        }
+        handler?()
+    }
 
     var requested: Bool { lock.withLock { flag } }
 }

@@ -98,8 +98,9 @@ struct LifecycleCommandTests {
     func crashDetection() async throws {
         defer { stopSupervisors() }
         // Two exclusive CPUs on this 2-CPU host: no host reserve.
-        for name in ["crash-a", "crash-b"] {
-            let launch = try await cmk(["launch", "--name", name, "--reserve-cpus", "0", "--json"])
+        // crash-a on the simulated SEV-SNP platform, crash-b on the simulated TDX one.
+        for (name, tee) in [("crash-a", "sim-snp"), ("crash-b", "sim-tdx")] {
+            let launch = try await cmk(["launch", "--name", name, "--tee", tee, "--reserve-cpus", "0", "--json"])
             #expect(launch.status == 0, "\(launch.standardError)")
             #expect(launch.standardError.contains("boot") && launch.standardError.contains("handover"), "phases shown")
         }
@@ -117,6 +118,22 @@ struct LifecycleCommandTests {
         #expect(inspect["supervisorRunning"] as? Bool == true)
         let text = try await cmk(["inspect", "crash-a"])
         #expect(text.status == 0 && text.standardOutput.contains("verdict") && text.standardOutput.contains("rule"))
+        // Each TEE's fields under their real names: HOST_DATA for SEV-SNP; MRCONFIGID, MROWNER, RTMRs for TDX.
+        func fieldNames(_ launch: [String: Any]) -> [String] {
+            (launch["platformFields"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+        }
+        #expect(fieldNames(launch) == ["MEASUREMENT", "HOST_DATA", "REPORT_DATA"])
+        #expect(text.standardOutput.contains("HOST_DATA") && !text.standardOutput.contains("MRCONFIGID"))
+        let tdxInspect = try object(try await cmk(["inspect", "crash-b", "--json"]))
+        let tdxLaunch = try #require(tdxInspect["launch"] as? [String: Any])
+        #expect(fieldNames(tdxLaunch) == ["MRTD", "MRCONFIGID", "MROWNER", "MROWNERCONFIG", "RTMR0", "RTMR1", "RTMR2",
+                                          "RTMR3", "REPORTDATA"])
+        #expect(tdxLaunch["tdxClaims"] != nil && tdxLaunch["snpClaims"] == nil)
+        let tdxText = try await cmk(["inspect", "crash-b"]).standardOutput
+        for label in ["MRTD", "MRCONFIGID", "MROWNER", "RTMR0", "RTMR3", "TD quote v4"] {
+            #expect(tdxText.contains(label), "\(label) in \(tdxText)")
+        }
+        #expect(!tdxText.contains("HOST_DATA") && !tdxText.lowercased().contains("host data"), "\(tdxText)")
         let logs = try await cmk(["logs", "crash-a"])
         #expect(logs.status == 0)
         #expect(logs.standardOutput.contains("== supervisor log") && logs.standardOutput.contains("== guest console"))
@@ -214,7 +231,136 @@ struct LifecycleCommandTests {
         #expect(try await cmk(["stop", "orphan"]).status == 0)
     }
 
-    @Test("refusals come with distinct exit statuses: overcommit 3, platform 5, unknown instance 6, usage 2",
+    @Test(
+        "cmk stop while the child boots kills its QEMU and frees its partition within a second; it ends stopped, the audit log says so, nothing was handed over",
+        .timeLimit(.minutes(6)))
+    func stopWhileBooting() async throws {
+        defer {
+            stopSupervisors()
+            try? FileManager.default.removeItem(at: state)
+        }
+        async let launch = cmk(["launch", "--name", "early-1", "--json"])
+        var booting: [String: Any]?
+        let deadline = Date().addingTimeInterval(240)
+        while Date() < deadline {
+            let record = try await instances()["early-1"]
+            if record?["state"] as? String == "booting", Self.pid(record, "process") != nil {
+                booting = record
+                break
+            }
+            if let state = record?["state"] as? String, !["requested", "reserved", "booting"].contains(state) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let record = try #require(booting, "early-1 never booted")
+        let qemu = try #require(Self.pid(record, "process"))
+        let id = try #require(record["id"] as? String)
+        let cpus = (record["partition"] as? [String: Any])?["cpus"] as? [Int] ?? []
+        let stoppedAt = Date()
+        let stop = try await cmk(["stop", "early-1"])
+        #expect(stop.status == 0, "\(stop.standardError)")
+        let recorded = try #require(try await transitionTime("early-1", to: "stopped"), "no stopped transition")
+        let seconds = Double(recorded - Self.milliseconds(stoppedAt)) / 1000
+        print("stop while booting: QEMU gone and partition released \(seconds) s after cmk stop began")
+        #expect(seconds >= 0 && seconds < 1.0, "stopped recorded \(seconds) s after the stop")
+        #expect(kill(qemu, 0) != 0 && Self.markedProcesses(id).isEmpty, "no QEMU of early-1 is left")
+        let after = try #require(try await instances()["early-1"])
+        #expect(after["state"] as? String == "stopped" && after["holdsPartition"] as? Bool == false)
+        let host = try object(try await cmk(["host", "--json"]))
+        let free = ((host["free"] as? [String: Any])?["cpus"] as? [Int]) ?? []
+        #expect(Set(cpus).isSubset(of: Set(free)), "early-1's CPUs \(cpus) are free again: \(free)")
+        let inspect = try object(try await cmk(["inspect", "early-1", "--json"]))
+        let steps = (inspect["history"] as? [[String: Any]] ?? []).compactMap { $0["to"] as? String }
+        #expect(steps.suffix(3) == ["booting", "stopping", "stopped"], "\(steps)")
+        #expect(!steps.contains("failed") && !steps.contains("admitted"))
+        // The launch ends with the operator's stop (exit 4), not a verdict; nothing was handed over.
+        let launched = try await launch
+        #expect(launched.status == 4, "\(launched.standardError)")
+        let outcome = try object(launched)
+        #expect((outcome["error"] as? [String: Any])?["code"] as? String == "stopped-by-operator", "\(outcome)")
+        #expect(outcome["state"] as? String == "stopped" && outcome["handover"] == nil)
+        let audit = try await cmk(["audit", "log", "--json"])
+        #expect(audit.standardOutput.contains("stopped-before-verdict"), "\(audit.standardOutput.suffix(2000))")
+        #expect(audit.standardOutput.contains("stopped by the operator (cmk stop) before a verdict"))
+        #expect(!audit.standardOutput.contains("\"handover\""), "no handover event")
+    }
+
+    /// Whether `pid` runs (not a zombie).
+    static func alive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        return stat.split(separator: ")").last?.split(separator: " ").first != "Z"
+    }
+
+    @Test(
+        "an admitted instance whose supervisor is SIGKILLed is re-adopted by cmk reconcile and watched again: its QEMU killed afterwards is failed and reclaimed within a second",
+        .timeLimit(.minutes(8)))
+    func resupervise() async throws {
+        defer {
+            stopSupervisors()
+            try? FileManager.default.removeItem(at: state)
+        }
+        let launch = try await cmk(["launch", "--name", "adopt-1", "--json"])
+        #expect(launch.status == 0, "\(launch.standardError)")
+        let before = try #require(try await instances()["adopt-1"])
+        let supervisor = try #require(Self.pid(before, "supervisor"))
+        let qemu = try #require(Self.pid(before, "process"))
+        let id = try #require(before["id"] as? String)
+        let cpus = (before["partition"] as? [String: Any])?["cpus"] as? [Int] ?? []
+
+        kill(supervisor, SIGKILL)
+        let gone = Date().addingTimeInterval(10)
+        while Date() < gone, Self.alive(supervisor) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!Self.alive(supervisor) && Self.alive(qemu), "the supervisor is gone, its QEMU runs on")
+
+        // cmk reconcile re-adopts it and starts a watcher, which reconnects the control port and resumes the heartbeat.
+        let reconcile = try await cmk(["reconcile", "--json"])
+        #expect(reconcile.status == 0, "\(reconcile.standardError)")
+        let outcomes = try #require(
+            try JSONSerialization.jsonObject(with: Data(reconcile.standardOutput.utf8)) as? [[String: Any]])
+        #expect(outcomes.contains { $0["name"] as? String == "adopt-1" && $0["action"] as? String == "readopted" },
+                "\(outcomes)")
+        let log = state.appendingPathComponent("instances/adopt-1.log")
+        let resumed = Date().addingTimeInterval(30)
+        var text = ""
+        while Date() < resumed {
+            text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if text.contains("heartbeat resumed") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(text.contains("heartbeat resumed"), "\(text.suffix(1500))")
+        let adopted = try #require(try await instances()["adopt-1"])
+        let watcher = try #require(Self.pid(adopted, "supervisor"))
+        #expect(watcher != supervisor && Self.alive(watcher), "a live watcher supervises it now")
+        // A second reconcile leaves it to its watcher: one supervisor, not two.
+        let again = try await cmk(["reconcile", "--json"])
+        #expect(again.standardOutput.contains("supervised"), "\(again.standardOutput)")
+        // Healthy and answering: still admitted after two seconds of heartbeats.
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await instances()["adopt-1"]?["state"] as? String == "admitted")
+
+        let killedAt = Date()
+        kill(qemu, SIGKILL)
+        let seen = try #require(try await waitUntil("adopt-1", is: "failed", within: 15), "adopt-1 never failed")
+        let recorded = try #require(try await transitionTime("adopt-1", to: "failed"))
+        let detection = Double(recorded - Self.milliseconds(killedAt)) / 1000
+        print("re-adopted crash detection: failed recorded \(detection) s after SIGKILL; ps saw it after \(seen.timeIntervalSince(killedAt)) s")
+        #expect(detection >= 0 && detection < 1.0, "failed recorded \(detection) s after the kill")
+        let after = try #require(try await instances()["adopt-1"])
+        #expect((after["reason"] as? String)?.contains("re-adopted") == true, "\(after["reason"] ?? "")")
+        #expect(Self.markedProcesses(id).isEmpty, "zero leaked QEMU processes")
+        // Zero double-booked cores: the store's consistency check passes and the CPUs are free again.
+        #expect(try await cmk(["reconcile"]).status == 0)
+        let host = try object(try await cmk(["host", "--json"]))
+        let free = ((host["free"] as? [String: Any])?["cpus"] as? [Int]) ?? []
+        #expect(Set(cpus).isSubset(of: Set(free)), "adopt-1's CPUs \(cpus) are free again: \(free)")
+        let audit = try await cmk(["audit", "log", "--json"])
+        #expect(audit.standardOutput.contains("re-adopted"))
+        let waited = Date().addingTimeInterval(10)
+        while Date() < waited, Self.alive(watcher) { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!Self.alive(watcher), "the watcher ends with its instance")
+        #expect(try await cmk(["stop", "adopt-1"]).status == 0)
+    }
+
+    @Test("refusals come with distinct exit statuses: overcommit 3, platform 5, unknown instance 6, usage 2 (a policy for another TEE)",
           .timeLimit(.minutes(5)))
     func refusals() async throws {
         defer { try? FileManager.default.removeItem(at: state) }
@@ -227,14 +373,29 @@ struct LifecycleCommandTests {
         #expect((bigJSON["error"] as? [String: Any])?["code"] as? String == "insufficient-resources")
         #expect(try await instances()["too-big"]?["holdsPartition"] as? Bool != true)
 
-        // The simulated TDX platform is available; a policy for the other TEE is refused (the launch fails, 4).
+        // A policy that cannot appraise the platform's evidence is a usage error (2), decided before anything is
+        // reserved: the reason names the TEE and the policy's evidence kind, and the store holds no instance.
         let policies = SharedVectors.repositoryRoot.appendingPathComponent("policies")
-        let tdx = try await cmk([
-            "launch", "--tee", "sim-tdx", "--policy", policies.appendingPathComponent("development.yaml").path, "--json",
-        ])
-        #expect(tdx.status == 4, "\(tdx.standardError)")
-        let tdxError = try #require(try object(tdx)["error"] as? [String: Any])
-        #expect((tdxError["reason"] as? String)?.contains("policy development is for sev-snp") == true, "\(tdxError)")
+        for (tee, policy, says) in [
+            ("sim-tdx", "development.yaml", ["--tee sim-tdx produces tdx evidence", "appraises sev-snp evidence"]),
+            ("sim-snp", "development-tdx.yaml", ["--tee sim-snp produces sev-snp evidence", "appraises tdx evidence"]),
+            ("snp", "development.yaml", ["--tee snp is verified against the pinned AMD roots", "simulated-amd"]),
+            ("tdx", "development-tdx.yaml", ["--tee tdx is verified against the pinned Intel roots", "simulated-intel"]),
+        ] {
+            let mismatch = try await cmk([
+                "launch", "--name", "mismatch", "--tee", tee, "--policy", policies.appendingPathComponent(policy).path,
+                "--json",
+            ])
+            #expect(mismatch.status == 2, "\(tee) + \(policy): \(mismatch.standardError)")
+            let error = try #require(try object(mismatch)["error"] as? [String: Any])
+            #expect(error["code"] as? String == "policy-platform-mismatch")
+            for text in says { #expect((error["reason"] as? String)?.contains(text) == true, "\(error)") }
+            let text = try await cmk(["launch", "--name", "mismatch", "--tee", tee, "--policy",
+                                      policies.appendingPathComponent(policy).path])
+            #expect(text.status == 2 && text.standardError.contains("policy-platform-mismatch"), "\(text.standardError)")
+        }
+        #expect(try await instances()["mismatch"] == nil, "nothing was reserved")
+        // A real platform with its production policy (the default for snp and tdx) is refused as unavailable here.
         let snp = try await cmk(["launch", "--tee", "snp", "--json"])
         #expect(snp.status == 5)
         let snpError = try #require(try object(snp)["error"] as? [String: Any])

@@ -136,7 +136,7 @@ struct HandoverHostTests {
         #expect(store.references() == ["vault:db/credentials"])
         #expect { try store.resolve("other") } throws: { "\($0)".contains("cmk secret put other") }
         chmod(file.path, 0o644)
-        #expect { try store.resolve("vault:db/credentials") } throws: { "\($0)".contains("mode 0600") }
+        #expect { try store.resolve("vault:db/credentials") } throws: { "\($0)".contains("mode 644): chmod 600 it") }
         chmod(file.path, 0o600)
         symlink(file.path, store.directory.appendingPathComponent("link").path)
         #expect(throws: CoordinatorError.self) { try store.resolve("link") }

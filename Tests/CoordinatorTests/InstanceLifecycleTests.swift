@@ -6,9 +6,9 @@ import Testing
 struct InstanceLifecycleTests {
     static let expectedTable: Set<String> = [
         "requested>reserved", "requested>failed",
-        "reserved>booting", "reserved>rejected", "reserved>failed",
-        "booting>attesting", "booting>rejected", "booting>failed",
-        "attesting>admitted", "attesting>rejected", "attesting>failed",
+        "reserved>booting", "reserved>rejected", "reserved>failed", "reserved>stopping",
+        "booting>attesting", "booting>rejected", "booting>failed", "booting>stopping",
+        "attesting>admitted", "attesting>rejected", "attesting>failed", "attesting>stopping",
         "admitted>stopping", "admitted>failed",
         "rejected>stopping", "failed>stopping",
         "stopping>stopped",
@@ -54,7 +54,7 @@ struct InstanceLifecycleTests {
             let error = error as? CoordinatorError
             return error?.code == .illegalTransition
                 && error?.reason == "an instance cannot go from reserved to admitted; from reserved it can go to "
-                    + "booting, failed, rejected"
+                    + "booting, failed, rejected, stopping"
         }
         #expect(lifecycle == before)
         try lifecycle.transition(to: .failed, reason: "no QEMU", at: Date())

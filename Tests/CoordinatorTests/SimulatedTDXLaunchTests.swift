@@ -86,7 +86,7 @@ struct SimulatedTDXLaunchTests {
         defer { executor.stop() }
         let launched = supervisor("tdx-1", policy: "development-tdx.yaml")
         let (refusal, outcome) = try await withTaskExecutorPreference(executor) {
-            // A policy for the other TEE is refused in the image phase, before QEMU or the platform starts.
+            // A policy for the other TEE is refused before anything is reserved (a usage error).
             var refusal = "none"
             do {
                 _ = try await supervisor("wrong-1", policy: "development.yaml").launch()
@@ -97,7 +97,17 @@ struct SimulatedTDXLaunchTests {
             await launched.supervise(stopRequested: { true })
             return (refusal, outcome)
         }
-        #expect(refusal.contains("policy development is for sev-snp"), "\(refusal)")
+        #expect(refusal.contains("policy-platform-mismatch") && refusal.contains("appraises sev-snp evidence"), "\(refusal)")
+        let reader = try #require(try InstanceStore.openForReading(state))
+        #expect(try reader.instance("wrong-1") == nil, "the refused launch reserved nothing")
+        reader.close()
+        // The TD's fields under their TDX names; nothing is called HOST_DATA.
+        let fields = Dictionary(uniqueKeysWithValues: (outcome.platformFields ?? []).map { ($0.name, $0.value) })
+        #expect(Set(fields.keys) == ["MRTD", "MRCONFIGID", "MROWNER", "MROWNERCONFIG", "RTMR0", "RTMR1", "RTMR2", "RTMR3",
+                                     "REPORTDATA"], "\(fields.keys.sorted())")
+        #expect(fields["MRTD"] == outcome.measurement)
+        #expect(fields["MRCONFIGID"]?.count == 96 && fields["MRCONFIGID"] != String(repeating: "0", count: 96))
+        #expect(outcome.tdxClaims != nil && outcome.snpClaims == nil)
         #expect(outcome.verdict == .admit, "\(outcome.failures.map(\.rule)); \(lines.text)")
         #expect(outcome.simulated)
         #expect(outcome.measurement?.count == 96)

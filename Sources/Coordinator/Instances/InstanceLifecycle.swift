@@ -50,9 +50,9 @@ public struct InstanceTransition: Sendable, Codable, Hashable {
 ///
 /// ```
 /// requested -> reserved | failed
-/// reserved  -> booting  | rejected | failed
-/// booting   -> attesting | rejected | failed
-/// attesting -> admitted | rejected | failed
+/// reserved  -> booting  | rejected | failed | stopping
+/// booting   -> attesting | rejected | failed | stopping
+/// attesting -> admitted | rejected | failed | stopping
 /// admitted  -> stopping | failed
 /// rejected  -> stopping
 /// failed    -> stopping
@@ -61,15 +61,16 @@ public struct InstanceTransition: Sendable, Codable, Hashable {
 /// ```
 ///
 /// `requested -> failed`: no partition could be made. `admitted -> failed`: the QEMU of an admitted instance
-/// died (reconciliation finds that). Every other way out goes through `stopping`, where teardown happens, so an
-/// instance is `stopped` only after its QEMU is known to be gone.
+/// died (reconciliation finds that). `reserved | booting | attesting -> stopping`: the operator stopped it before a
+/// verdict (`cmk stop`). Every other way out goes through `stopping`, where teardown happens, so an instance is
+/// `stopped` only after its QEMU is known to be gone.
 public struct InstanceLifecycle: Sendable, Codable, Hashable {
     /// The allowed transitions.
     public static let table: [InstanceState: Set<InstanceState>] = [
         .requested: [.reserved, .failed],
-        .reserved: [.booting, .rejected, .failed],
-        .booting: [.attesting, .rejected, .failed],
-        .attesting: [.admitted, .rejected, .failed],
+        .reserved: [.booting, .rejected, .failed, .stopping],
+        .booting: [.attesting, .rejected, .failed, .stopping],
+        .attesting: [.admitted, .rejected, .failed, .stopping],
         .admitted: [.stopping, .failed],
         .rejected: [.stopping],
         .failed: [.stopping],

@@ -4,15 +4,59 @@ import GuestProtocol
 #if canImport(Glibc)
     import Glibc
 #endif
-// `struct stat` and its members are owned by whichever C module the compiler met sys/stat.h in first; on Linux that
-// can be Foundation's CoreFoundation or Dispatch's CDispatch (which one depends on the other files of the module),
-// and member-import visibility then wants it named.
-#if canImport(CoreFoundation)
-    import CoreFoundation
-#endif
-#if canImport(CDispatch)
-    import CDispatch
-#endif
+
+/// What `lstat` says about a file of the secret or volume store, through FileManager (whose `attributesOfItem`
+/// does not follow a final symbolic link): its type, permission bits, owner and size. Nil when nothing is there.
+struct StoredFileAttributes {
+    let type: FileAttributeType
+    let permissions: Int
+    let ownerID: Int
+    let size: Int
+
+    init?(_ url: URL) {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
+            let type = attributes[.type] as? FileAttributeType
+        else { return nil }
+        self.type = type
+        permissions = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0o7777
+        ownerID = (attributes[.ownerAccountID] as? NSNumber)?.intValue ?? -1
+        size = (attributes[.size] as? NSNumber)?.intValue ?? Int.max
+    }
+
+    /// Refuses a store folder that is not a real folder of this user closed to others (a link to elsewhere, a
+    /// file, a folder others may enter): what is in it is only as private as the folder. A missing folder is
+    /// not refused here (what should be in it is then missing).
+    static func requirePrivateFolder(_ folder: URL, store: String) throws(CoordinatorError) {
+        guard let attributes = StoredFileAttributes(folder) else { return }
+        guard attributes.type == .typeDirectory else {
+            throw CoordinatorError(
+                .handover, "the \(store) store \(folder.path) is \(attributes.typeName), not a folder: remove it")
+        }
+        guard attributes.permissions & 0o077 == 0 else {
+            throw CoordinatorError(
+                .handover,
+                "the \(store) store \(folder.path) is open to others (mode "
+                    + "\(String(attributes.permissions & 0o777, radix: 8))): chmod 700 it")
+        }
+        guard attributes.ownerID == Int(geteuid()) else {
+            throw CoordinatorError(
+                .handover,
+                "the \(store) store \(folder.path) belongs to user \(attributes.ownerID), not to this user (\(geteuid()))")
+        }
+    }
+
+    /// The type in words, for a refusal.
+    var typeName: String {
+        switch type {
+        case .typeSymbolicLink: "a symbolic link"
+        case .typeDirectory: "a folder"
+        case .typeRegular: "a regular file"
+        case .typeCharacterSpecial, .typeBlockSpecial: "a device"
+        case .typeSocket: "a socket"
+        default: "not a regular file"
+        }
+    }
+}
 
 /// Where the coordinator resolves the policy's secret references: one file per reference in `<state>/secrets`
 /// (folder 0700, files 0600, owned by the coordinator's user), named with ``SecretName/fileName(_:)``
@@ -69,27 +113,41 @@ public struct SecretStore: Sendable {
     /// another user (as ssh refuses a private key others can read).
     public func resolve(_ reference: String) throws -> [UInt8] {
         let target = try file(for: reference)
-        var status = stat()
-        guard lstat(target.path, &status) == 0 else {
+        try StoredFileAttributes.requirePrivateFolder(directory, store: "secret")
+        guard let attributes = StoredFileAttributes(target) else {
             throw CoordinatorError(
                 .handover,
                 "no secret \(reference) in \(directory.path): store it with `cmk secret put \(reference) --from-file FILE`"
             )
         }
-        guard (status.st_mode & S_IFMT) == S_IFREG else {
-            throw CoordinatorError(.handover, "the secret \(reference) is not a regular file (\(target.path))")
-        }
-        guard status.st_mode & 0o077 == 0, status.st_uid == geteuid() else {
+        guard attributes.type == .typeRegular else {
             throw CoordinatorError(
                 .handover,
-                "the secret file \(target.path) must belong to this user with mode 0600 (it is \(String(status.st_mode & 0o777, radix: 8)))"
-            )
+                "the secret \(reference) is \(attributes.typeName), not a regular file (\(target.path)): store it again "
+                    + "with `cmk secret put \(reference) --from-file FILE`")
         }
-        guard Int(status.st_size) <= HandoverLimits.maximumSecretBytes else {
+        guard attributes.permissions & 0o077 == 0 else {
+            throw CoordinatorError(
+                .handover,
+                "the secret file \(target.path) may be read or written by others (mode "
+                    + "\(String(attributes.permissions & 0o777, radix: 8))): chmod 600 it")
+        }
+        guard attributes.ownerID == Int(geteuid()) else {
+            throw CoordinatorError(
+                .handover,
+                "the secret file \(target.path) belongs to user \(attributes.ownerID), not to this user "
+                    + "(\(geteuid())): store it again with `cmk secret put`")
+        }
+        guard attributes.size <= HandoverLimits.maximumSecretBytes else {
             throw CoordinatorError(
                 .handover, "the secret \(reference) has more than \(HandoverLimits.maximumSecretBytes) bytes")
         }
-        return [UInt8](try Data(contentsOf: target))
+        let bytes = [UInt8](try Data(contentsOf: target))
+        guard bytes.count <= HandoverLimits.maximumSecretBytes else {
+            throw CoordinatorError(
+                .handover, "the secret \(reference) has more than \(HandoverLimits.maximumSecretBytes) bytes")
+        }
+        return bytes
     }
 
     /// The references stored, sorted.
@@ -147,11 +205,28 @@ public struct VolumeStore: Sendable {
     /// The image behind a volume name; it must exist.
     public func resolve(_ name: String) throws -> URL {
         let target = try image(for: name)
-        var status = stat()
-        guard lstat(target.path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+        try StoredFileAttributes.requirePrivateFolder(directory, store: "volume")
+        guard let attributes = StoredFileAttributes(target) else {
             throw CoordinatorError(
                 .handover,
                 "no volume \(name) in \(directory.path): create it with `cmk volume create \(name) --size-mib N`")
+        }
+        guard attributes.type == .typeRegular else {
+            throw CoordinatorError(
+                .handover,
+                "the volume \(name) is \(attributes.typeName), not a regular file (\(target.path)): QEMU is given only "
+                    + "images `cmk volume create` made")
+        }
+        guard attributes.permissions & 0o077 == 0 else {
+            throw CoordinatorError(
+                .handover,
+                "the volume image \(target.path) may be read or written by others (mode "
+                    + "\(String(attributes.permissions & 0o777, radix: 8))): chmod 600 it")
+        }
+        guard attributes.ownerID == Int(geteuid()) else {
+            throw CoordinatorError(
+                .handover,
+                "the volume image \(target.path) belongs to user \(attributes.ownerID), not to this user (\(geteuid()))")
         }
         return target
     }

@@ -51,13 +51,17 @@ public struct LaunchRequest: Sendable {
     public var reserve: HostReserve
     /// Attach a software TPM (swtpm) so OVMF measures the boot into it (docs/coordinator.md, "vTPM per child").
     public var vtpm: Bool = false
+    /// For `snp` and `tdx`: what the host offers a real launch; nil probes the host (``HardwareTEEHost/probe``).
+    /// Tests inject a host that can, to check the command and verifier a real launch would use.
+    public var hardwareHost: HardwareTEEHost?
 
     public init(
         name: String, profile: String, policyPath: String, vcpus: Int? = nil, memoryMiB: Int? = nil,
         allowSharedCores: Bool = false, accelerator: QEMUAccelerator = .tcg, bootTimeout: Duration = .seconds(180),
         agent: URL? = nil, tee: TEEKind = .simulatedSNP, heartbeat: InstanceWatch.Settings = .default,
-        reserve: HostReserve = .default
+        reserve: HostReserve = .default, hardwareHost: HardwareTEEHost? = nil
     ) {
+        self.hardwareHost = hardwareHost
         self.tee = tee
         self.heartbeat = heartbeat
         self.reserve = reserve
@@ -111,6 +115,11 @@ public struct LaunchOutcome: Sendable, Codable {
     public var appraisal: Appraisal?
     /// The verified SEV-SNP claims the policy judged.
     public var snpClaims: SNPClaims?
+    /// The verified TDX claims the policy judged.
+    public var tdxClaims: TDXClaims?
+    /// The verified evidence's measurement and binding fields under their TEE's names (HOST_DATA on SEV-SNP,
+    /// MRCONFIGID / MROWNER / RTMRs on TDX).
+    public var platformFields: [PlatformField]?
     /// HOST_DATA: SHA-256 of the instance manifest (hex).
     public var manifestDigest: String?
     /// What the policy's appraisal named for the handover (references), only after admission.
@@ -126,7 +135,8 @@ public struct LaunchOutcome: Sendable, Codable {
         name: String, verdict: Verdict, state: String, partitionCPUs: [Int], shared: Bool, measurement: String?,
         auditSequence: Int64?, token: String?, failures: [RuleOutcome], simulated: Bool, bootSeconds: Double?,
         attestationSeconds: Double?, instanceID: String? = nil, tee: String? = nil, phases: [PhaseTiming] = [],
-        appraisal: Appraisal? = nil, snpClaims: SNPClaims? = nil, manifestDigest: String? = nil,
+        appraisal: Appraisal? = nil, snpClaims: SNPClaims? = nil, tdxClaims: TDXClaims? = nil,
+        platformFields: [PlatformField] = [], manifestDigest: String? = nil,
         handoverReferences: AttestationPolicy.Handover? = nil, handover: HandoverReport? = nil,
         guestStatus: AgentStatus? = nil, error: Failure? = nil
     ) {
@@ -147,6 +157,8 @@ public struct LaunchOutcome: Sendable, Codable {
         self.phases = phases
         self.appraisal = appraisal
         self.snpClaims = snpClaims
+        self.tdxClaims = tdxClaims
+        self.platformFields = platformFields
         self.manifestDigest = manifestDigest
         self.handoverReferences = handoverReferences
         self.handover = handover
@@ -161,7 +173,8 @@ public struct LaunchOutcome: Sendable, Codable {
         let code = (error as? CoordinatorError)?.code.name ?? "launch"
         let reason = (error as? CoordinatorError)?.reason ?? "\(error)"
         return LaunchOutcome(
-            name: name, verdict: .reject, state: "failed", partitionCPUs: partition?.cpus ?? [],
+            name: name, verdict: .reject, state: code == CoordinatorError.Code.stoppedByOperator.name ? "stopped" : "failed",
+            partitionCPUs: partition?.cpus ?? [],
             shared: partition?.shared ?? false, measurement: nil, auditSequence: nil, token: nil,
             failures: [
                 RuleOutcome(
@@ -233,6 +246,13 @@ public final class InstanceSupervisor: @unchecked Sendable {
     private var softwareTPM: SoftwareTPM?
     private var instanceID: String?
     private var partition: Partition?
+    /// The host a real (`snp`, `tdx`) launch runs on, once checked.
+    private var hardwareHost: HardwareTEEHost?
+    /// A stop asked for before the handover began (``requestStop()``), and what the launch had got to.
+    private let stopLock = NSLock()
+    private var stopRequestedAt: ContinuousClock.Instant?
+    private var handoverBegun = false
+    private var verdictRecorded: Verdict?
     /// The phases finished so far.
     public private(set) var phases: [PhaseTiming] = []
 
@@ -273,6 +293,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
 
     /// Runs `body` as `phase`, reporting its start and its time.
     private func phase<T>(_ phase: LaunchPhase, _ body: () async throws -> (T, String)) async throws -> T {
+        try checkStop(beginning: phase)
         progress(.phaseStarted(phase))
         let start = ContinuousClock.now
         let (value, detail) = try await body()
@@ -288,7 +309,28 @@ public final class InstanceSupervisor: @unchecked Sendable {
     ///   free) when the partition does not fit; `launch` when the child does not boot, attest or acknowledge.
     public func launch() async throws -> LaunchOutcome {
         try state.prepare()
-        try TEEAvailability.require(request.tee)
+        // Before anything is reserved or built: a policy that cannot appraise this platform's evidence is a usage
+        // error, then a platform this host cannot run is refused naming what is missing.
+        let header: PolicyHeader
+        do {
+            header = try PolicyLoader().header(path: request.policyPath)
+        } catch {
+            throw CoordinatorError(.invalidArgument, error.description)
+        }
+        try TEEAvailability.requireAppraisable(header, by: request.tee, policyPath: request.policyPath)
+        if request.tee.isSimulated {
+            try TEEAvailability.require(request.tee)
+        } else {
+            // A real platform: KVM and its device files, QEMU's guest object, the firmware, the QGS for a TD.
+            let host: HardwareTEEHost
+            if let injected = request.hardwareHost {
+                host = injected
+            } else {
+                host = await HardwareTEEHost.probe(request.tee, paths: paths)
+            }
+            try host.require(request.tee)
+            hardwareHost = host
+        }
         let folder = Self.folder(state, name: request.name)
         guard let profilesFolder = GuestProfileCatalog.locate() else {
             throw CoordinatorError(.launch, "cannot find guest-kernels/ (set CMK_GUEST_KERNELS)")
@@ -301,8 +343,14 @@ public final class InstanceSupervisor: @unchecked Sendable {
         //    fit is refused at once.
         let record = try await phase(.reserve) {
             let supervisor = ProcessIdentity.of(pid: getpid())
+            var reconciled: [ReconciliationOutcome] = []
+            defer {
+                // An admitted instance whose supervisor died is watched again by a detached `cmk supervise`.
+                AdoptedInstanceWatch.startWatchers(for: reconciled, state: state)
+            }
             let record = try withStore { store in
-                for outcome in try store.reconcile() where outcome.action != .supervised {
+                reconciled = try store.reconcile()
+                for outcome in reconciled where outcome.action != .supervised {
                     note("reconciled \(outcome.name): \(outcome.action.rawValue) (\(outcome.reason))")
                 }
                 return try store.reserve(
@@ -324,9 +372,78 @@ public final class InstanceSupervisor: @unchecked Sendable {
         do {
             return try await boot(profile: profile, record: record, folder: folder, vcpus: vcpus, memory: memory)
         } catch {
+            if let stopped = await stopIfRequested() { throw stopped }
             await teardown(reason: "launch failed: \(error)", to: .failed)
             throw error
         }
+    }
+
+    /// Asks a launch in progress to stop (`cmk stop`, SIGTERM to the supervisor): before the handover has begun,
+    /// QEMU is killed at once — a child without a verdict gets no grace period and holds nothing — so the wait for
+    /// the agent or its evidence ends, and the launch tears down to `stopped`, the audit log saying the operator
+    /// stopped it before a verdict (or after it, before the handover). Once the handover has begun this only
+    /// records the request: ``supervise(stopRequested:)`` then stops the admitted instance the ordinary way.
+    /// Safe to call from any thread, any number of times.
+    public func requestStop() {
+        let target: QEMUProcess? = stopLock.withLock {
+            if stopRequestedAt == nil { stopRequestedAt = .now }
+            return handoverBegun ? nil : qemu
+        }
+        if let target, target.isRunning { kill(target.processIdentifier, SIGKILL) }
+    }
+
+    /// Whether ``requestStop()`` was called.
+    public var stopWasRequested: Bool { stopLock.withLock { stopRequestedAt != nil } }
+
+    /// Records the QEMU just started; kills it at once when a stop came in while it was starting.
+    private func adopt(_ process: QEMUProcess) {
+        let stop = stopLock.withLock {
+            qemu = process
+            return stopRequestedAt != nil
+        }
+        if stop { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    /// Throws `stoppedByOperator` when a stop was asked for before `phase` (the handover is then never begun).
+    private func checkStop(beginning phase: LaunchPhase) throws(CoordinatorError) {
+        let stop = stopLock.withLock {
+            if stopRequestedAt == nil, phase == .handover { handoverBegun = true }
+            return stopRequestedAt != nil
+        }
+        if stop {
+            throw CoordinatorError(.stoppedByOperator, "stopped by the operator before the \(phase.rawValue) phase")
+        }
+    }
+
+    /// When a stop was asked for: tears the child down to `stopped` (QEMU gone, ports closed, partition released),
+    /// appends an `instance-event` (`stopped-before-verdict`) to the audit log, and returns the error the launch
+    /// ends with; nil when no stop was asked for.
+    private func stopIfRequested() async -> CoordinatorError? {
+        guard let requestedAt = stopLock.withLock({ stopRequestedAt }) else { return nil }
+        let verdict = verdictRecorded
+        let reason =
+            verdict.map { "stopped by the operator (cmk stop) after the \($0.rawValue) verdict, before the handover" }
+            ?? "stopped by the operator (cmk stop) before a verdict"
+        let id = instanceID
+        note("STOPPED: \(reason); nothing was handed over")
+        await teardown(reason: reason, to: nil)
+        let seconds = Self.seconds(ContinuousClock.now - requestedAt)
+        note("torn down \(Int(seconds * 1000)) ms after the stop request; partition released")
+        do {
+            let audit = try AuditLog(path: state.auditLog, keyDirectory: state.keysDirectory)
+            _ = try audit.append(
+                AuditEntry(
+                    actor: "operator", kind: .instanceEvent, instance: request.name,
+                    details: [
+                        "event": verdict == nil ? "stopped-before-verdict" : "stopped-before-handover",
+                        "reason": reason, "instanceID": id ?? "-", "handedOver": "nothing",
+                        "phase": phases.last.map { "after \($0.phase.rawValue)" } ?? "before reserve",
+                        "teardownMs": String(Int(seconds * 1000)),
+                    ]))
+        } catch {
+            note("cannot append the stop to the audit log: \(error)")
+        }
+        return CoordinatorError(.stoppedByOperator, reason)
     }
 
     private func boot(
@@ -338,6 +455,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
         enum SimulatedLaunch {
             case snp(SimulatedSNPLaunch)
             case tdx(SimulatedTDXLaunch)
+            /// A real SEV-SNP guest or TD: the hardware measures the launch, the guest asks its own hardware.
+            case hardware(HardwareTEEHost)
         }
         struct Prepared {
             let image: GuestImage
@@ -379,14 +498,14 @@ public final class InstanceSupervisor: @unchecked Sendable {
             try? FileManager.default.removeItem(at: folder)
             try FileManager.default.createDirectory(
                 at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            // The exact bytes QEMU is given.
-            let firmwarePath = "/usr/share/ovmf/OVMF.fd"
+            // The exact bytes QEMU is given (a real guest boots the firmware the host probe found).
+            let firmwarePath = hardwareHost?.firmware ?? "/usr/share/ovmf/OVMF.fd"
             let firmware = try Array(Data(contentsOf: URL(fileURLWithPath: firmwarePath)))
             let kernel = try Array(Data(contentsOf: URL(fileURLWithPath: image.kernel.path)))
             let initrd = try Array(Data(contentsOf: URL(fileURLWithPath: image.initrd.path)))
             // A simulated TD's agent learns its platform from the command line (which TDVF measures into RTMR2).
             let commandLine =
-                request.tee.evidence == .tdx ? image.commandLine + " cmk.platform=tdx" : image.commandLine
+                request.tee == .simulatedTDX ? image.commandLine + " cmk.platform=tdx" : image.commandLine
             // The manifest the instance is launched with; its digest goes into HOST_DATA (MRCONFIGID on TDX).
             let manifest = InstanceManifest(
                 name: request.name, platform: request.tee.manifestName,
@@ -401,8 +520,11 @@ public final class InstanceSupervisor: @unchecked Sendable {
             let platformFolder = state.url.appendingPathComponent(request.tee.simulatedStateFolder)
             let launch: SimulatedLaunch
             var tdxCollateral: TDXCollateral?
-            switch request.tee.evidence {
-            case .sevSNP:
+            switch (request.tee.evidence, hardwareHost) {
+            case (_, let host?):
+                note("real \(request.tee.evidence == .tdx ? "TDX" : "SEV-SNP") launch: firmware \(host.firmware)")
+                launch = .hardware(host)
+            case (.sevSNP, nil):
                 let processor = try SimulatedAMDSecureProcessor(directory: platformFolder)
                 let snp = try processor.launch(
                     .init(
@@ -410,7 +532,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
                         vcpuType: "EPYC-v4", guestFeatures: 0x1, guestPolicy: 0x30000, hostData: manifest.hostData))
                 note("SIMULATED platform: launch measurement \(Hex.encode(snp.measurement))")
                 launch = .snp(snp)
-            case .tdx:
+            case (.tdx, nil):
                 let module = try SimulatedTDXModule(directory: platformFolder)
                 let td = try module.launch(
                     .init(
@@ -421,11 +543,13 @@ public final class InstanceSupervisor: @unchecked Sendable {
                 note("SIMULATED TDX platform: MRTD \(Hex.encode(td.mrTD)), RTMR1 \(Hex.encode(td.rtmrs[1]))")
                 launch = .tdx(td)
             }
+            let cpuModel: String
+            if let host = hardwareHost { cpuModel = host.cpuModel } else { cpuModel = try await Self.epycModel() }
             return (
                 Prepared(
                     image: image, policy: policy, manifest: manifest, commandLine: commandLine, launch: launch,
                     simulatedRoots: platformFolder, tdxCollateral: tdxCollateral, firmwarePath: firmwarePath,
-                    cpuModel: try await Self.epycModel()),
+                    cpuModel: cpuModel),
                 "\(profile.name) image, policy \(policy.id) v\(policy.version)"
             )
         }
@@ -439,13 +563,18 @@ public final class InstanceSupervisor: @unchecked Sendable {
             let audit: AuditLog
         }
         let stateDirectory = state
-        let simulatedRoots = prepared.simulatedRoots
+        // A real child is verified against the pinned hardware roots only (the simulated ones are not even loaded),
+        // with the SEV-SNP collateral cache for VCEKs and CRLs.
+        let hardware = hardwareHost
+        let simulatedRoots: URL? = hardware == nil ? prepared.simulatedRoots : nil
         let verificationContext = Task.detached { () throws -> VerificationContext in
             let anchors = try TrustAnchorStore(
                 directory: TrustAnchorStore.locateDefaultDirectory(), simulated: simulatedRoots)
             try stateDirectory.prepare()
             return VerificationContext(
-                appraiser: EvidenceAppraiser(trustAnchors: anchors),
+                appraiser: EvidenceAppraiser(
+                    trustAnchors: anchors,
+                    snpCollateral: hardware.map { SNPCollateralStore(directory: $0.collateralCache) }),
                 key: try EARSigningKey.loadOrCreate(directory: stateDirectory.keysDirectory),
                 audit: try AuditLog(path: stateDirectory.auditLog, keyDirectory: stateDirectory.keysDirectory))
         }
@@ -456,25 +585,38 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let qmpPath = folder.appendingPathComponent("qmp.sock").path
         let (connection, bootSeconds, identity): (FramedConnection, Double, ProcessIdentity) = try await phase(.boot) {
             listener = try UnixSocketListener(path: controlPath)
+            var settings = Self.instanceSettings(
+                name: request.name, folder: folder, firmware: prepared.firmwarePath, kernel: prepared.image.kernel.path,
+                initrd: prepared.image.initrd.path, commandLine: prepared.commandLine, vcpus: vcpus, memoryMiB: memory,
+                cpus: record.partition.cpus, volumeSlots: policy.handover.volumes.count)
+            let argv: [String]
             switch prepared.launch {
             case .snp(let launch): platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
             case .tdx(let launch): platform = try SimulatedPlatformService(socketPath: platformPath, launch: launch)
+            case .hardware: break
             }
-            // The QMP socket and the hot-plug slots are for the handover (vCPU pinning, volumes).
-            let settings = QEMUInstanceSettings(
-                name: request.name, firmware: prepared.firmwarePath, kernel: prepared.image.kernel.path,
-                initrd: prepared.image.initrd.path, commandLine: prepared.commandLine, vcpus: vcpus,
-                memoryMiB: memory, serialLog: folder.appendingPathComponent("serial.log").path,
-                pidFile: folder.appendingPathComponent("qemu.pid").path, controlSocket: controlPath,
-                platformSocket: platformPath, hostCPUs: record.partition.cpus, qmpSocket: qmpPath,
-                hotplugSlots: policy.handover.volumes.count)
-            let command = SimulatedLaunchCommand(
-                settings: settings, accelerator: request.accelerator, cpuModel: prepared.cpuModel)
+            if case .hardware(let host) = prepared.launch {
+                // sev-snp-guest (kernel-hashes, HOST_DATA) or tdx-guest (MRCONFIGID, the QGS socket) under KVM.
+                let plan = try HardwareLaunchPlan(
+                    tee: request.tee, host: host, settings: settings, instanceID: record.id,
+                    policy: PolicyHeader(policy), hostData: prepared.manifest.hostData,
+                    mrConfigID: prepared.manifest.mrConfigID)
+                argv = plan.arguments
+                note("QEMU command: \(argv.joined(separator: " "))")
+                note(
+                    "verifier: \(plan.verifier.evidence.rawValue) against \(plan.verifier.trustedRoots.joined(separator: ", ")), "
+                        + "collateral \(plan.verifier.collateralCache), revocation \(plan.verifier.revocation.rawValue)")
+            } else {
+                settings.platformSocket = platformPath
+                let command = SimulatedLaunchCommand(
+                    settings: settings, accelerator: request.accelerator, cpuModel: prepared.cpuModel)
+                argv = try command.commandLine() + QEMUInstanceMarker.arguments(instanceID: record.id)
+            }
+            // A software TPM, when asked for, is attached as tpm-tis so the firmware measures the boot into it.
             let vtpmArguments = try await startSoftwareTPM(instanceID: record.id)
             let started = ContinuousClock.now
-            let process = try QEMUProcess.start(
-                try command.commandLine() + vtpmArguments + QEMUInstanceMarker.arguments(instanceID: record.id))
-            qemu = process
+            let process = try QEMUProcess.start(argv + vtpmArguments)
+            adopt(process)
             let notifier = try ProcessExitNotifier(pid: process.processIdentifier)
             exitNotifier = notifier
             guard let identity = ProcessIdentity.of(pid: process.processIdentifier) else {
@@ -528,6 +670,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
         struct Verified {
             let appraisal: Appraisal
             let claims: SNPClaims?
+            let tdxClaims: TDXClaims?
+            let fields: [PlatformField]
             /// SEV-SNP MEASUREMENT or TDX MRTD (hex), from the verified evidence.
             let measurement: String?
             let token: String
@@ -537,10 +681,20 @@ public final class InstanceSupervisor: @unchecked Sendable {
         let verified: Verified = try await phase(.verify) {
             let context = try await verificationContext.value
             let appraiser = context.appraiser
-            let presented: PresentedEvidence =
-                kind == "sev-snp"
-                ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
-                : .tdx(quote: evidence, collateral: prepared.tdxCollateral, eventLog: auxiliary.isEmpty ? nil : auxiliary)
+            let presented: PresentedEvidence
+            if let hardware {
+                // The report with its certificate table (VCEK from the cache when it is empty), or the quote with the
+                // cached TCB Info and QE Identity for its FMSPC.
+                presented = HardwareLaunchPlan.presented(
+                    kind: kind, evidence: evidence, auxiliary: auxiliary,
+                    verifier: VerifierConfiguration.forHardware(
+                        tee: request.tee, host: hardware, policy: PolicyHeader(policy)))
+            } else {
+                presented =
+                    kind == "sev-snp"
+                    ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
+                    : .tdx(quote: evidence, collateral: prepared.tdxCollateral, eventLog: auxiliary.isEmpty ? nil : auxiliary)
+            }
             let input = appraiser.input(
                 presented, revocation: policy.trust.crl,
                 context: AppraisalContext(
@@ -553,6 +707,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
             }
             let appraisal = policy.evaluate(input)
             let claims: SNPClaims? = if case .snp(let result)? = input.claims { result.claims } else { nil }
+            let tdxClaims: TDXClaims? = if case .tdx(let result)? = input.claims { result.claims } else { nil }
+            let fields = claims.map(PlatformField.fields) ?? tdxClaims.map(PlatformField.fields) ?? []
             let measurement: String? =
                 switch input.claims {
                 case .snp(let result)?: result.claims.measurement.description
@@ -565,10 +721,12 @@ public final class InstanceSupervisor: @unchecked Sendable {
             let token = try EARJWT.sign(earClaims, with: context.key)
             let recorded = try context.audit.append(
                 .appraisal(appraisal, actor: "coordinator", instance: request.name, resultToken: token))
+            stopLock.withLock { verdictRecorded = appraisal.verdict }
             try Data(token.utf8).write(to: folder.appendingPathComponent("ear.jwt"))
             return (
                 Verified(
-                    appraisal: appraisal, claims: claims, measurement: measurement, token: token,
+                    appraisal: appraisal, claims: claims, tdxClaims: tdxClaims, fields: fields,
+                    measurement: measurement, token: token,
                     sequence: recorded.sequence, audit: context.audit),
                 "\(appraisal.verdict.rawValue) by policy \(policy.id) v\(policy.version), audit record "
                     + "#\(recorded.sequence)"
@@ -584,7 +742,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
                 auditSequence: verified.sequence, token: verified.token, failures: appraisal.failures,
                 simulated: appraisal.simulated, bootSeconds: bootSeconds, attestationSeconds: attestationSeconds,
                 instanceID: record.id, tee: request.tee.rawValue, phases: phases, appraisal: appraisal,
-                snpClaims: verified.claims, manifestDigest: Hex.encode(prepared.manifest.hostData),
+                snpClaims: verified.claims, tdxClaims: verified.tdxClaims, platformFields: verified.fields,
+                manifestDigest: Hex.encode(prepared.manifest.hostData),
                 handoverReferences: verdict == .admit ? appraisal.handover : nil, handover: handover,
                 guestStatus: guestStatus)
         }
@@ -659,6 +818,21 @@ public final class InstanceSupervisor: @unchecked Sendable {
             "ADMITTED by policy \(policy.id) v\(policy.version)\(appraisal.simulated ? " (SIMULATED platform)" : ""); "
                 + "audit record #\(verified.sequence)")
         return outcome(.admit, state: "admitted", handover: report)
+    }
+
+    /// The QEMU settings of an instance in `folder`: its image, size, partition, serial log, pid file, control and
+    /// QMP sockets, and one hot-plug slot per volume the policy names (the platform port is added for a simulated
+    /// child only).
+    public static func instanceSettings(
+        name: String, folder: URL, firmware: String, kernel: String, initrd: String, commandLine: String, vcpus: Int,
+        memoryMiB: Int, cpus: [Int], volumeSlots: Int
+    ) -> QEMUInstanceSettings {
+        QEMUInstanceSettings(
+            name: name, firmware: firmware, kernel: kernel, initrd: initrd, commandLine: commandLine, vcpus: vcpus,
+            memoryMiB: memoryMiB, serialLog: folder.appendingPathComponent("serial.log").path,
+            pidFile: folder.appendingPathComponent("qemu.pid").path,
+            controlSocket: folder.appendingPathComponent("control.sock").path, platformSocket: nil, hostCPUs: cpus,
+            qmpSocket: folder.appendingPathComponent("qmp.sock").path, hotplugSlots: volumeSlots)
     }
 
     /// The EPYC CPU model this host's QEMU has, for a simulated child.

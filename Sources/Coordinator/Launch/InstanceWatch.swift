@@ -44,6 +44,31 @@ public final class ProcessExitNotifier: @unchecked Sendable {
         }
     }
 
+    /// Starts watching `process`, which need not be a child of this process (an instance re-adopted after its
+    /// supervisor died): `waitid` cannot wait for it, so a thread looks at its pid and start time every
+    /// `interval` (10 ms: an exit is seen well within the second crash detection allows).
+    public init(watching process: ProcessIdentity, interval: Duration = .milliseconds(10)) throws(CoordinatorError) {
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            throw CoordinatorError(.launch, "pipe: \(String(cString: strerror(errno)))", nativeCode: errno)
+        }
+        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+        descriptor = ends[0]
+        writeEnd = ends[1]
+        pid = process.pid
+        let microseconds = useconds_t(max(1, interval.components.attoseconds / 1_000_000_000_000))
+        Thread.detachNewThread { [self] in
+            while ProcessIdentity.isRunning(pid: process.pid, startTime: process.startTime) { usleep(microseconds) }
+            lock.withLock {
+                exitedAt = ContinuousClock.now
+                exitedDate = Date()
+            }
+            var byte: UInt8 = 1
+            _ = write(writeEnd, &byte, 1)
+        }
+    }
+
     deinit {
         close(descriptor)
         close(writeEnd)

@@ -1,4 +1,5 @@
 public import Foundation
+public import AttestationPolicy
 
 /// The confidential platform a child is launched on.
 public enum TEEKind: String, Sendable, Hashable, Codable, CaseIterable {
@@ -46,7 +47,8 @@ public enum TEEAvailability {
         return missing
     }
 
-    /// Throws `platformUnavailable` naming what is missing when `tee` cannot run here or in this build.
+    /// Throws `platformUnavailable` naming what is missing when the host's kernel side cannot run `tee` (KVM, the
+    /// AMD secure processor, KVM's SNP or TDX support).
     public static func require(_ tee: TEEKind, root: URL = URL(fileURLWithPath: "/")) throws(CoordinatorError) {
         switch tee {
         case .simulatedSNP, .simulatedTDX:
@@ -61,10 +63,46 @@ public enum TEEAvailability {
                         + "(cmk doctor shows the host's capabilities); use --tee sim-\(tee.rawValue) for the "
                         + "simulated platform")
             }
-            throw CoordinatorError(
-                .platformUnavailable,
-                "this host has the \(name) host interfaces, but cmk launch cannot start a real \(name) guest in "
-                    + "this build yet (the QEMU command exists, the launch path does not); use --tee sim-snp")
+            // The kernel side is there; the supervisor probes the rest (QEMU's guest object, the firmware, the QGS
+            // socket for a TD) with ``HardwareTEEHost/probe`` before it reserves anything.
         }
+    }
+
+    /// Throws `policyPlatformMismatch` when the policy cannot appraise what `tee` produces: evidence of another kind
+    /// (an SEV-SNP policy for a TD, a TDX policy for an SNP guest), or a real platform under a policy that trusts a
+    /// simulated root. Decided from the policy's header before anything is reserved or built; the CLI maps it to
+    /// exit 2.
+    public static func requireAppraisable(
+        _ header: PolicyHeader, by tee: TEEKind, policyPath: String
+    ) throws(CoordinatorError) {
+        let policy = "policy \(header.id) v\(header.version) (\(policyPath))"
+        guard header.evidence == tee.evidence else {
+            let suggestion =
+                tee.evidence == .tdx
+                ? "use a tdx policy (policies/development-tdx.yaml for sim-tdx) or --tee \(tee.isSimulated ? "sim-snp" : "snp")"
+                : "use a sev-snp policy (policies/development.yaml for sim-snp) or --tee \(tee.isSimulated ? "sim-tdx" : "tdx")"
+            throw CoordinatorError(
+                .policyPlatformMismatch,
+                "--tee \(tee.rawValue) produces \(tee.evidence.rawValue) evidence (\(tee.evidenceDescription)), but "
+                    + "\(policy) appraises \(header.evidence.rawValue) evidence: \(suggestion)")
+        }
+        // A simulated platform under a policy that trusts only hardware roots is appraisable: it is rejected by the
+        // policy's trust.root rule (and recorded), not refused. A real platform is never appraised against a
+        // simulated root.
+        let simulated = header.trust.roots.filter { Policy.simulatedRoots.contains($0) }
+        guard tee.isSimulated || simulated.isEmpty else {
+            throw CoordinatorError(
+                .policyPlatformMismatch,
+                "--tee \(tee.rawValue) is verified against the pinned \(tee.evidence == .tdx ? "Intel" : "AMD") roots "
+                    + "only, but \(policy) trusts the simulated root \(simulated.joined(separator: ", ")): remove it "
+                    + "from trust.roots (policies/\(tee.evidence == .tdx ? "tdx" : "sev-snp")-production.yaml is an example)")
+        }
+    }
+}
+
+extension TEEKind {
+    /// What the platform's evidence is, in words.
+    public var evidenceDescription: String {
+        evidence == .tdx ? "TDX quotes" : "SEV-SNP attestation reports"
     }
 }

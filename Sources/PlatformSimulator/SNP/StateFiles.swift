@@ -4,6 +4,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+// In a release (whole-module) build `struct stat`'s members are owned by the C module the compiler met sys/stat.h
+// in first (CoreFoundation here), and member-import visibility wants it named.
+#if canImport(CoreFoundation)
+import CoreFoundation
+#endif
 
 /// The simulated platform's files on disk: private keys written 0600 and read only when nobody else can read them,
 /// everything written to a temporary name and renamed, so a reader never sees half a file.
