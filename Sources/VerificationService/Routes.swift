@@ -155,7 +155,25 @@ extension VerificationServer {
         }
         let appraisalContext = AppraisalContext(
             evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest, collectedAt: issuedAt)
-        let input = appraiser.input(withCachedCollateral(evidence), revocation: policy.trust.crl, context: appraisalContext)
+        let completed = withCachedCollateral(evidence)
+        if case .tdx(_, let collateral) = completed {
+            // The TDX verifier reports absent collateral as failed checks; the API names it as a 422 instead, since
+            // the request (or the cache) is incomplete, not the evidence bad.
+            var missing: [String] = []
+            if collateral?.tcbInfoJSON == nil { missing.append("tcb_info") }
+            if collateral?.qeIdentityJSON == nil { missing.append("qe_identity") }
+            if policy.trust.crl == .hard {
+                if collateral?.pckCRL == nil { missing.append("pck_crl") }
+                if collateral?.rootCACRL == nil { missing.append("root_ca_crl") }
+            }
+            if !missing.isEmpty {
+                throw Problem.unprocessable(
+                    "missing-collateral",
+                    "TDX collateral missing from the request and the server's cache: \(missing.joined(separator: ", "))",
+                    missing: missing)
+            }
+        }
+        let input = appraiser.input(completed, revocation: policy.trust.crl, context: appraisalContext)
         if case .failure(let error) = input.verification, error.code == AttestationError.Code.missingCollateral {
             throw Problem.unprocessable("missing-collateral", error.reason, missing: Self.missingItems(error.reason, evidence: evidence))
         }
