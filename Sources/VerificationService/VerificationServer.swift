@@ -143,7 +143,12 @@ struct NoncePurger: Service {
     let logger: Logger
 
     func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        // Graceful shutdown cancels the sleep, so a SIGTERM never waits for the next minute.
+        try? await cancelWhenGracefulShutdown { await self.loop() }
+    }
+
+    private func loop() async {
+        while !Task.isCancelled {
             do {
                 try await Task.sleep(for: .seconds(60))
             } catch {
