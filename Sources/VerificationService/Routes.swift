@@ -324,6 +324,13 @@ extension VerificationServer {
         guard let text = String(validating: try await body(request), as: UTF8.self) else {
             throw Problem.badRequest("malformed-policy", "the policy must be UTF-8 YAML text")
         }
+        // Reference artifacts name files the loader would read and measure on this server: a tenant's administrator
+        // must not make the service read its files (or learn which exist). Upload derived digests (`allow`) instead.
+        if text.split(whereSeparator: \.isNewline).contains(where: { $0.drop { $0 == " " || $0 == "-" }.hasPrefix("reference:") }) {
+            throw Problem.unprocessable(
+                "reference-artifacts-refused",
+                "policies uploaded over the API may not name reference artifacts (files on the server); list the digests under 'allow', or load the policy with cmk serve --policy")
+        }
         let policy: Policy
         do {
             // No environment: an uploaded policy cannot read the server's variables.

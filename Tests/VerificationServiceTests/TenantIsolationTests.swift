@@ -91,6 +91,12 @@ struct TenantIsolationTests {
         let mismatch = try await live.putPolicy(v2.replacingOccurrences(of: "version: 2", with: "version: 5"), id: "other")
         #expect(mismatch.status == 422)
         #expect(mismatch.problemCode == "policy-id-mismatch")
+        // A policy naming reference artifacts would make the server read its own files: refused before loading.
+        let artifacts = v2.replacingOccurrences(of: "version: 2", with: "version: 9")
+            .replacingOccurrences(of: "sev-snp:\n", with: "sev-snp:\n  measurement:\n    reference:\n      - firmware: /etc/shadow\n")
+        let refused = try await live.putPolicy(artifacts, id: "development")
+        #expect(refused.status == 422, "\(refused.text)")
+        #expect(refused.problemCode == "reference-artifacts-refused")
         // Every change is in the audit log.
         let changes = try await live.request("GET", "/v1/tenants/alpha/audit/records?kind=policy-change", token: token)
         #expect((changes.object["records"] as? [Any])?.count == 2)
