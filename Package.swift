@@ -27,6 +27,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        // The verification service (cmk serve): HTTP, service life cycle, Prometheus metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // MARK: C libraries, each in its box: a module map and a shim header, nothing else.
@@ -128,12 +134,27 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 
+        // MARK: The remote-attestation verification service behind `cmk serve` (docs/api.md).
+        .target(
+            name: "VerificationService",
+            dependencies: [
+                "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog", "SEVSNP", "TDX", "BinaryFormat",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            resources: [.copy("openapi.yaml")]),
+
         // MARK: Executables (thin).
         .executableTarget(
             name: "cmk",
             dependencies: [
                 "Coordinator", "GuestImage", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
-                "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat", "GuestProtocol",
+                "VerificationService", "SEVSNP", "TDX", "EventLog", "Firmware", "BinaryFormat", "GuestProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -145,7 +166,10 @@ let package = Package(
             name: "cmk-bench",
             dependencies: [
                 "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", "Coordinator", "GuestImage", "GuestProtocol",
-                "AttestationPolicy", .product(name: "Crypto", package: "swift-crypto"),
+                "AttestationPolicy", "VerificationService", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/cmk-bench"),
 
@@ -211,6 +235,15 @@ let package = Package(
             ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
         .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
+        .testTarget(
+            name: "VerificationServiceTests",
+            dependencies: [
+                "VerificationService", "Attestation", "AttestationPolicy", "AttestationResults", "AuditLog",
+                "PlatformSimulator", "SEVSNP", "BinaryFormat", "GuestProtocol", "CMKTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "FuzzTests",
             dependencies: ["Attestation", "AttestationResults", "BinaryFormat", "Firmware", "SEVSNP", "TPM2", "CMKTesting"]),

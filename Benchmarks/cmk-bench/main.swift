@@ -18,6 +18,8 @@
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
 // channel: sealed-channel records (seal on one end, open on the other, 1 KiB and 16 KiB bodies) against raw
 //          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body.
+// serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
+//          (ServeBenchmark.swift). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
 import Attestation
 import BinaryFormat
@@ -38,14 +40,14 @@ struct Options {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "tdx", "measure", "channel", "launch", "all": suite = argument
+            case "verify", "tdx", "measure", "channel", "launch", "serve", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|launch|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -277,6 +279,8 @@ if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
 // Not part of "all": it boots QEMU twice per run (about 20 s a run under TCG).
 if options.suite == "launch" { try await benchmarkLaunch() }
+// Not part of "all": it loads a live server for --rounds rounds (ServeBenchmark.swift).
+if options.suite == "serve" { try await benchmarkServe() }
 if options.json {
     print(String(decoding: try JSONSerialization.data(withJSONObject: results, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
 }

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Attestation
+import Coordinator
+import Foundation
+import VerificationService
+
+extension CMK {
+    /// `cmk serve`: the remote-attestation verification service (docs/api.md).
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the remote-attestation verification service: challenges, appraisal into signed EARs, policies and audit per tenant.",
+            discussion: """
+                HTTP/1.1 on --host:--port. POST /v1/challenge, POST /v1/attest, GET /.well-known/jwks.json, the policy and \
+                audit endpoints under /v1/tenants/<tenant>/ (bearer token), /healthz, /readyz, /metrics, /openapi.yaml; \
+                see docs/api.md. SIGTERM or SIGINT stops it gracefully: open requests finish, then it exits 0.
+                Each --tenant NAME=TOKEN_FILE names a tenant and the file holding its administrator's bearer token (at \
+                least 16 characters; only its SHA-256 is kept). Without --tenant there is one tenant, 'default', whose \
+                token comes from $CMK_SERVE_TOKEN (without it, the administration endpoints refuse every request).
+                Exit status: 0 after a graceful stop, 2 a usage error or a state that cannot be opened.
+                """)
+
+        @Option(help: "The address to listen on.")
+        var host = "127.0.0.1"
+
+        @Option(help: "The port to listen on (0: any free port).")
+        var port = 8080
+
+        @Option(help: "The service's state folder (store, tenants' keys and audit logs). Default: <state-dir>/serve.")
+        var dataDir: String?
+
+        @Option(name: .customLong("tenant"), help: "A tenant and its administrator token file: NAME=TOKEN_FILE (repeatable).")
+        var tenantSpecs: [String] = []
+
+        @Option(name: .customLong("policy"), help: "A policy file to load at start, as a new version when newer: [TENANT=]FILE (repeatable; default tenant: the first).")
+        var policySpecs: [String] = []
+
+        @Option(help: "A simulated-platform folder (<state-dir>/simulated/amd or .../intel) whose root to trust besides the pinned ones (repeatable); results say SIMULATED.")
+        var simulated: [String] = []
+
+        @Option(help: "The offline SEV-SNP collateral cache (VCEKs, CRLs). Default: the cmk cache's collateral folder.")
+        var snpCollateral: String?
+
+        @Option(help: "The offline TDX collateral cache (intel/tdx/<fmspc>/). Default: the cmk cache's collateral folder.")
+        var tdxCollateral: String?
+
+        @Option(help: "Seconds a nonce stays valid.")
+        var nonceLifetime = 120
+
+        @Option(help: "Seconds an issued EAR stays valid.")
+        var resultLifetime = 300
+
+        @Option(help: "The largest request body, in bytes.")
+        var maxBody = 256 * 1024
+
+        @Option(help: "Requests per second each client (IP address) may send, sustained; 0 for no limit.")
+        var rateLimit = 100.0
+
+        @Option(help: "Requests each client may send at once.")
+        var rateBurst = 200.0
+
+        @Option(help: "Seconds before an idle connection is closed and a slow request body is answered 408.")
+        var requestTimeout = 30
+
+        @OptionGroup var state: StateOptions
+
+        func validate() throws {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+            guard (1...86400).contains(nonceLifetime) else { throw ValidationError("--nonce-lifetime must be 1 to 86400 seconds") }
+            guard (1...86400).contains(resultLifetime) else { throw ValidationError("--result-lifetime must be 1 to 86400 seconds") }
+            guard (1024...(64 << 20)).contains(maxBody) else { throw ValidationError("--max-body must be 1024 bytes to 64 MiB") }
+            guard rateLimit >= 0, rateBurst >= 1 else { throw ValidationError("--rate-limit must be 0 or more and --rate-burst 1 or more") }
+            guard (1...3600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 1 to 3600 seconds") }
+            for spec in tenantSpecs where !spec.contains("=") { throw ValidationError("--tenant '\(spec)' must be NAME=TOKEN_FILE") }
+        }
+
+        func tenants() throws -> [Tenant] {
+            if tenantSpecs.isEmpty {
+                return [try Tenant(name: "default", token: ProcessInfo.processInfo.environment["CMK_SERVE_TOKEN"])]
+            }
+            return try tenantSpecs.map { spec in
+                let name = String(spec.prefix { $0 != "=" })
+                let file = String(spec.drop { $0 != "=" }.dropFirst())
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw ServiceError("cannot read the token file '\(file)' of tenant '\(name)'")
+                }
+                let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                return try Tenant(name: name, token: token)
+            }
+        }
+
+        func run() async throws {
+            let server: VerificationServer
+            do {
+                let tenants = try tenants()
+                var anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory())
+                for folder in simulated { anchors = try anchors.adding(simulatedDirectory: URL(fileURLWithPath: folder)) }
+                let cache = CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
+                let configuration = ServiceConfiguration(
+                    host: host, port: port,
+                    stateDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? state.state.url.appendingPathComponent("serve"),
+                    tenants: tenants, trustAnchors: anchors,
+                    snpCollateral: URL(fileURLWithPath: snpCollateral ?? cache.path),
+                    tdxCollateral: URL(fileURLWithPath: tdxCollateral ?? cache.path),
+                    nonceLifetime: TimeInterval(nonceLifetime), resultLifetime: TimeInterval(resultLifetime),
+                    maximumBodySize: maxBody,
+                    rateLimit: rateLimit == 0 ? .unlimited : .init(requestsPerSecond: rateLimit, burst: rateBurst),
+                    requestTimeout: TimeInterval(requestTimeout), verifierBuild: CMKVersion.current)
+                server = try VerificationServer(configuration: configuration)
+                for spec in policySpecs {
+                    let (tenant, file) = spec.contains("=")
+                        ? (String(spec.prefix { $0 != "=" }), String(spec.drop { $0 != "=" }.dropFirst()))
+                        : (tenants[0].name, spec)
+                    let loaded = try server.seedPolicy(file: URL(fileURLWithPath: file), tenant: tenant)
+                    FileHandle.standardError.write(Data("cmk serve: policy \(file) \(loaded ? "loaded" : "already stored") for tenant \(tenant)\n".utf8))
+                }
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            let host = self.host
+            try await server.run { port in
+                FileHandle.standardError.write(Data("cmk serve: listening on http://\(host):\(port)\n".utf8))
+            }
+        }
+    }
+}
