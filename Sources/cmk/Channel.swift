@@ -105,30 +105,38 @@ extension CMK.ChannelCommand {
         func run() async throws {
             let state = state.state
             let channel = name ?? "\(initiator)-\(responder)"
-            do {
-                try ChannelFiles.validate(channel: channel)
-                do {
-                    try ChannelAccess.check(state, initiator: initiator, responder: responder)
-                } catch let error where error.code == .channelRefused {
-                    _ = try? StateOptionsAudit.record(
+            let summary: ChannelSummary
+            do throws(CoordinatorError) {
+                summary = try await open(state, channel: channel)
+            } catch {
+                throw ChannelCLI.fail(error, json: json)
+            }
+            print(json ? try JSONOutput.encode(summary) : ChannelCLI.render(summary))
+            if summary.state != "open" { throw ExitCode(1) }
+        }
+
+        func open(_ state: CMKStateDirectory, channel: String) async throws(CoordinatorError) -> ChannelSummary {
+            try ChannelFiles.validate(channel: channel)
+            var refusal: CoordinatorError?
+            do throws(CoordinatorError) {
+                try ChannelAccess.check(state, initiator: initiator, responder: responder)
+            } catch {
+                refusal = error
+            }
+            if let refusal {
+                if refusal.code == .channelRefused {
+                    try? StateOptionsAudit.record(
                         state,
                         details: [
                             "event": "channel-refused", "channel": channel, "initiator": initiator,
-                            "responder": responder, "reason": error.reason,
+                            "responder": responder, "reason": refusal.reason,
                         ], instance: initiator)
-                    throw error
                 }
-                _ = try ChannelCLI.ask(
-                    state, instance: initiator, RelayMessage(.open, channel: channel, responder: responder))
-                let info = try ChannelCLI.info(state, channel)
-                let summary = await ChannelCLI.wait(state, info, timeout: timeout) { summary in
-                    summary.state != "handshaking"
-                }
-                print(json ? try JSONOutput.encode(summary) : ChannelCLI.render(summary))
-                if summary.state != "open" { throw ExitCode(1) }
-            } catch let error as CoordinatorError {
-                throw ChannelCLI.fail(error, json: json)
+                throw refusal
             }
+            _ = try ChannelCLI.ask(state, instance: initiator, RelayMessage(.open, channel: channel, responder: responder))
+            let info = try ChannelCLI.info(state, channel)
+            return await ChannelCLI.wait(state, info, timeout: timeout) { $0.state != "handshaking" }
         }
     }
 
@@ -231,14 +239,15 @@ extension CMK.ChannelCommand {
 
         func run() async throws {
             let state = state.state
-            do {
-                let info = try ChannelCLI.info(state, channel)
+            let info: ChannelFiles.Info
+            do throws(CoordinatorError) {
+                info = try ChannelCLI.info(state, channel)
                 _ = try ChannelCLI.ask(state, instance: from ?? info.initiator, RelayMessage(.close, channel: channel))
-                let summary = await ChannelCLI.wait(state, info, timeout: 30) { $0.state != "open" }
-                print(ChannelCLI.render(summary))
-            } catch let error as CoordinatorError {
+            } catch {
                 throw ChannelCLI.fail(error, json: false)
             }
+            let summary = await ChannelCLI.wait(state, info, timeout: 30) { $0.state != "open" }
+            print(ChannelCLI.render(summary))
         }
     }
 
@@ -272,7 +281,7 @@ extension CMK.ChannelCommand {
         @OptionGroup var state: StateOptions
 
         func run() throws {
-            do {
+            do throws(CoordinatorError) {
                 _ = try ChannelCLI.info(state.state, channel)
             } catch {
                 throw ChannelCLI.fail(error, json: json)
@@ -300,10 +309,10 @@ extension CMK.ChannelCommand {
         @OptionGroup var state: StateOptions
 
         func run() throws {
-            do {
+            do throws(CoordinatorError) {
                 let info = try ChannelCLI.info(state.state, channel)
                 print(try ChannelCLI.ask(state.state, instance: info.initiator, RelayMessage(.tamper, channel: channel)))
-            } catch let error as CoordinatorError {
+            } catch {
                 throw ChannelCLI.fail(error, json: false)
             }
         }

@@ -60,7 +60,7 @@ struct ChannelCommandTests {
     func hostFiles() throws -> String {
         let folder = state.appendingPathComponent("channels")
         var text = ""
-        for case let file as String in FileManager.default.enumerator(atPath: folder.path) ?? .init() {
+        for file in FileManager.default.subpaths(atPath: folder.path) ?? [] {
             if let data = FileManager.default.contents(atPath: folder.appendingPathComponent(file).path) {
                 text += String(decoding: data, as: UTF8.self)
             }
@@ -69,8 +69,7 @@ struct ChannelCommandTests {
     }
 
     @Test(
-        "two children verify each other through the real relay, exchange messages the host never sees in the clear, "
-            + "both report a flipped frame, and a peer not listed is refused",
+        "two children verify each other through the real relay, exchange messages the host never sees in the clear, both report a flipped frame, and a peer not listed is refused",
         .timeLimit(.minutes(10)))
     func channelBetweenRealChildren() async throws {
         defer { RealBoots.stopSupervisors(state) }

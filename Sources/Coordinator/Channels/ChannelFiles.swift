@@ -4,9 +4,9 @@ import BinaryFormat
 
 extension CoordinatorError.Code {
     /// The host refuses to relay a channel: an instance not admitted, or policies that do not list each other.
-    public static let channelRefused = Code("channel-refused")
+    public static let channelRefused = CoordinatorError.Code("channel-refused")
     /// No such channel.
-    public static let unknownChannel = Code("unknown-channel")
+    public static let unknownChannel = CoordinatorError.Code("unknown-channel")
 }
 
 /// What the host keeps about a channel under `<state>/channels/<id>/` (docs/channels.md, "Transport"): who it joins,

@@ -71,12 +71,12 @@ public final class ChannelRelay: @unchecked Sendable {
     public func handle(_ message: GuestMessage) {
         switch message {
         case .channelFrame(let channel, let frame):
-            guard let (link, frame) = relay(channel: channel, frame: frame, from: instance) else {
+            guard let relayed = relay(channel: channel, frame: frame, from: instance) else {
                 log("channel \(channel): a frame from \(instance)'s agent for no open route; dropped")
                 return
             }
             do {
-                try link.send(RelayMessage(.frame, channel: channel, data: Data(frame)))
+                try relayed.0.send(RelayMessage(.frame, channel: channel, data: Data(relayed.1)))
             } catch {
                 log("channel \(channel): the link to the peer failed: \(error)")
             }
@@ -213,7 +213,7 @@ public final class ChannelRelay: @unchecked Sendable {
 
     /// Checks the allow-list; a refusal is audited.
     private func admit(channel: String, initiator: String, responder: String) throws(CoordinatorError) {
-        do {
+        do throws(CoordinatorError) {
             try ChannelAccess.check(state, initiator: initiator, responder: responder)
         } catch {
             log("channel \(channel): REFUSED: \(error.reason)")
@@ -235,7 +235,7 @@ public final class ChannelRelay: @unchecked Sendable {
         try admit(channel: channel, initiator: instance, responder: responder)
         let link = try RelayLink.connect(path: ChannelFiles.relaySocket(state, instance: responder))
         let answer: RelayMessage
-        do {
+        do throws(CoordinatorError) {
             answer = try link.request(
                 RelayMessage(.link, channel: channel, initiator: instance, responder: responder), timeout: .seconds(30))
         } catch {
@@ -287,8 +287,8 @@ public final class ChannelRelay: @unchecked Sendable {
             guard let message else { continue }
             guard message.op == .frame, message.channel == channel, let data = message.data else { continue }
             let peer = routes.withLock { $0[channel]?.peer } ?? "?"
-            guard let (_, frame) = relay(channel: channel, frame: Array(data), from: peer) else { break }
-            do { try control.send(.channelFrame(channel: channel, frame: frame)) } catch { break }
+            guard let relayed = relay(channel: channel, frame: Array(data), from: peer) else { break }
+            do { try control.send(.channelFrame(channel: channel, frame: relayed.1)) } catch { break }
         }
         link.close()
         routes.withLock { routes in

@@ -84,7 +84,7 @@ public final class RelayLink: @unchecked Sendable {
 
     /// Connects to a supervisor's relay socket.
     public static func connect(path: String) throws(CoordinatorError) -> RelayLink {
-        var address = try address(path)
+        var address = try Self.address(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CoordinatorError(.fileSystem, "socket: \(String(cString: strerror(errno)))") }
         let result = withUnsafePointer(to: &address) {

@@ -1,5 +1,5 @@
 import BinaryFormat
-public import GuestProtocol
+import GuestProtocol
 import SealedChannel
 
 /// The sealed channels of one agent: the handshake with this child's own evidence, the peer check this child runs
@@ -48,7 +48,7 @@ final class GuestChannels {
     private func event(
         _ channel: String, _ event: String, _ detail: String, _ endpoint: ChannelEndpoint? = nil, micros: UInt64 = 0
     ) -> GuestMessage {
-        let counts = endpoint?.recordCounts ?? (0, 0)
+        let counts: (sent: UInt64, received: UInt64) = endpoint?.recordCounts ?? (sent: 0, received: 0)
         log.write("channel \(channel): \(event)\(detail.isEmpty ? "" : " (\(detail))")")
         return .channelEvent(
             ChannelEvent(
