@@ -95,7 +95,6 @@ public enum ChannelFiles {
     static func writeInfo(_ info: Info, state: CMKStateDirectory) throws(CoordinatorError) {
         let folder = folder(state, channel: info.channel)
         do {
-            try? FileManager.default.removeItem(at: folder)
             try FileManager.default.createDirectory(
                 at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let encoder = JSONEncoder()
@@ -105,6 +104,11 @@ public enum ChannelFiles {
         } catch {
             throw CoordinatorError(.fileSystem, "cannot write the channel record in \(folder.path): \(error)")
         }
+    }
+
+    /// Removes what an earlier channel of the same id left.
+    static func reset(_ state: CMKStateDirectory, channel: String) {
+        try? FileManager.default.removeItem(at: folder(state, channel: channel))
     }
 
     public static func info(_ state: CMKStateDirectory, channel: String) -> Info? {

@@ -233,6 +233,8 @@ public final class ChannelRelay: @unchecked Sendable {
     /// The command line asks this (the initiator's) supervisor to open a channel to `responder`.
     private func open(channel: String, responder: String) throws(CoordinatorError) -> String {
         try admit(channel: channel, initiator: instance, responder: responder)
+        // A fresh record: what an earlier channel of this id left goes before either end reports anything.
+        ChannelFiles.reset(state, channel: channel)
         let link = try RelayLink.connect(path: ChannelFiles.relaySocket(state, instance: responder))
         let answer: RelayMessage
         do throws(CoordinatorError) {

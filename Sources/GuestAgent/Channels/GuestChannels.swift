@@ -81,9 +81,6 @@ final class GuestChannels {
             return [event(channel, "failed", "invalid-state: the channel id \(channel) is already in use on this child")]
         }
         let me = request.initiatorRole ? request.initiator : request.responder
-        guard me == instance else {
-            return [event(channel, "failed", "peer-wrong-instance: this child is \(instance), not \(me)")]
-        }
         let platform: GuestPlatformIdentity
         do throws(SealedChannelError) {
             if let known = self.platform, known.manifest == request.manifest {
@@ -95,6 +92,11 @@ final class GuestChannels {
             }
         } catch {
             return [event(channel, "failed", "\(error.code): \(error.reason)")]
+        }
+        guard platform.identity.name == me else {
+            return [
+                event(channel, "failed", "peer-wrong-instance: this child is \(platform.identity.name), not \(me)")
+            ]
         }
         // This child's own allow-list, from its own measured manifest: not the coordinator's word.
         guard platform.identity.channelPeers.contains(request.peer) else {

@@ -9,8 +9,8 @@ import SealedChannel
 /// - the platform's report-signing key (the VCEK, or VLEK, public key): the certificate table comes from the host, so
 ///   the key in it is believed only because it verifies the signature over this child's own report, which carries
 ///   REPORT_DATA the agent chose at random just before. Only the firmware that runs this child can sign that.
-/// - its own manifest: its own HOST_DATA must be SHA-256 of the manifest the host delivered, and the manifest must
-///   name this instance.
+/// - its own manifest: its own HOST_DATA must be SHA-256 of the manifest the host delivered; the manifest's name is
+///   this child's name (and must agree with the one the agent was started with, if any).
 struct GuestPlatformIdentity: Sendable {
     /// The VCEK / VLEK SubjectPublicKeyInfo (DER) and the key.
     let signingKeyInfo: [UInt8]
@@ -68,7 +68,10 @@ struct GuestPlatformIdentity: Sendable {
         } catch {
             throw SealedChannelError(.evidenceUnavailable, "this child's own manifest cannot be read: \(error)")
         }
-        guard identity.name == instance else {
+        // The image's command line is the same for every instance (the measurement does not depend on the name), so
+        // an agent usually does not know its name: the manifest, bound by HOST_DATA, tells it. A name it was given
+        // (`--instance`, `cmk.instance=`) must agree.
+        guard instance == "unnamed" || identity.name == instance else {
             throw SealedChannelError(
                 .peerWrongInstance, "this child's manifest names \(identity.name), not \(instance)")
         }
