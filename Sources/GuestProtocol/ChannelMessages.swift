@@ -68,7 +68,8 @@ public struct ChannelOpen: Sendable, Hashable {
 /// text  event            handshake-started | established | sent | received | echoed | closed | failed
 /// text  detail           at most 1024 bytes (a reason, the peer's verified measurement ...)
 /// u64be records sent, records received (the agent's own counters)
-/// u64be micros           for `echoed`: the round trip as the agent measured it; else 0
+/// u64be micros           for `echoed`: the round trip as the agent measured it; for `established`: the handshake
+///                        from `channelOpen` on, this child's evidence and its check of the peer's included; else 0
 /// ```
 public struct ChannelEvent: Sendable, Hashable {
     public var channel: String

@@ -73,9 +73,10 @@ enum ChannelCLI {
     static func render(_ summary: ChannelSummary) -> String {
         var lines = ["\(summary.channel): \(summary.initiator.instance) ⇄ \(summary.responder.instance), \(summary.state)"]
         for end in [summary.initiator, summary.responder] {
+            let handshake = end.handshakeMicros.map { ", handshake \($0 / 1000) ms in the child" } ?? ""
             lines.append(
                 "  \(end.instance): \(end.state)\(end.detail.isEmpty ? "" : " — \(end.detail)") "
-                    + "[records sent \(end.recordsSent), received \(end.recordsReceived)]")
+                    + "[records sent \(end.recordsSent), received \(end.recordsReceived)\(handshake)]")
         }
         for direction in summary.relayed {
             lines.append("  relayed \(direction.from) → \(direction.to): \(direction.frames) frames, \(direction.bytes) bytes")

@@ -193,6 +193,8 @@ public struct ChannelSummary: Codable, Sendable, Hashable {
         public let detail: String
         public let recordsSent: UInt64
         public let recordsReceived: UInt64
+        /// For an established end: the handshake as this end measured it (µs), evidence included.
+        public let handshakeMicros: UInt64?
     }
 
     public struct Direction: Codable, Sendable, Hashable {
@@ -219,7 +221,8 @@ public struct ChannelSummary: Codable, Sendable, Hashable {
             let last = events.last
             return End(
                 instance: name, state: decisive?.event ?? "none", detail: decisive?.detail ?? "",
-                recordsSent: last?.recordsSent ?? 0, recordsReceived: last?.recordsReceived ?? 0)
+                recordsSent: last?.recordsSent ?? 0, recordsReceived: last?.recordsReceived ?? 0,
+                handshakeMicros: events.last { $0.event == "established" }.map(\.micros))
         }
         channel = info.channel
         initiator = end(info.initiator)

@@ -31,6 +31,14 @@ final class GuestChannels {
         var state: State
         let open: ChannelOpen
         var pendingEchoes: [(data: [UInt8], sent: ContinuousClock.Instant)] = []
+        /// When this child got `.channelOpen`: `established` reports the handshake's cost from here (this child's
+        /// evidence, the peer's, and checking it), in microseconds.
+        let started = ContinuousClock.now
+    }
+
+    static func micros(since start: ContinuousClock.Instant) -> UInt64 {
+        let elapsed = (ContinuousClock.now - start).components
+        return UInt64(max(0, elapsed.seconds)) * 1_000_000 + UInt64(max(0, elapsed.attoseconds) / 1_000_000_000_000)
     }
 
     private var channels: [String: Entry] = [:]
@@ -156,7 +164,9 @@ final class GuestChannels {
                 channels[channel] = entry
                 return [
                     .channelFrame(channel: channel, frame: message3),
-                    event(channel, "established", established(endpoint), endpoint),
+                    event(
+                        channel, "established", established(endpoint), endpoint,
+                        micros: Self.micros(since: entry.started)),
                 ]
             case .responding(var responder, let sentMessage2):
                 if !sentMessage2 {
@@ -168,7 +178,11 @@ final class GuestChannels {
                 let endpoint = try responder.finish(bytes)
                 entry.state = .open(endpoint)
                 channels[channel] = entry
-                return [event(channel, "established", established(endpoint), endpoint)]
+                return [
+                    event(
+                        channel, "established", established(endpoint), endpoint,
+                        micros: Self.micros(since: entry.started))
+                ]
             case .open(let endpoint):
                 return try record(channel: channel, frame: bytes, endpoint: endpoint)
             case .ended:
@@ -213,8 +227,7 @@ final class GuestChannels {
                 }
                 let pending = entry.pendingEchoes.removeFirst()
                 channels[channel] = entry
-                let elapsed = (ContinuousClock.now - pending.sent).components
-                let micros = UInt64(elapsed.seconds) * 1_000_000 + UInt64(elapsed.attoseconds / 1_000_000_000_000)
+                let micros = Self.micros(since: pending.sent)
                 let same = constantTimeEqual(pending.data, data)
                 return [
                     event(
