@@ -80,7 +80,10 @@ let package = Package(
         // The agent inside each child (configfs-tsm, /dev/sev-guest, /dev/tdx_guest, the simulated platform port).
         .target(
             name: "GuestAgent",
-            dependencies: ["CGuestLinux", "GuestProtocol", "BinaryFormat", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "CGuestLinux", "GuestProtocol", "BinaryFormat", "SealedChannel", "SEVSNP",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
 
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
         .target(

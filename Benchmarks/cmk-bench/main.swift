@@ -16,8 +16,9 @@
 // measure: the SNP launch digest of Debian's OVMF.fd with 4 EPYC-Genoa vCPUs, in-process digests/s against plain
 //          SHA-384 over the same firmware bytes; and whole-process `cmk measure snp` against sev-snp-measure
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
-// channel: sealed-channel records (seal on one end, open on the other, 1 KiB and 16 KiB bodies) against raw
-//          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body.
+// channel: sealed-channel records (seal on one end, open on the other; 64 B, 1 KiB and 16 KiB bodies) against raw
+//          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body; and seal alone against
+//          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run.
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
 //          (ServeBenchmark.swift). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
@@ -249,7 +250,7 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
     let b = try responder.finish(message3)
     let key = SymmetricKey(size: .bits256)
     let nonce = ChaChaPoly.Nonce()
-    for size in [1024, 16384] {
+    for size in [64, 1024, 16384] {
         let body = [UInt8](repeating: 0x5A, count: size)
         let (raw, records) = try alternate(rounds: options.rounds, label: "channel \(size)", quiet: options.json, {
             try rate(seconds: options.seconds) {
@@ -261,15 +262,54 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
                 _ = try b.open(frame: try a.seal(body))
             } * Double(size) / 1e6
         })
+        // One direction only, as `openssl speed` measures: seal (the sender's cost) against OpenSSL's encryption.
+        let sealOnly = try median((0..<options.rounds).map { _ in
+            try rate(seconds: options.seconds) { _ = try a.seal(body) } * Double(size) / 1e6
+        })
+        let chacha = OpenSSLSpeed.megabytesPerSecond(cipher: "chacha20-poly1305", bytes: size, seconds: options.seconds)
+        let gcm = OpenSSLSpeed.megabytesPerSecond(cipher: "aes-256-gcm", bytes: size, seconds: options.seconds)
         results.append([
             "benchmark": "channel-records-\(size)", "baseline": "raw ChaChaPoly seal + open", "baseline_mb_per_second": raw,
-            "cmk_mb_per_second": records, "ratio": records / raw,
+            "cmk_mb_per_second": records, "ratio": records / raw, "cmk_seal_mb_per_second": sealOnly,
+            "openssl_chacha20_poly1305_mb_per_second": chacha ?? -1, "openssl_aes_256_gcm_mb_per_second": gcm ?? -1,
         ])
         if !options.json {
-            print("Sealed-channel records of \(size) bytes, seal + open, one core, median of \(options.rounds) rounds:")
+            print("Sealed-channel records of \(size) bytes, one core, median of \(options.rounds) rounds:")
             print(String(format: "  raw ChaChaPoly seal + open   %8.1f MB/s   (baseline, same bodies)", raw))
             print(String(format: "  channel seal + open          %8.1f MB/s   %.1f %% of the baseline", records, records / raw * 100))
+            print(String(format: "  channel seal only            %8.1f MB/s", sealOnly))
+            for (name, value) in [("openssl chacha20-poly1305", chacha), ("openssl aes-256-gcm", gcm)] {
+                if let value {
+                    print(
+                        "  " + name.padding(toLength: 28, withPad: " ", startingAt: 0)
+                            + String(format: " %8.1f MB/s   channel seal is %.1f %% of it", value, sealOnly / value * 100))
+                } else {
+                    print("  \(name): openssl speed did not run")
+                }
+            }
         }
+    }
+}
+
+/// `openssl speed -evp CIPHER -bytes N -seconds S`, run now (the same run as the figures it is set beside): encryption
+/// only, in MB/s; nil when openssl is missing or its output cannot be read.
+enum OpenSSLSpeed {
+    static func megabytesPerSecond(cipher: String, bytes: Int, seconds: Double) -> Double? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl", "speed", "-evp", cipher, "-bytes", "\(bytes)", "-seconds", "\(max(1, Int(seconds)))"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return nil }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // The last line: "<name> <1000s of bytes per second>k".
+        guard process.terminationStatus == 0, let last = output.split(separator: "\n").last,
+            let field = last.split(separator: " ").last, field.hasSuffix("k"),
+            let thousands = Double(field.dropLast())
+        else { return nil }
+        return thousands * 1000 / 1e6
     }
 }
 

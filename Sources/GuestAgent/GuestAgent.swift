@@ -60,6 +60,8 @@ public final class GuestAgent {
     public private(set) var handover: Handover?
     /// The volumes confirmed so far.
     public private(set) var volumes: [AttachedVolume] = []
+    /// The sealed channels (docs/channels.md): created at the first `.channelOpen`.
+    private var channels: GuestChannels?
 
     public init(
         instance: String, provider: any EvidenceProvider, folders: HandoverFolders = HandoverFolders(),
@@ -140,15 +142,42 @@ public final class GuestAgent {
                 try control.send(.pong(version: version, sequence: sequence))
             case .failure(let reason):
                 log.write("the coordinator reported a failure: \(reason)")
-            case .channelFrame(let channel, _):
-                try control.send(.failure("channel \(channel): sealed channels are not implemented by this agent yet"))
+            case .channelOpen, .channelFrame, .channelSend, .channelClose:
+                for reply in channelMessage(message) { try control.send(reply) }
             case .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
-                .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong:
+                .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong, .channelEvent:
                 let reason = "unexpected \(message.kind) on the control port"
                 log.write(reason)
                 try? control.send(.failure(reason))
                 throw GuestAgentError(.protocolViolation, reason)
             }
+        }
+    }
+
+    /// A channel message from the coordinator; what to send back. Channels exist only after the handover (admission).
+    func channelMessage(_ message: GuestMessage) -> [GuestMessage] {
+        guard handover != nil else {
+            let channel: String =
+                switch message {
+                case .channelOpen(let open): open.channel
+                case .channelFrame(let channel, _), .channelSend(let channel, _, _), .channelClose(let channel): channel
+                default: "?"
+                }
+            return [
+                .channelEvent(
+                    ChannelEvent(
+                        channel: channel, event: "failed",
+                        detail: "invalid-state: no sealed channel before the handover (this child is not admitted)"))
+            ]
+        }
+        let table = channels ?? GuestChannels(instance: instance, provider: provider, log: log)
+        channels = table
+        switch message {
+        case .channelOpen(let open): return table.open(open)
+        case .channelFrame(let channel, let frame): return table.frame(channel: channel, bytes: frame)
+        case .channelSend(let channel, let data, let echo): return table.send(channel: channel, data: data, echo: echo)
+        case .channelClose(let channel): return table.close(channel: channel)
+        default: return []
         }
     }
 

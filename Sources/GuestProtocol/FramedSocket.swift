@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// Why a socket operation failed (the host ends of the control and platform ports, and tests).
 public struct SocketError: Error, Sendable, CustomStringConvertible {
@@ -94,6 +95,8 @@ public final class FramedConnection: @unchecked Sendable {
     private let descriptor: Int32
     private var decoder = GuestFrameDecoder()
     private var closed = false
+    /// Sends from several threads (heartbeats, relayed channel frames) never interleave within a frame.
+    private let sendLock = Mutex(())
     /// What the connection is (the socket path), for errors.
     public let name: String
 
@@ -128,6 +131,10 @@ public final class FramedConnection: @unchecked Sendable {
     /// Sends one message completely.
     public func send(_ message: GuestMessage) throws {
         let frame = message.encoded()
+        try sendLock.withLock { _ in try sendAll(frame) }
+    }
+
+    private func sendAll(_ frame: [UInt8]) throws {
         var sent = 0
         while sent < frame.count {
             let n = frame[sent...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

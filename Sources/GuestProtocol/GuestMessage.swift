@@ -48,6 +48,14 @@ public enum GuestMessage: Sendable, Hashable {
     case status(AgentStatus)
     /// either way: an opaque sealed-channel frame for a channel id (the host relays ciphertext only).
     case channelFrame(channel: String, frame: [UInt8])
+    /// host -> guest: take part in a sealed channel (``ChannelOpen``); the agent checks everything itself.
+    case channelOpen(ChannelOpen)
+    /// host -> guest: seal `data` on the channel; `echo` asks the peer to send it back (a round trip).
+    case channelSend(channel: String, data: [UInt8], echo: Bool)
+    /// host -> guest: close the channel in order (an authenticated close record).
+    case channelClose(channel: String)
+    /// guest -> host: what happened on a channel (``ChannelEvent``); never plaintext.
+    case channelEvent(ChannelEvent)
     /// host -> guest: stop now (the guest powers off).
     case shutdown
     /// either way: a request failed, and why.
@@ -79,6 +87,10 @@ public enum GuestMessage: Sendable, Hashable {
         case statusRequest = 0x17
         case status = 0x97
         case pong = 0x98
+        case channelOpen = 0x20
+        case channelSend = 0x21
+        case channelClose = 0x22
+        case channelEvent = 0xA0
         case failure = 0xFF
     }
 
@@ -100,6 +112,10 @@ public enum GuestMessage: Sendable, Hashable {
         case .statusRequest: .statusRequest
         case .status: .status
         case .channelFrame: .channelFrame
+        case .channelOpen: .channelOpen
+        case .channelSend: .channelSend
+        case .channelClose: .channelClose
+        case .channelEvent: .channelEvent
         case .shutdown: .shutdown
         case .failure: .failure
         case .ping: .ping
@@ -147,6 +163,16 @@ public enum GuestMessage: Sendable, Hashable {
         case .channelFrame(let channel, let frame):
             payload.text(channel)
             payload.bytes(frame)
+        case .channelOpen(let open):
+            open.encode(into: &payload)
+        case .channelSend(let channel, let data, let echo):
+            payload.text(channel)
+            payload.bytes(data)
+            payload.bytes.append(echo ? 1 : 0)
+        case .channelClose(let channel):
+            payload.text(channel)
+        case .channelEvent(let event):
+            event.encode(into: &payload)
         case .failure(let reason):
             payload.text(reason)
         case .sealedSecrets(let sealed):
@@ -232,6 +258,10 @@ public enum GuestMessage: Sendable, Hashable {
             self = .handoverAck
         case .channelFrame:
             self = .channelFrame(channel: try text("channel"), frame: try bytes("frame"))
+        case .channelOpen, .channelSend, .channelClose, .channelEvent:
+            var reader = FrameReader(cursor: c)
+            self = try Self.decodeChannel(kind, &reader)
+            c = reader.cursor
         case .shutdown:
             self = .shutdown
         case .sealedSecrets, .secretsDelivered, .attachVolumes, .volumesAttached, .statusRequest, .status:

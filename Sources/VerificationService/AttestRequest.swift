@@ -21,10 +21,13 @@ struct AttestRequest: Decodable, Sendable {
         var quote: String?
         /// TDX: the collateral, each item base64; absent items are looked up in the offline cache.
         var collateral: Collateral?
+        /// TDX: the TD's CCEL event log, base64; replayed against the quote's RTMRs (`tdx.event-log`).
+        var eventLog: String?
 
         enum CodingKeys: String, CodingKey {
             case type, report, vcek, quote, collateral
             case certificateTable = "certificate_table"
+            case eventLog = "event_log"
         }
     }
 
@@ -133,8 +136,9 @@ extension AttestRequest {
             guard let reportText = evidence.report else {
                 throw Problem.badRequest("malformed-json", "'evidence.report' is required for sev-snp evidence")
             }
-            if evidence.quote != nil || evidence.collateral != nil {
-                throw Problem.badRequest("malformed-json", "sev-snp evidence has no 'quote' or 'collateral'; send 'report'")
+            if evidence.quote != nil || evidence.collateral != nil || evidence.eventLog != nil {
+                throw Problem.badRequest(
+                    "malformed-json", "sev-snp evidence has no 'quote', 'collateral' or 'event_log'; send 'report'")
             }
             let report = try Field.base64(reportText, "evidence.report")
             guard report.count == SNPReport.Layout.size else {
@@ -167,7 +171,9 @@ extension AttestRequest {
             guard quote.count >= 48 else {
                 throw Problem.badRequest("quote-size", "'evidence.quote' is \(quote.count) bytes, shorter than a TDX quote header")
             }
-            return .tdx(quote: quote, collateral: try collateral())
+            return .tdx(
+                quote: quote, collateral: try collateral(),
+                eventLog: try Field.optionalBase64(evidence.eventLog, "evidence.event_log"))
         default:
             throw Problem.badRequest(
                 "unknown-evidence-type", "'evidence.type' must be sev-snp or tdx, not '\(TenantRegistry.printable(evidence.type))'")

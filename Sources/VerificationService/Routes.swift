@@ -156,7 +156,7 @@ extension VerificationServer {
         let appraisalContext = AppraisalContext(
             evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest, collectedAt: issuedAt)
         let completed = withCachedCollateral(evidence)
-        if case .tdx(_, let collateral) = completed {
+        if case .tdx(_, let collateral, _) = completed {
             // The TDX verifier reports absent collateral as failed checks; the API names it as a 422 instead, since
             // the request (or the cache) is incomplete, not the evidence bad.
             var missing: [String] = []
@@ -200,7 +200,7 @@ extension VerificationServer {
         case .snp(_, let table, let endorsement, _):
             if table == nil && endorsement == nil { metrics.cache("snp-collateral", hit: configuration.snpCollateral != nil) }
             return evidence
-        case .tdx(let quote, let given):
+        case .tdx(let quote, let given, let eventLog):
             guard given == nil else { return evidence }
             guard let cache = configuration.tdxCollateral, let parsed = try? TDXQuote(bytes: quote),
                   let platform = try? TDXCollateralFetch.platform(of: parsed),
@@ -210,7 +210,7 @@ extension VerificationServer {
                 return evidence
             }
             metrics.cache("tdx-collateral", hit: collateral.tcbInfoJSON != nil)
-            return .tdx(quote: quote, collateral: collateral)
+            return .tdx(quote: quote, collateral: collateral, eventLog: eventLog)
         }
     }
 

@@ -16,6 +16,12 @@ struct GuestMessageTests {
         .handover(secrets: ["vault:a", "file:b"], volumes: [], channelPeers: ["gateway"]),
         .handoverAck,
         .channelFrame(channel: "db-1/gateway", frame: Array(repeating: 0xEE, count: 300)),
+        .channelOpen(
+            ChannelOpen(channel: "ab", initiatorRole: false, initiator: "a", responder: "b", manifest: Array("{}".utf8))),
+        .channelSend(channel: "ab", data: [1, 2, 3], echo: true),
+        .channelClose(channel: "ab"),
+        .channelEvent(
+            ChannelEvent(channel: "ab", event: "echoed", detail: "3 bytes", recordsSent: 4, recordsReceived: 5, micros: 6)),
         .shutdown,
         .failure("no report: the platform refused (ünïcode kept)"),
         .ping(version: GuestMessage.heartbeatVersion, sequence: 0),

@@ -899,9 +899,15 @@ public final class InstanceSupervisor: @unchecked Sendable {
             return SupervisionEnding(state: .stopped, reason: "nothing to supervise", recordSeconds: nil)
         }
         let watch = InstanceWatch(settings: request.heartbeat)
+        // Sealed channels (Channels/ChannelRelay.swift): this supervisor relays its instance's frames, ciphertext only.
+        let relay = startChannelRelay(control: control)
+        defer { relay?.stop() }
         let report = await withCheckedContinuation { (continuation: CheckedContinuation<InstanceWatch.Report, Never>) in
             Thread.detachNewThread {
-                continuation.resume(returning: watch.run(connection: control, exit: exitNotifier, stopRequested: stopRequested))
+                continuation.resume(
+                    returning: watch.run(
+                        connection: control, exit: exitNotifier, stopRequested: stopRequested,
+                        other: { relay?.handle($0) }))
             }
         }
         let pid = qemu.processIdentifier

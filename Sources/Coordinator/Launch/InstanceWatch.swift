@@ -151,8 +151,11 @@ public struct InstanceWatch: Sendable {
     /// child starved of CPU by an overloaded host is not declared dead, up to ``Settings/starvedLimit``. A stopped
     /// QEMU (SIGSTOP) or a hung agent in a guest that gets the CPU whenever it wants it waits on no run queue, and is
     /// found at the timeout.
+    ///
+    /// `other` receives every message that is not a heartbeat answer (channel frames and events for the relay).
     public func run(
-        connection: FramedConnection, exit: ProcessExitNotifier, stopRequested: @Sendable () -> Bool
+        connection: FramedConnection, exit: ProcessExitNotifier, stopRequested: @Sendable () -> Bool,
+        other: (GuestMessage) -> Void = { _ in }
     ) -> Report {
         let clock = ContinuousClock()
         var sequence: UInt64 = 0
@@ -189,6 +192,9 @@ public struct InstanceWatch: Sendable {
                         sent = sent.filter { $0.key > answeredSequence }
                         drained = true
                         answered += 1
+                    } else if case .pong = message {
+                    } else {
+                        other(message)
                     }
                 }
                 if drained {
@@ -237,9 +243,9 @@ public struct InstanceWatch: Sendable {
                 answered += 1
             case .message(.failure(let reason)):
                 return controlFailed("the agent reported: \(reason)")
-            case .message(let other):
-                // Nothing else is expected after the handover; note it and go on.
-                _ = other
+            case .message(let message):
+                // Channel frames and events go to the relay; anything else is noted there and dropped.
+                other(message)
                 continue
             }
         }

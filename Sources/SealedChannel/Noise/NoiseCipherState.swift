@@ -1,4 +1,9 @@
 public import Crypto
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A Noise CipherState (section 5.1): a key `k` (or none) and a 64-bit nonce `n`.
 ///
@@ -35,6 +40,30 @@ public struct NoiseCipherState: Sendable {
         let sealed = try cipher.encrypt(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
         nonce += 1
         return sealed
+    }
+
+    /// EncryptWithAd(ad, plaintext) into a record frame (`u32be length ‖ ciphertext ‖ tag`); only with a key.
+    mutating func encryptFrame(ad: [UInt8], _ plaintext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
+        guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
+        guard nonce < UInt64.max else {
+            throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
+        }
+        let frame = try cipher.sealFrame(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
+        nonce += 1
+        return frame
+    }
+
+    /// DecryptWithAd(ad, ciphertext) of a record, as swift-crypto's `Data` (see ``NoiseCipher/openRecord``).
+    mutating func decryptRecord(ad: [UInt8], slice ciphertext: ArraySlice<UInt8>) throws(SealedChannelError) -> Data {
+        guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
+        guard nonce < UInt64.max else {
+            throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
+        }
+        guard let plaintext = cipher.openRecord(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
+            throw SealedChannelError(.handshakeAuthentication, "a ciphertext did not authenticate under nonce \(nonce)")
+        }
+        nonce += 1
+        return plaintext
     }
 
     /// DecryptWithAd(ad, ciphertext): the nonce moves on only when the ciphertext authenticates.

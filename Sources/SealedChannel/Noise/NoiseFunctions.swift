@@ -1,4 +1,9 @@
 public import Crypto
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 // The Noise Protocol Framework, revision 34 (2018-07-11), section 4: the DH, cipher and hash functions. Every
 // primitive is swift-crypto's; this file only names them the way the specification does.
@@ -99,6 +104,66 @@ public enum NoiseCipher: String, Sendable, Hashable {
         }
     }
 
+    /// ENCRYPT(k, n, ad, plaintext) written straight into a record frame, `u32be length ‖ ciphertext ‖ tag`: one copy
+    /// out of swift-crypto's box instead of three (the record layer's hot path; the bytes equal
+    /// `SealedFrameDecoder.frame(encrypt(...))`).
+    func sealFrame(key: SymmetricKey, nonce: UInt64, ad: [UInt8], plaintext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
+        let combined: Data
+        do {
+            switch self {
+            case .chaChaPoly:
+                combined = try ChaChaPoly.seal(
+                    plaintext, using: key, nonce: try ChaChaPoly.Nonce(data: nonceBytes(nonce)), authenticating: ad
+                ).combined
+            case .aesGCM:
+                guard
+                    let bytes = try AES.GCM.seal(
+                        plaintext, using: key, nonce: try AES.GCM.Nonce(data: nonceBytes(nonce)), authenticating: ad
+                    ).combined
+                else { throw SealedChannelError(.unsupported, "AES-GCM without a 96-bit nonce") }
+                combined = bytes
+            }
+        } catch let error as SealedChannelError {
+            throw error
+        } catch {
+            throw SealedChannelError(.unsupported, "the AEAD refused to seal: \(error)")
+        }
+        let length = combined.count - 12
+        return [UInt8](unsafeUninitializedCapacity: 4 + length) { buffer, initialized in
+            buffer[0] = UInt8(truncatingIfNeeded: length >> 24)
+            buffer[1] = UInt8(truncatingIfNeeded: length >> 16)
+            buffer[2] = UInt8(truncatingIfNeeded: length >> 8)
+            buffer[3] = UInt8(truncatingIfNeeded: length)
+            combined.withUnsafeBytes { raw in
+                UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[4...])).copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: raw[12...]))
+            }
+            initialized = 4 + length
+        }
+    }
+
+    /// DECRYPT(k, n, ad, ciphertext) for a record: the plaintext as swift-crypto returns it (the caller copies out only
+    /// what it keeps, and wipes this), or nil when the tag does not authenticate.
+    func openRecord(key: SymmetricKey, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>) -> Data? {
+        guard ciphertext.count >= Self.tagLength else { return nil }
+        let body = ciphertext[..<(ciphertext.endIndex - Self.tagLength)]
+        let tag = ciphertext[(ciphertext.endIndex - Self.tagLength)...]
+        do {
+            switch self {
+            case .chaChaPoly:
+                let box = try ChaChaPoly.SealedBox(
+                    nonce: try ChaChaPoly.Nonce(data: nonceBytes(nonce)), ciphertext: body, tag: tag)
+                return try ChaChaPoly.open(box, using: key, authenticating: ad)
+            case .aesGCM:
+                let box = try AES.GCM.SealedBox(
+                    nonce: try AES.GCM.Nonce(data: nonceBytes(nonce)), ciphertext: body, tag: tag)
+                return try AES.GCM.open(box, using: key, authenticating: ad)
+            }
+        } catch {
+            return nil
+        }
+    }
+
     /// DECRYPT(k, n, ad, ciphertext): the plaintext, or nil when the tag does not authenticate.
     func decrypt(key: SymmetricKey, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>) -> [UInt8]? {
         guard ciphertext.count >= Self.tagLength else { return nil }
@@ -169,7 +234,13 @@ public enum NoiseHash: String, Sendable, Hashable {
 /// Overwrites a buffer that held secret bytes before it is released.
 @inline(never)
 func wipe(_ bytes: inout [UInt8]) {
-    for index in bytes.indices { bytes[index] = 0 }
+    bytes.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+}
+
+/// Overwrites a `Data` that held secret bytes (swift-crypto's plaintext) before it is released.
+@inline(never)
+func wipe(_ bytes: inout Data) {
+    bytes.resetBytes(in: bytes.startIndex..<bytes.endIndex)
 }
 
 extension SymmetricKey {

@@ -1,4 +1,9 @@
 import BinaryFormat
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 import Synchronization
 
 /// A record received on a channel.
@@ -255,21 +260,22 @@ struct RecordState: Sendable {
         let length = 1 + body.count + NoiseCipher.tagLength
         let ad = ChannelEndpoint.associatedData(
             descriptor: descriptor, sender: sending.role, counter: sending.cipher.nonce, length: length)
-        let ciphertext: [UInt8]
+        let frame: [UInt8]
         do throws(SealedChannelError) {
-            var plaintext: [UInt8] = []
-            plaintext.reserveCapacity(1 + body.count)
-            plaintext.append(type.rawValue)
-            plaintext.append(contentsOf: body)
+            var plaintext = [UInt8](unsafeUninitializedCapacity: 1 + body.count) { buffer, initialized in
+                buffer[0] = type.rawValue
+                body.withUnsafeBytes { UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[1...])).copyMemory(from: $0) }
+                initialized = 1 + body.count
+            }
             defer { wipe(&plaintext) }
-            ciphertext = try sending.cipher.encrypt(ad: ad, plaintext)
-            try sending.account(ciphertextLength: ciphertext.count, limits: descriptor.limits)
+            frame = try sending.cipher.encryptFrame(ad: ad, plaintext)
+            try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
             sending.cipher.erase()
             throw fail(error)
         }
-        return SealedFrameDecoder.frame(ciphertext)
+        return frame
     }
 
     mutating func open(
@@ -278,9 +284,9 @@ struct RecordState: Sendable {
         let counter = receiving.cipher.nonce
         let ad = ChannelEndpoint.associatedData(
             descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
-        var plaintext: [UInt8]
+        var opened: Data
         do throws(SealedChannelError) {
-            plaintext = try receiving.cipher.decrypt(ad: ad, slice: ciphertext)
+            opened = try receiving.cipher.decryptRecord(ad: ad, slice: ciphertext)
         } catch  where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(
@@ -290,15 +296,21 @@ struct RecordState: Sendable {
         } catch {
             throw fail(error)
         }
-        defer { wipe(&plaintext) }
+        defer { wipe(&opened) }
         do throws(SealedChannelError) {
             try receiving.account(ciphertextLength: ciphertext.count, limits: descriptor.limits)
         } catch {
             throw fail(error)
         }
-        guard let typeByte = plaintext.first else {
+        guard let typeByte = opened.first else {
             throw fail(SealedChannelError(.recordMalformed, "record \(counter) is empty"))
         }
+        if ChannelEndpoint.RecordType(rawValue: typeByte) == .data {
+            // One copy out of swift-crypto's buffer: the body without the type byte.
+            return .data(opened.withUnsafeBytes { Array($0[1...]) })
+        }
+        var plaintext = Array(opened)
+        defer { wipe(&plaintext) }
         switch ChannelEndpoint.RecordType(rawValue: typeByte) {
         case .data?:
             return .data(Array(plaintext[1...]))
