@@ -3,6 +3,7 @@ import AttestationPolicy
 import CMKTesting
 import Coordinator
 import Foundation
+import TDX
 import Testing
 
 /// The real `--tee snp|tdx` path, checked on a host that cannot run it: with an injected host that says it can, the
@@ -180,5 +181,42 @@ struct HardwareLaunchPlanTests {
         let record = try #require(try reader.instance("real-snp"))
         #expect(record.state == .stopped && !record.holdsPartition, "\(record.state)")
         #expect(QEMUInstanceMarker.runningQEMUs(instanceID: record.id).isEmpty, "no QEMU left")
+    }
+
+    @Test("TDX evidence takes the cached collateral for its FMSPC; an unreadable cache file is an error naming it, not 'missing'")
+    func cachedCollateral() throws {
+        let vector = SharedVectors.sharedDirectory.appendingPathComponent("vectors/tdx/dcapqvl-v4-uptodate")
+        let quote = [UInt8](try Data(contentsOf: vector.appendingPathComponent("quote.bin")))
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-hw-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: cache) }
+        let host = HardwareTEEHost(missing: [], firmware: "/f", collateralCache: cache)
+        let verifier = VerifierConfiguration.forHardware(tee: .tdx, host: host, policy: try Self.header("tdx-production.yaml"))
+        func presented() throws -> TDXCollateral? {
+            guard case .tdx(_, let collateral, _) = try HardwareLaunchPlan.presented(
+                kind: "tdx", evidence: quote, auxiliary: [], verifier: verifier)
+            else { Issue.record("not TDX evidence"); return nil }
+            return collateral
+        }
+        // Nothing cached: every item absent, for the verifier to name.
+        let empty = try presented()
+        #expect(empty != nil && empty?.tcbInfoJSON == nil && empty?.pckCRL == nil)
+        // The vector's collateral in the FMSPC's folder is what the verifier gets.
+        let platform = try TDXCollateralFetch.platform(of: try TDXQuote(bytes: quote))
+        let folder = TDXCollateral.cacheFolder(cache, fmspc: platform.fmspc)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for name in TDXCollateral.fileNames + ["pck_crl_issuer_chain.pem"] {
+            try FileManager.default.copyItem(at: vector.appendingPathComponent(name), to: folder.appendingPathComponent(name))
+        }
+        let cached = try presented()
+        #expect(cached?.tcbInfoJSON == [UInt8](try Data(contentsOf: vector.appendingPathComponent("tcbinfo.json"))))
+        #expect(cached?.pckCRL != nil && cached?.rootCACRL != nil)
+        // A damaged CRL in the cache fails the launch with the folder and the parser's reason.
+        try Data("not a CRL".utf8).write(to: folder.appendingPathComponent("pck_crl.der"))
+        let error = #expect(throws: CoordinatorError.self) { _ = try presented() }
+        #expect(error?.reason.contains(folder.path) == true && error?.reason.contains("cannot be read") == true, "\(error?.reason ?? "")")
+        // A quote that does not parse gets no collateral: the verifier rejects the quote itself, with its reason.
+        guard case .tdx(_, nil, _) = try HardwareLaunchPlan.presented(
+            kind: "tdx", evidence: Array(quote.prefix(100)), auxiliary: [], verifier: verifier)
+        else { Issue.record("a truncated quote got collateral"); return }
     }
 }

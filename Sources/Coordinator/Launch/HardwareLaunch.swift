@@ -158,18 +158,28 @@ public struct HardwareLaunchPlan: Sendable {
     }
 
     /// The evidence as the verifier is given it: the report with its certificate table, or the quote with the
-    /// cached collateral for its FMSPC (nil when the cache has none: verification then fails closed, naming it).
+    /// cached collateral for its FMSPC. Files the cache lacks are absent here, and verification fails closed naming
+    /// each one; a quote whose FMSPC cannot be read gets no collateral (the verifier rejects the quote itself, with
+    /// the parser's reason). A cache file that exists but cannot be parsed is the host's fault, not the evidence's:
+    /// it throws, naming the folder and the parser's reason, instead of passing for "missing".
     public static func presented(
         kind: String, evidence: [UInt8], auxiliary: [UInt8], verifier: VerifierConfiguration
-    ) -> PresentedEvidence {
+    ) throws(CoordinatorError) -> PresentedEvidence {
         guard verifier.evidence == .tdx else {
             return .snp(report: evidence, certificateTable: auxiliary.isEmpty ? nil : auxiliary, endorsement: nil, chain: [])
         }
-        let cache = URL(fileURLWithPath: verifier.collateralCache)
-        let fmspc = (try? TDXQuote(bytes: evidence)).flatMap { try? TDXCollateralFetch.platform(of: $0).fmspc }
-        let folder = TDXCollateral.cacheFolder(cache, fmspc: fmspc ?? [])
         // The TD's CCEL (cmk-guest sends it beside the quote) is replayed by the policy's `tdx.event-log` rule.
-        return .tdx(
-            quote: evidence, collateral: try? TDXCollateral(directory: folder), eventLog: auxiliary.isEmpty ? nil : auxiliary)
+        let eventLog = auxiliary.isEmpty ? nil : auxiliary
+        guard let quote = try? TDXQuote(bytes: evidence), let platform = try? TDXCollateralFetch.platform(of: quote) else {
+            return .tdx(quote: evidence, collateral: nil, eventLog: eventLog)
+        }
+        let folder = TDXCollateral.cacheFolder(URL(fileURLWithPath: verifier.collateralCache), fmspc: platform.fmspc)
+        let collateral: TDXCollateral
+        do {
+            collateral = try TDXCollateral(directory: folder)
+        } catch {
+            throw CoordinatorError(.launch, "the TDX collateral cache \(folder.path) cannot be read: \(error.reason)")
+        }
+        return .tdx(quote: evidence, collateral: collateral, eventLog: eventLog)
     }
 }

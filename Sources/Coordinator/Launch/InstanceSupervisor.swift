@@ -685,7 +685,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
             if let hardware {
                 // The report with its certificate table (VCEK from the cache when it is empty), or the quote with the
                 // cached TCB Info and QE Identity for its FMSPC.
-                presented = HardwareLaunchPlan.presented(
+                presented = try HardwareLaunchPlan.presented(
                     kind: kind, evidence: evidence, auxiliary: auxiliary,
                     verifier: VerifierConfiguration.forHardware(
                         tee: request.tee, host: hardware, policy: PolicyHeader(policy)))
