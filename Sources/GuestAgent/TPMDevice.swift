@@ -51,10 +51,35 @@ public final class TPMDevice {
         var parameters: ByteCursor
     }
 
-    /// Sends one command and returns its response; a non-zero response code is an error naming the command.
+    /// The warnings after which a TSS sends the same command again (Part 2, TPM_RC_YIELDED, TPM_RC_TESTING,
+    /// TPM_RC_RETRY): the TPM did not start it.
+    static let retryCodes: Set<UInt32> = [0x908, 0x90A, 0x922]
+
+    /// Sends one command and returns its response (sent again, up to five times, while the TPM answers that it did not
+    /// start it); another non-zero response code is an error naming the command.
     func execute(
         _ name: String, code: UInt32, handles: [UInt32] = [], sessions: [Session] = [], parameters: [UInt8] = [],
         responseHandles: Int = 0
+    ) throws(GuestAgentError) -> Response {
+        var attempt = 0
+        while true {
+            do throws(GuestAgentError) {
+                return try executeOnce(
+                    name, code: code, handles: handles, sessions: sessions, parameters: parameters,
+                    responseHandles: responseHandles)
+            } catch {
+                attempt += 1
+                guard attempt < 5, let rc = error.systemError, Self.retryCodes.contains(UInt32(bitPattern: rc)) else {
+                    throw error
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
+    func executeOnce(
+        _ name: String, code: UInt32, handles: [UInt32], sessions: [Session], parameters: [UInt8],
+        responseHandles: Int
     ) throws(GuestAgentError) -> Response {
         var body = TPMWriter()
         for handle in handles { body.u32(handle) }
@@ -79,7 +104,7 @@ public final class TPMDevice {
 
         var response: [UInt8] = []
         var expected = 10
-        while response.count < expected {
+        while true {
             if response.count >= 6 {
                 expected = Int(response[2]) << 24 | Int(response[3]) << 16 | Int(response[4]) << 8 | Int(response[5])
                 guard expected >= 10, expected <= Self.maximumResponseSize else {
