@@ -10,6 +10,24 @@ import Testing
 /// A real software TPM (swtpm, TCP socket) driven by tpm2-tools on the host, no QEMU: an EK, attestation keys of
 /// each kind, PCRs extended with the digests of a real OVMF event log, quotes with a nonce, a credential activation,
 /// and a quote taken after one extend more than the log shows. Made once for the suite; swtpm is stopped after.
+/// Folders a shared fixture keeps for the whole run, removed when the test process exits (there is no suite-level
+/// teardown for a fixture shared by several suites' tests).
+enum SuiteFolders {
+    nonisolated(unsafe) static var paths: [String] = []
+    static let lock = NSLock()
+
+    static func removeAtExit(_ path: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if paths.isEmpty {
+            atexit {
+                for path in SuiteFolders.paths { try? FileManager.default.removeItem(atPath: path) }
+            }
+        }
+        paths.append(path)
+    }
+}
+
 struct SWTPMQuotes: Sendable {
     static let nonce: [UInt8] = Array("cmk-tpm-test-nonce-0001".utf8)
     /// The PCRs quoted: the firmware's 0–7 and the EFI stub's 9.
@@ -62,6 +80,8 @@ struct SWTPMQuotes: Sendable {
         let fm = FileManager.default
         directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmk-tpmq-\(UUID().uuidString.prefix(8))")
         try fm.createDirectory(at: directory.appendingPathComponent("state"), withIntermediateDirectories: true)
+        // The suite's tests read these files until the run ends: the folder goes when the test process exits.
+        SuiteFolders.removeAtExit(directory.path)
         log = [UInt8](try Data(contentsOf: Self.logURL))
         let parsed = try TCGEventLog(bytes: log)
 
