@@ -158,7 +158,9 @@ struct VTPMLaunchTests {
         #expect(claims["boundToTEEReport"] as? Bool == true)
         let pcrValues = try #require(claims["pcrValues"] as? [String: String])
         let boot = try #require(claims["boot"] as? [String: Any])
-        let kernel = try #require(boot["kernelAuthenticodeSHA256"] as? String)
+        // The kernel: the last EFI application OVMF measured into PCR 4 (its Authenticode SHA-256).
+        let applications = try #require(boot["bootApplications"] as? [[String: Any]], "\(boot)")
+        let kernel = try #require(applications.last?["authenticodeSHA256"] as? String, "\(applications)")
 
         // Independent: tpm2_checkquote verifies the signature and nonce; tpm2_eventlog's replay equals cmk's PCR
         // values, and hashes to the pcrDigest the TPM signed (the last 32 bytes of TPMS_QUOTE_INFO).
