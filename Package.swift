@@ -192,7 +192,7 @@ let package = Package(
             name: "AttestationTests",
             dependencies: [
                 "Attestation", "AttestationPolicy", "BinaryFormat", "SEVSNP", "CollateralHTTP", "CMKTesting", "EventLog",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "GuestAgent", "TPM2", .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"]),
         .testTarget(
@@ -237,7 +237,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),
-        .testTarget(name: "CMKCommandTests", dependencies: ["CMKTesting"]),
+        .testTarget(
+            name: "CMKCommandTests", dependencies: ["CMKTesting", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "VerificationServiceTests",
             dependencies: [

@@ -50,20 +50,37 @@ public struct EvidenceAppraiser: Sendable {
     }
 
     /// Verifies `evidence` and the vTPM quote that came with it, then evaluates `policy`. The quote is checked against
-    /// the context's nonce, the verified TEE report's REPORT_DATA (which must carry SHA-256 of the AK) and the
-    /// credential activation, if any.
+    /// the context's nonce, the verified TEE report's REPORT_DATA (which must bind the context's bound key, ending
+    /// with SHA-256 of the AK), the credential activation, if any, and the EK certificate under the vTPM root, if
+    /// given.
     public func appraise(
         _ evidence: PresentedEvidence, tpm: TPMEvidence, activation: TPMCredentialActivation?, policy: Policy,
-        context: AppraisalContext
+        context: AppraisalContext, endorsementRoots: [AttestationCertificate] = [],
+        endorsementCertificate: [UInt8]? = nil
     ) -> Appraisal {
-        var input = input(evidence, revocation: policy.trust.crl, context: context)
+        policy.evaluate(
+            input(
+                evidence, tpm: tpm, activation: activation, revocation: policy.trust.crl, context: context,
+                endorsementRoots: endorsementRoots, endorsementCertificate: endorsementCertificate))
+    }
+
+    /// The verification half with a vTPM quote: the input a policy evaluates.
+    public func input(
+        _ evidence: PresentedEvidence, tpm: TPMEvidence, activation: TPMCredentialActivation?, revocation: RevocationMode,
+        context: AppraisalContext, endorsementRoots: [AttestationCertificate] = [],
+        endorsementCertificate: [UInt8]? = nil
+    ) -> AppraisalInput {
+        var input = input(evidence, revocation: revocation, context: context)
+        let reportData = input.claims?.reportData
         input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
             try TPMVerifier().verify(
                 tpm,
                 options: TPMVerificationOptions(
-                    nonce: context.nonce, teeReportData: input.claims?.reportData, credentialActivation: activation))
+                    nonce: context.nonce, teeReportData: reportData, teeBoundKey: context.boundKey,
+                    credentialActivation: activation, endorsementRoots: endorsementRoots,
+                    endorsementCertificate: endorsementCertificate))
         }
-        return policy.evaluate(input)
+        return input
     }
 
     /// The verification half: the input a policy evaluates.

@@ -1,3 +1,4 @@
+import BinaryFormat
 import Crypto
 public import GuestProtocol
 
@@ -62,6 +63,14 @@ public final class GuestAgent {
     public private(set) var volumes: [AttachedVolume] = []
     /// The sealed channels (docs/channels.md): created at the first `.channelOpen`.
     private var channels: GuestChannels?
+    /// The vTPM's EK and AK (docs/tpm-verification.md): created at the first `.tpmKeyRequest`. While it exists,
+    /// REPORT_DATA binds the session key followed by SHA-256 of the AK.
+    private var vtpm: VTPMAttester?
+    /// Where the TPM is (the resource manager first); a swtpm server socket in host-side tests.
+    public var tpmDevicePaths = ["/dev/tpmrm0", "/dev/tpm0"]
+    /// Where the firmware's event log is read from; securityfs is mounted when it is missing and `mountSecurityFS`.
+    public var eventLogPath = VTPMAttester.defaultEventLogPath
+    public var mountSecurityFS = true
 
     public init(
         instance: String, provider: any EvidenceProvider, folders: HandoverFolders = HandoverFolders(),
@@ -144,7 +153,10 @@ public final class GuestAgent {
                 log.write("the coordinator reported a failure: \(reason)")
             case .channelOpen, .channelFrame, .channelSend, .channelClose:
                 for reply in channelMessage(message) { try control.send(reply) }
-            case .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
+            case .tpmKeyRequest, .tpmActivateRequest, .tpmQuoteRequest:
+                try control.send(tpmMessage(message))
+            case .tpmKeys, .tpmActivated, .tpmQuote,
+                .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
                 .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong, .channelEvent:
                 let reason = "unexpected \(message.kind) on the control port"
                 log.write(reason)
@@ -188,7 +200,12 @@ public final class GuestAgent {
         }
         let key = Curve25519.KeyAgreement.PrivateKey()
         let publicKey = Array(key.publicKey.rawRepresentation)
-        let reportData = ReportData.binding(nonce: nonce, publicKey: publicKey)
+        // With a vTPM, the AK is bound after the session key (one rule: ReportData.withAttestationKey).
+        let boundKey =
+            vtpm.map {
+                ReportData.withAttestationKey(sessionKey: publicKey, attestationKeyDigest: $0.attestationKeyDigest)
+            } ?? publicKey
+        let reportData = ReportData.binding(nonce: nonce, publicKey: boundKey)
         do throws(GuestAgentError) {
             let evidence = try provider.evidence(reportData: reportData)
             try EvidenceLayout.check(evidence, carries: reportData)
@@ -204,6 +221,46 @@ public final class GuestAgent {
         } catch {
             log.write("attestation failed: \(error)")
             return .failure("\(provider.name): \(error.reason)")
+        }
+    }
+
+    /// A vTPM request from the coordinator; the answer, or `.failure` with the reason.
+    func tpmMessage(_ message: GuestMessage) -> GuestMessage {
+        do throws(GuestAgentError) {
+            switch message {
+            case .tpmKeyRequest:
+                let attester: VTPMAttester
+                if let existing = vtpm {
+                    attester = existing
+                } else {
+                    attester = try VTPMAttester(
+                        device: try TPMDevice.open(tpmDevicePaths), eventLogPath: eventLogPath,
+                        mountSecurityFS: mountSecurityFS)
+                    vtpm = attester
+                }
+                log.write(
+                    "vTPM: EK and AK ready (\(attester.device.path)), AK SHA-256 "
+                        + Hex.encode(attester.attestationKeyDigest))
+                return .tpmKeys(endorsementKey: attester.endorsementKey, attestationKey: attester.attestationKey)
+            case .tpmActivateRequest(let blob, let encryptedSecret):
+                guard let attester = vtpm else { return .failure("vTPM: no attestation key yet (send tpmKeyRequest first)") }
+                let secret = try attester.activate(credentialBlob: blob, encryptedSecret: encryptedSecret)
+                log.write("vTPM: credential activated")
+                return .tpmActivated(secret: secret)
+            case .tpmQuoteRequest(let nonce):
+                guard let attester = vtpm else { return .failure("vTPM: no attestation key yet (send tpmKeyRequest first)") }
+                guard !nonce.isEmpty, nonce.count <= 64 else {
+                    return .failure("vTPM: a quote's nonce has 1 to 64 bytes; this one has \(nonce.count)")
+                }
+                let quote = try attester.quote(nonce: nonce)
+                log.write("vTPM: quote over PCRs 0-9, event log of \(quote.eventLog.count) bytes")
+                return .tpmQuote(quote: quote.quote, signature: quote.signature, eventLog: quote.eventLog)
+            default:
+                return .failure("\(message.kind) is not a vTPM request")
+            }
+        } catch {
+            log.write("vTPM: \(error)")
+            return .failure("vTPM: \(error.reason)")
         }
     }
 

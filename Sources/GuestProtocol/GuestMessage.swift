@@ -66,6 +66,21 @@ public enum GuestMessage: Sendable, Hashable {
     /// guest -> host: the answer to `.ping`, echoing its version and sequence number.
     case pong(version: UInt8, sequence: UInt64)
 
+    // Control port, vTPM (docs/tpm-verification.md): before `.attestRequest`, so REPORT_DATA can bind the AK.
+    /// host -> guest: find the EK and create the attestation key in the child's vTPM.
+    case tpmKeyRequest
+    /// guest -> host: the EK's and the AK's TPMT_PUBLIC.
+    case tpmKeys(endorsementKey: [UInt8], attestationKey: [UInt8])
+    /// host -> guest: a credential made for the AK under the EK (TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET, sizes
+    /// included); the child runs ActivateCredential.
+    case tpmActivateRequest(credentialBlob: [UInt8], encryptedSecret: [UInt8])
+    /// guest -> host: the secret ActivateCredential returned.
+    case tpmActivated(secret: [UInt8])
+    /// host -> guest: quote the boot PCRs with this nonce as extraData.
+    case tpmQuoteRequest(nonce: [UInt8])
+    /// guest -> host: the TPMS_ATTEST, its TPMT_SIGNATURE and the firmware's TCG event log.
+    case tpmQuote(quote: [UInt8], signature: [UInt8], eventLog: [UInt8])
+
     /// The type byte of each message.
     public enum Kind: UInt8, Sendable, CaseIterable {
         case snpReportRequest = 0x01
@@ -91,6 +106,12 @@ public enum GuestMessage: Sendable, Hashable {
         case channelSend = 0x21
         case channelClose = 0x22
         case channelEvent = 0xA0
+        case tpmKeyRequest = 0x30
+        case tpmActivateRequest = 0x31
+        case tpmQuoteRequest = 0x32
+        case tpmKeys = 0xB0
+        case tpmActivated = 0xB1
+        case tpmQuote = 0xB2
         case failure = 0xFF
     }
 
@@ -120,6 +141,12 @@ public enum GuestMessage: Sendable, Hashable {
         case .failure: .failure
         case .ping: .ping
         case .pong: .pong
+        case .tpmKeyRequest: .tpmKeyRequest
+        case .tpmKeys: .tpmKeys
+        case .tpmActivateRequest: .tpmActivateRequest
+        case .tpmActivated: .tpmActivated
+        case .tpmQuoteRequest: .tpmQuoteRequest
+        case .tpmQuote: .tpmQuote
         }
     }
 
@@ -198,7 +225,21 @@ public enum GuestMessage: Sendable, Hashable {
         case .ping(let version, let sequence), .pong(let version, let sequence):
             payload.bytes.append(version)
             payload.u64(sequence)
-        case .handoverAck, .shutdown, .statusRequest:
+        case .tpmKeys(let ek, let ak):
+            payload.bytes(ek)
+            payload.bytes(ak)
+        case .tpmActivateRequest(let blob, let secret):
+            payload.bytes(blob)
+            payload.bytes(secret)
+        case .tpmActivated(let secret):
+            payload.bytes(secret)
+        case .tpmQuoteRequest(let nonce):
+            payload.bytes(nonce)
+        case .tpmQuote(let quote, let signature, let log):
+            payload.bytes(quote)
+            payload.bytes(signature)
+            payload.bytes(log)
+        case .handoverAck, .shutdown, .statusRequest, .tpmKeyRequest:
             break
         }
         var frame = FrameWriter()
@@ -270,6 +311,18 @@ public enum GuestMessage: Sendable, Hashable {
             c = reader.cursor
         case .failure:
             self = .failure(try text("reason"))
+        case .tpmKeyRequest:
+            self = .tpmKeyRequest
+        case .tpmKeys:
+            self = .tpmKeys(endorsementKey: try bytes("EK public area"), attestationKey: try bytes("AK public area"))
+        case .tpmActivateRequest:
+            self = .tpmActivateRequest(credentialBlob: try bytes("credential blob"), encryptedSecret: try bytes("encrypted secret"))
+        case .tpmActivated:
+            self = .tpmActivated(secret: try bytes("activated secret"))
+        case .tpmQuoteRequest:
+            self = .tpmQuoteRequest(nonce: try bytes("nonce"))
+        case .tpmQuote:
+            self = .tpmQuote(quote: try bytes("quote"), signature: try bytes("signature"), eventLog: try bytes("event log"))
         case .ping, .pong:
             let version = try c.readUInt8(field: "heartbeat version")
             guard version == Self.heartbeatVersion else {
@@ -382,6 +435,9 @@ public enum ReportData {
     public static let label = Array("cmk/report-data/v1".utf8) + [0]
 
     /// SHA-512(label ‖ u32be(nonce length) ‖ nonce ‖ key): the 64 bytes of REPORT_DATA / REPORTDATA.
+    ///
+    /// With a vTPM the key is the session key followed by SHA-256 of the AK's TPMT_PUBLIC (``withAttestationKey``):
+    /// one rule binds both, so a quote is bound to the TEE report exactly as the session key is.
     public static func binding(nonce: [UInt8], publicKey: [UInt8] = []) -> [UInt8] {
         var message = label
         let count = UInt32(nonce.count)
@@ -389,5 +445,10 @@ public enum ReportData {
         message += nonce
         message += publicKey
         return Array(SHA512.hash(data: message))
+    }
+
+    /// The key material a child with a vTPM binds: its session key, then SHA-256 of its AK's TPMT_PUBLIC (32 bytes).
+    public static func withAttestationKey(sessionKey: [UInt8], attestationKeyDigest: [UInt8]) -> [UInt8] {
+        sessionKey + attestationKeyDigest
     }
 }

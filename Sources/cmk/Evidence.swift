@@ -105,8 +105,11 @@ extension CMK.Evidence {
         @Option(help: "With --tpm: the nonce (hex) the quote's extraData must carry.")
         var nonce: String?
 
-        @Option(help: "With --tpm: the verified TEE report's REPORT_DATA (hex); its first 32 bytes must be SHA-256 of the AK.")
+        @Option(help: "With --tpm: the verified TEE report's REPORT_DATA (hex); it must bind the nonce and the bound key (or SHA-256 of the AK alone), or its first 32 bytes must be SHA-256 of the AK.")
         var reportData: String?
+
+        @Option(help: "With --tpm and --report-data: the key REPORT_DATA binds after the nonce, hex (cmk-guest's session key followed by SHA-256 of the AK; a launch writes it to vtpm/bound-key.hex).")
+        var boundKey: String?
 
         @Option(help: "The extended-report certificate table (configfs-tsm auxblob).")
         var certTable: String?

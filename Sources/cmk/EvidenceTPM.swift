@@ -7,10 +7,10 @@ import Foundation
 extension CMK.Evidence.Verify {
     /// The flags that belong to `--tpm` and only to it.
     func validateTPM() throws {
-        let tpmOnly = [tpmSignature, eventlog, ak, nonce, reportData]
+        let tpmOnly = [tpmSignature, eventlog, ak, nonce, reportData, boundKey]
         guard tpmQuote != nil else {
             if tpmOnly.contains(where: { $0 != nil }) {
-                throw ValidationError("--sig, --eventlog, --ak, --nonce and --report-data go with --tpm")
+                throw ValidationError("--sig, --eventlog, --ak, --nonce, --report-data and --bound-key go with --tpm")
             }
             return
         }
@@ -21,6 +21,12 @@ extension CMK.Evidence.Verify {
             throw ValidationError("--cert-table, --vcek, --chain, --product, --collateral, --simulated and --at are not for TPM quotes")
         }
         if let nonce, Hex.decode(nonce) == nil { throw ValidationError("--nonce '\(nonce)' is not hex") }
+        if let boundKey {
+            guard reportData != nil else { throw ValidationError("--bound-key goes with --report-data") }
+            guard let bytes = Hex.decode(boundKey), bytes.count >= 32 else {
+                throw ValidationError("--bound-key must be hex of at least 32 bytes (it ends with SHA-256 of the AK)")
+            }
+        }
         if let reportData {
             guard let bytes = Hex.decode(reportData), bytes.count >= 32 else {
                 throw ValidationError("--report-data must be hex of at least 32 bytes (REPORT_DATA is 64)")
@@ -39,7 +45,9 @@ extension CMK.Evidence.Verify {
         } catch {
             throw EvidenceFailure.report(error, json: json)
         }
-        let options = TPMVerificationOptions(nonce: nonce.flatMap(Hex.decode), teeReportData: reportData.flatMap(Hex.decode))
+        let options = TPMVerificationOptions(
+            nonce: nonce.flatMap(Hex.decode), teeReportData: reportData.flatMap(Hex.decode),
+            teeBoundKey: boundKey.flatMap(Hex.decode))
         let result: TPMVerificationResult
         do {
             result = try TPMVerifier().verify(evidence, options: options)

@@ -10,6 +10,24 @@ import Testing
 /// A real software TPM (swtpm, TCP socket) driven by tpm2-tools on the host, no QEMU: an EK, attestation keys of
 /// each kind, PCRs extended with the digests of a real OVMF event log, quotes with a nonce, a credential activation,
 /// and a quote taken after one extend more than the log shows. Made once for the suite; swtpm is stopped after.
+/// Folders a shared fixture keeps for the whole run, removed when the test process exits (there is no suite-level
+/// teardown for a fixture shared by several suites' tests).
+enum SuiteFolders {
+    nonisolated(unsafe) static var paths: [String] = []
+    static let lock = NSLock()
+
+    static func removeAtExit(_ path: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if paths.isEmpty {
+            atexit {
+                for path in SuiteFolders.paths { try? FileManager.default.removeItem(atPath: path) }
+            }
+        }
+        paths.append(path)
+    }
+}
+
 struct SWTPMQuotes: Sendable {
     static let nonce: [UInt8] = Array("cmk-tpm-test-nonce-0001".utf8)
     /// The PCRs quoted: the firmware's 0–7 and the EFI stub's 9.
@@ -44,6 +62,10 @@ struct SWTPMQuotes: Sendable {
     /// cmk's own MakeCredential (for the RSA-PSS AK) and what the swtpm's ActivateCredential returned from it.
     let cmkChallenge: TPMCredentialChallenge
     let cmkActivated: [UInt8]
+    /// cmk's MakeCredential to an ECC EK (P-256) for the same AK, and what swtpm returned from it.
+    let eccEndorsementKey: [UInt8]
+    let cmkECCChallenge: TPMCredentialChallenge
+    let cmkECCActivated: [UInt8]
 
     static let shared = Task { try await offPool("swtpm quotes") { try SWTPMQuotes() } }
 
@@ -62,6 +84,8 @@ struct SWTPMQuotes: Sendable {
         let fm = FileManager.default
         directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmk-tpmq-\(UUID().uuidString.prefix(8))")
         try fm.createDirectory(at: directory.appendingPathComponent("state"), withIntermediateDirectories: true)
+        // The suite's tests read these files until the run ends: the folder goes when the test process exits.
+        SuiteFolders.removeAtExit(directory.path)
         log = [UInt8](try Data(contentsOf: Self.logURL))
         let parsed = try TCGEventLog(bytes: log)
 
@@ -189,6 +213,24 @@ struct SWTPMQuotes: Sendable {
         _ = try Self.tool("tpm2_flushcontext", [path("session2.ctx")], tcti: tcti, in: d)
         _ = try Self.tool("tpm2_flushcontext", ["-t"], tcti: tcti, in: d)
         cmkActivated = try read("cmk-activated.bin")
+
+        // And to an ECC EK (TCG default template L-2, P-256): ECDH with an ephemeral key gives the seed.
+        _ = try run("tpm2_createek", ["-c", path("eccek.ctx"), "-G", "ecc", "-u", path("eccek.pub")])
+        eccEndorsementKey = try read("eccek.pub")
+        cmkECCChallenge = try TPMCredentialChallenge(
+            endorsementKey: eccEndorsementKey, attestationKey: try read("rsapss.pub"),
+            secret: (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }, seed: [])
+        try Data(cmkECCChallenge.tpm2ToolsFile).write(to: d.appendingPathComponent("cmk-ecc-cred.bin"))
+        _ = try Self.tool("tpm2_startauthsession", ["--policy-session", "-S", path("session3.ctx")], tcti: tcti, in: d)
+        _ = try Self.tool("tpm2_policysecret", ["-S", path("session3.ctx"), "-c", "e"], tcti: tcti, in: d)
+        _ = try Self.tool(
+            "tpm2_activatecredential",
+            ["-c", path("rsapss.ctx"), "-C", path("eccek.ctx"), "-i", path("cmk-ecc-cred.bin"), "-o",
+             path("cmk-ecc-activated.bin"), "-P", "session:\(path("session3.ctx"))"],
+            tcti: tcti, in: d)
+        _ = try Self.tool("tpm2_flushcontext", [path("session3.ctx")], tcti: tcti, in: d)
+        _ = try Self.tool("tpm2_flushcontext", ["-t"], tcti: tcti, in: d)
+        cmkECCActivated = try read("cmk-ecc-activated.bin")
 
         // Something measured after the log was read.
         _ = try run("tpm2_pcrextend", ["9:sha256=" + Hex.encode(SHA256.hash(data: Array("unlogged".utf8)))])
@@ -395,6 +437,19 @@ struct TPMQuoteVerifierTests {
             options: TPMVerificationOptions(nonce: SWTPMQuotes.nonce, credentialActivation: f.cmkChallenge.activation(returned: f.cmkActivated)))
         #expect(result.claims.boundToEndorsementKey == true)
         #expect(result.claims.endorsementKeyDigest?.bytes == Array(SHA256.hash(data: Array(f.endorsementKey.dropFirst(2)))))
+    }
+
+    @Test("cmk's MakeCredential to an ECC (P-256) EK is activated by swtpm and binds the AK to that EK",
+          .timeLimit(.minutes(3)))
+    func makeCredentialToECCEndorsementKey() async throws {
+        let f = try await fixture()
+        #expect(f.cmkECCActivated == f.cmkECCChallenge.secret)
+        let result = try TPMVerifier().verify(
+            f.evidence(f.rsapss),
+            options: TPMVerificationOptions(
+                nonce: SWTPMQuotes.nonce, credentialActivation: f.cmkECCChallenge.activation(returned: f.cmkECCActivated)))
+        #expect(result.claims.boundToEndorsementKey == true)
+        #expect(result.claims.endorsementKeyDigest?.bytes == Array(SHA256.hash(data: Array(f.eccEndorsementKey.dropFirst(2)))))
     }
 
     @Test("the EK certificate from swtpm's local CA chains to the pinned vTPM root and certifies the activated EK; another key's certificate or a broken chain is tpm-ek-certificate-invalid",

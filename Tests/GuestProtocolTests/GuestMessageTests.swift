@@ -26,7 +26,33 @@ struct GuestMessageTests {
         .failure("no report: the platform refused (ünïcode kept)"),
         .ping(version: GuestMessage.heartbeatVersion, sequence: 0),
         .pong(version: GuestMessage.heartbeatVersion, sequence: 0x0102_0304_0506_0708),
+        .tpmKeyRequest,
+        .tpmKeys(endorsementKey: Array(repeating: 0x11, count: 314), attestationKey: Array(repeating: 0x22, count: 278)),
+        .tpmActivateRequest(credentialBlob: [0, 3, 1, 2, 3], encryptedSecret: [0, 1, 9]),
+        .tpmActivated(secret: Array(repeating: 0x5A, count: 32)),
+        .tpmQuoteRequest(nonce: Array(repeating: 4, count: 32)),
+        .tpmQuote(quote: [0xFF, 0x54, 0x43, 0x47], signature: [0, 0x14], eventLog: Array(repeating: 1, count: 5000)),
     ]
+
+    @Test("the vTPM messages use their own kind bytes (0x30-0x32 requests, 0xB0-0xB2 answers)")
+    func vtpmKinds() {
+        #expect(GuestMessage.tpmKeyRequest.encoded() == [0, 0, 0, 1, 0x30])
+        #expect(GuestMessage.tpmActivated(secret: [7]).encoded() == [0, 0, 0, 6, 0xB1, 0, 0, 0, 1, 7])
+        let kinds: [GuestMessage.Kind] = [.tpmKeyRequest, .tpmActivateRequest, .tpmQuoteRequest, .tpmKeys, .tpmActivated, .tpmQuote]
+        #expect(kinds.map(\.rawValue) == [0x30, 0x31, 0x32, 0xB0, 0xB1, 0xB2])
+    }
+
+    @Test("with a vTPM, REPORT_DATA binds the session key followed by SHA-256 of the AK: another AK changes it")
+    func attestationKeyBinding() {
+        let nonce = Array(repeating: UInt8(3), count: 32)
+        let key = Array(repeating: UInt8(1), count: 32)
+        let ak = Array(repeating: UInt8(2), count: 32)
+        let bound = ReportData.withAttestationKey(sessionKey: key, attestationKeyDigest: ak)
+        #expect(bound == key + ak)
+        #expect(ReportData.binding(nonce: nonce, publicKey: bound) != ReportData.binding(nonce: nonce, publicKey: key))
+        let other = ReportData.withAttestationKey(sessionKey: key, attestationKeyDigest: Array(repeating: 9, count: 32))
+        #expect(ReportData.binding(nonce: nonce, publicKey: bound) != ReportData.binding(nonce: nonce, publicKey: other))
+    }
 
     @Test("heartbeats are a version byte and a big-endian u64; another version is refused, not misread")
     func heartbeatLayout() throws {

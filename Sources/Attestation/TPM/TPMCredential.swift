@@ -28,9 +28,10 @@ public struct TPMCredentialChallenge: Sendable, Hashable {
     public var tpm2ToolsFile: [UInt8] { [0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1] + credentialBlob + encryptedSecret }
 
     /// Makes a credential for `attestationKey` (its TPMT_PUBLIC or TPM2B_PUBLIC) under `endorsementKey`.
-    /// `secret` and `seed` are the verifier's random bytes (`seed` must be the EK name algorithm's digest size).
+    /// `secret` and `seed` are the verifier's random bytes (`seed` must be the EK name algorithm's digest size; an ECC
+    /// EK ignores it: its seed comes from ECDH with a fresh ephemeral key).
     public init(
-        endorsementKey: [UInt8], attestationKey: [UInt8], secret: [UInt8], seed: [UInt8]
+        endorsementKey: [UInt8], attestationKey: [UInt8], secret: [UInt8], seed verifierSeed: [UInt8]
     ) throws(AttestationError) {
         let ek: TPMTPublic
         let ak: TPMTPublic
@@ -46,9 +47,6 @@ public struct TPMCredentialChallenge: Sendable, Hashable {
         } catch {
             throw AttestationError(.tpmAKUnsuitable, "the AK's Name cannot be computed: \(error)")
         }
-        guard case .rsa(_, let exponent, let modulus) = ek.key else {
-            throw AttestationError(.unsupportedPublicKey, "MakeCredential to an ECC EK is not supported; use the RSA EK")
-        }
         guard ek.attributes.contains(.restricted), ek.attributes.contains(.decrypt), ek.symmetricAlgorithm == 0x0006 else {
             throw AttestationError(
                 .unsupportedPublicKey, "the EK is not a restricted decryption key with AES protection (TCG EK template)")
@@ -61,12 +59,26 @@ public struct TPMCredentialChallenge: Sendable, Hashable {
         default: throw AttestationError(.unsupportedPublicKey, "the EK's name algorithm is not SHA-256/384/512")
         }
         let digestSize = TPMHash.size(ek.nameAlgorithm) ?? 32
-        guard seed.count == digestSize, !secret.isEmpty, secret.count <= digestSize else {
-            throw AttestationError(.malformedEvidence, "the seed must be \(digestSize) bytes and the secret 1 to \(digestSize)")
+        guard !secret.isEmpty, secret.count <= digestSize else {
+            throw AttestationError(.malformedEvidence, "the secret must be 1 to \(digestSize) bytes")
         }
-        let key = try OpenSSLPublicKey(
-            subjectPublicKeyInfo: RSASubjectPublicKeyInfo.der(modulus: modulus, exponent: exponent == 0 ? 65537 : exponent))
-        let encryptedSeed = try key.encryptRSAOAEP(seed, hash: hash, label: Self.identityLabel)
+        let seed: [UInt8]
+        let encryptedSeed: [UInt8]
+        switch ek.key {
+        case .rsa(_, let exponent, let modulus):
+            // RSA EK: the verifier's seed, RSA-OAEP encrypted with the label "IDENTITY" (Part 1, §B.10.3).
+            guard verifierSeed.count == digestSize else {
+                throw AttestationError(.malformedEvidence, "the seed must be \(digestSize) bytes")
+            }
+            let key = try OpenSSLPublicKey(
+                subjectPublicKeyInfo: RSASubjectPublicKeyInfo.der(modulus: modulus, exponent: exponent == 0 ? 65537 : exponent))
+            seed = verifierSeed
+            encryptedSeed = try key.encryptRSAOAEP(seed, hash: hash, label: Self.identityLabel)
+        case .ecc(let curve, let x, let y):
+            // ECC EK: one-pass ECDH with an ephemeral key (Part 1, §C.6.4); seed = KDFe(Z, "IDENTITY", ephemeral x,
+            // EK x); the ephemeral point is the encrypted secret.
+            (seed, encryptedSeed) = try Self.eccSeed(curve: curve, x: x, y: y, hash: hash, bits: digestSize * 8)
+        }
         let symmetricKey = Self.kdfa(
             hash, key: seed, label: "STORAGE", contextU: name, contextV: [], bits: Int(ek.symmetricKeyBits))
         let encIdentity = try OpenSSLPublicKey.encryptAESCFB(Self.sized(secret), key: symmetricKey)
@@ -83,6 +95,59 @@ public struct TPMCredentialChallenge: Sendable, Hashable {
     public func activation(returned: [UInt8]) -> TPMCredentialActivation {
         TPMCredentialActivation(
             endorsementKey: endorsementKey, attestationKeyName: attestationKeyName, secret: secret, activatedSecret: returned)
+    }
+
+    /// The seed for an ECC EK (P-256 or P-384) and TPMS_ECC_POINT of the ephemeral public key.
+    static func eccSeed(
+        curve: UInt16, x: [UInt8], y: [UInt8], hash: DigestAlgorithm, bits: Int
+    ) throws(AttestationError) -> (seed: [UInt8], point: [UInt8]) {
+        func padded(_ bytes: [UInt8], _ size: Int) -> [UInt8] {
+            Array(repeating: 0, count: max(0, size - bytes.count)) + bytes.suffix(size)
+        }
+        let z: [UInt8]
+        let ephemeral: (x: [UInt8], y: [UInt8])
+        do {
+            switch curve {
+            case 0x0003:  // TPM_ECC_NIST_P256
+                let peer = try P256.KeyAgreement.PublicKey(rawRepresentation: padded(x, 32) + padded(y, 32))
+                let key = P256.KeyAgreement.PrivateKey()
+                z = try key.sharedSecretFromKeyAgreement(with: peer).withUnsafeBytes { Array($0) }
+                let raw = Array(key.publicKey.rawRepresentation)
+                ephemeral = (Array(raw.prefix(32)), Array(raw.suffix(32)))
+            case 0x0004:  // TPM_ECC_NIST_P384
+                let peer = try P384.KeyAgreement.PublicKey(rawRepresentation: padded(x, 48) + padded(y, 48))
+                let key = P384.KeyAgreement.PrivateKey()
+                z = try key.sharedSecretFromKeyAgreement(with: peer).withUnsafeBytes { Array($0) }
+                let raw = Array(key.publicKey.rawRepresentation)
+                ephemeral = (Array(raw.prefix(48)), Array(raw.suffix(48)))
+            default:
+                throw AttestationError(
+                    .unsupportedPublicKey, "MakeCredential to an ECC EK on curve 0x\(String(curve, radix: 16)) is not supported (P-256, P-384)")
+            }
+        } catch let error as AttestationError {
+            throw error
+        } catch {
+            throw AttestationError(.unsupportedPublicKey, "the EK's ECC point is not on its curve: \(error)")
+        }
+        let seed = kdfe(hash, z: z, label: "IDENTITY", partyU: ephemeral.x, partyV: x, bits: bits)
+        return (seed, sized(ephemeral.x) + sized(ephemeral.y))
+    }
+
+    /// KDFe (Part 1 §11.4.10.3): hash in counter mode over u32(i) ‖ Z ‖ label ‖ 0 ‖ partyUInfo ‖ partyVInfo.
+    static func kdfe(_ hash: DigestAlgorithm, z: [UInt8], label: String, partyU: [UInt8], partyV: [UInt8], bits: Int) -> [UInt8] {
+        func u32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+        var output: [UInt8] = []
+        var counter = 1
+        while output.count * 8 < bits {
+            let message = u32(counter) + z + Array(label.utf8) + [0] + partyU + partyV
+            switch hash {
+            case .sha256: output += Array(SHA256.hash(data: message))
+            case .sha384: output += Array(SHA384.hash(data: message))
+            case .sha512: output += Array(SHA512.hash(data: message))
+            }
+            counter += 1
+        }
+        return Array(output.prefix((bits + 7) / 8))
     }
 
     /// A TPM2B: u16 big-endian size, then the bytes.

@@ -57,24 +57,31 @@ public struct TPMCredentialActivation: Sendable, Hashable {
 public struct TPMVerificationOptions: Sendable {
     /// The verifier's nonce, which must be the quote's extraData.
     public var nonce: [UInt8]?
-    /// The TEE report's verified REPORT_DATA. It binds the AK when it is cmk's binding of the nonce and SHA-256 of the
-    /// AK's TPMT_PUBLIC (`ReportData.binding(nonce:publicKey:)`, what cmk-guest asks for), or when its first 32 bytes
-    /// are SHA-256 of the AK's TPMT_PUBLIC (the convention of Azure's paravisor, where the HCL report carries it).
+    /// The TEE report's verified REPORT_DATA. It binds the AK when it is cmk's binding of the nonce and the bound
+    /// key (``teeBoundKey``: cmk-guest's session key followed by SHA-256 of the AK's TPMT_PUBLIC,
+    /// `ReportData.withAttestationKey`; or SHA-256 of the AK alone when no bound key is given), or when its first
+    /// 32 bytes are SHA-256 of the AK's TPMT_PUBLIC (the convention of Azure's paravisor, where the HCL report
+    /// carries it).
     public var teeReportData: [UInt8]?
+    /// The key material REPORT_DATA binds after the nonce, as the attester presented it; it must end with SHA-256 of
+    /// the AK's TPMT_PUBLIC.
+    public var teeBoundKey: [UInt8]?
     /// The credential activation that bound the AK to the EK.
     public var credentialActivation: TPMCredentialActivation?
-    /// The vTPM root (swtpm local CA root, then the intermediate that issues EK certificates) the EK certificate must
-    /// chain to; with an EK certificate, the activation's EK must be the key it certifies.
+    /// The vTPM roots the EK certificate must chain to, leaf-ward: the intermediate that issues EK certificates, then
+    /// the swtpm local CA's self-signed root; with an EK certificate, the activation's EK must be the key it certifies.
     public var endorsementRoots: [AttestationCertificate]
     /// The EK certificate (DER) presented with the evidence.
     public var endorsementCertificate: [UInt8]?
 
     public init(
-        nonce: [UInt8]? = nil, teeReportData: [UInt8]? = nil, credentialActivation: TPMCredentialActivation? = nil,
+        nonce: [UInt8]? = nil, teeReportData: [UInt8]? = nil, teeBoundKey: [UInt8]? = nil,
+        credentialActivation: TPMCredentialActivation? = nil,
         endorsementRoots: [AttestationCertificate] = [], endorsementCertificate: [UInt8]? = nil
     ) {
         self.nonce = nonce
         self.teeReportData = teeReportData
+        self.teeBoundKey = teeBoundKey
         self.credentialActivation = credentialActivation
         self.endorsementRoots = endorsementRoots
         self.endorsementCertificate = endorsementCertificate
@@ -243,9 +250,15 @@ public struct TPMVerifier: Sendable {
         let akDigest = Array(SHA256.hash(data: ak.bytes))
         var boundToReport: Bool?
         if let reportData = options.teeReportData {
-            let cmkBinding = options.nonce.map { ReportData.binding(nonce: $0, publicKey: akDigest) }
-            if let cmkBinding, constantTimeEqual(reportData, cmkBinding) {
-                checks["ak_bound_to_tee_report"] = "REPORT_DATA = SHA-512(label ‖ nonce ‖ SHA-256(AK TPMT_PUBLIC))"
+            // The bound key must end with this AK's digest; the session key before it is the attester's.
+            let boundKey = options.teeBoundKey ?? akDigest
+            let boundKeyCarriesAK = boundKey.count >= akDigest.count && constantTimeEqual(boundKey.suffix(akDigest.count), akDigest)
+            let cmkBinding = options.nonce.map { ReportData.binding(nonce: $0, publicKey: boundKey) }
+            if boundKeyCarriesAK, let cmkBinding, constantTimeEqual(reportData, cmkBinding) {
+                checks["ak_bound_to_tee_report"] =
+                    boundKey.count == akDigest.count
+                    ? "REPORT_DATA = SHA-512(label ‖ nonce ‖ SHA-256(AK TPMT_PUBLIC))"
+                    : "REPORT_DATA = SHA-512(label ‖ nonce ‖ session key ‖ SHA-256(AK TPMT_PUBLIC))"
             } else if reportData.count >= 32, constantTimeEqual(reportData.prefix(32), akDigest) {
                 checks["ak_bound_to_tee_report"] = "REPORT_DATA[0..<32] = SHA-256(AK TPMT_PUBLIC)"
             } else {

@@ -5,6 +5,7 @@ import AttestationResults
 import AuditLog
 import BinaryFormat
 import Crypto
+import EventLog
 import GuestImage
 public import GuestProtocol
 import PlatformSimulator
@@ -646,22 +647,64 @@ public final class InstanceSupervisor: @unchecked Sendable {
             )
         }
 
-        // 4. Fresh evidence bound to a nonce and the agent's key.
+        // 4. Fresh evidence bound to a nonce and the agent's key. With a vTPM, first the child's EK and AK, and the AK
+        //    proven to sit beside the EK by credential activation (MakeCredential here, ActivateCredential in the
+        //    child; the verifier compares the secrets); the TEE report then binds the session key followed by
+        //    SHA-256 of the AK (`ReportData.withAttestationKey`), and a quote over the boot PCRs carries the same
+        //    nonce (docs/tpm-verification.md, "In the child").
         var nonce = [UInt8](repeating: 0, count: 32)
         for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
         let asked = Date()
-        let (kind, publicKey, evidence, auxiliary, attestationSeconds):
-            (String, [UInt8], [UInt8], [UInt8], Double) = try await phase(.evidence)
+        let (kind, publicKey, evidence, auxiliary, vtpmEvidence, attestationSeconds):
+            (String, [UInt8], [UInt8], [UInt8], VTPMLaunchEvidence?, Double) = try await phase(.evidence)
         {
             let start = ContinuousClock.now
+            var vtpmKeys: (challenge: TPMCredentialChallenge, activated: [UInt8], attestationKey: [UInt8])?
+            if request.vtpm {
+                try connection.send(.tpmKeyRequest)
+                let keys = try Self.receive(connection, timeout: .seconds(120), notifier: exitNotifier!, qemu: qemu!)
+                guard case .tpmKeys(let endorsementKey, let attestationKey) = keys else {
+                    throw CoordinatorError(.launch, "the child answered \(Self.describe(keys)) to the vTPM key request")
+                }
+                var secret = [UInt8](repeating: 0, count: 32)
+                var seed = [UInt8](repeating: 0, count: 32)
+                for index in secret.indices { secret[index] = UInt8.random(in: 0...255) }
+                for index in seed.indices { seed[index] = UInt8.random(in: 0...255) }
+                let challenge = try TPMCredentialChallenge(
+                    endorsementKey: endorsementKey, attestationKey: attestationKey, secret: secret, seed: seed)
+                try connection.send(
+                    .tpmActivateRequest(
+                        credentialBlob: challenge.credentialBlob, encryptedSecret: challenge.encryptedSecret))
+                let activated = try Self.receive(connection, timeout: .seconds(120), notifier: exitNotifier!, qemu: qemu!)
+                guard case .tpmActivated(let returned) = activated else {
+                    throw CoordinatorError(
+                        .launch, "the child answered \(Self.describe(activated)) to the credential activation")
+                }
+                vtpmKeys = (challenge, returned, attestationKey)
+                note("vTPM: AK \(Hex.encode(SHA256.hash(data: attestationKey)).prefix(16))… created, credential activated")
+            }
             try connection.send(.attestRequest(nonce: nonce))
             let answer = try Self.receive(connection, timeout: .seconds(120), notifier: exitNotifier!, qemu: qemu!)
             guard case .attestResponse(let kind, let publicKey, let evidence, let auxiliary) = answer else {
                 throw CoordinatorError(.launch, "the child answered \(answer.kind) to the attestation request")
             }
+            var vtpmEvidence: VTPMLaunchEvidence?
+            if let vtpmKeys {
+                try connection.send(.tpmQuoteRequest(nonce: nonce))
+                let quoted = try Self.receive(connection, timeout: .seconds(120), notifier: exitNotifier!, qemu: qemu!)
+                guard case .tpmQuote(let quote, let signature, let eventLog) = quoted else {
+                    throw CoordinatorError(.launch, "the child answered \(Self.describe(quoted)) to the quote request")
+                }
+                vtpmEvidence = VTPMLaunchEvidence(
+                    evidence: TPMEvidence(
+                        quote: quote, signature: signature, attestationKey: vtpmKeys.attestationKey, eventLog: eventLog),
+                    activation: vtpmKeys.challenge.activation(returned: vtpmKeys.activated))
+                try vtpmEvidence?.write(to: folder, nonce: nonce)
+            }
             return (
-                (kind, publicKey, evidence, auxiliary, Self.seconds(ContinuousClock.now - start)),
+                (kind, publicKey, evidence, auxiliary, vtpmEvidence, Self.seconds(ContinuousClock.now - start)),
                 "\(kind) evidence, \(evidence.count) bytes"
+                    + (vtpmEvidence.map { ", vTPM quote with an event log of \($0.evidence.eventLog.count) bytes" } ?? "")
             )
         }
 
@@ -695,11 +738,39 @@ public final class InstanceSupervisor: @unchecked Sendable {
                     ? .snp(report: evidence, certificateTable: auxiliary, endorsement: nil, chain: [])
                     : .tdx(quote: evidence, collateral: prepared.tdxCollateral, eventLog: auxiliary.isEmpty ? nil : auxiliary)
             }
-            let input = appraiser.input(
-                presented, revocation: policy.trust.crl,
-                context: AppraisalContext(
-                    evaluationTime: Date(), nonce: nonce, boundKey: publicKey,
-                    manifest: prepared.manifest.canonicalBytes, collectedAt: asked))
+            // With a vTPM, REPORT_DATA binds the session key followed by SHA-256 of the AK, and the quote is verified
+            // beside the TEE evidence (the policy's `tpm` rules judge it), its EK certificate under the local CA.
+            let boundKey =
+                vtpmEvidence.map {
+                    ReportData.withAttestationKey(
+                        sessionKey: publicKey, attestationKeyDigest: Array(SHA256.hash(data: $0.attestationKeyPublicArea)))
+                } ?? publicKey
+            let appraisalContext = AppraisalContext(
+                evaluationTime: Date(), nonce: nonce, boundKey: boundKey,
+                manifest: prepared.manifest.canonicalBytes, collectedAt: asked)
+            let input: AppraisalInput
+            if let vtpmEvidence {
+                try vtpmEvidence.writeBinding(to: folder, boundKey: boundKey, reportData: nil)
+                let endorsement = try VTPMLaunchEvidence.endorsement(
+                    localCA: VTPMLocalCA(stateDirectory: stateDirectory.url), tpm: softwareTPM)
+                input = appraiser.input(
+                    presented, tpm: vtpmEvidence.evidence, activation: vtpmEvidence.activation,
+                    revocation: policy.trust.crl, context: appraisalContext, endorsementRoots: endorsement?.roots ?? [],
+                    endorsementCertificate: endorsement?.certificate)
+                if let reportData = input.claims?.reportData {
+                    try vtpmEvidence.writeBinding(to: folder, boundKey: boundKey, reportData: reportData)
+                }
+                switch input.tpm {
+                case .success(let result)?:
+                    note(
+                        "vTPM: quote verified (\(result.claims.bank) PCRs \(result.claims.pcrs.map(String.init).joined(separator: ","))), "
+                            + "kernel Authenticode \(result.claims.boot.kernelAuthenticodeSHA256?.description ?? "none")")
+                case .failure(let error)?: note("vTPM: quote REJECTED: \(error.code): \(error.reason)")
+                case nil: break
+                }
+            } else {
+                input = appraiser.input(presented, revocation: policy.trust.crl, context: appraisalContext)
+            }
             // A TD's event log is replayed by the appraiser: the policy's `tdx.event-log` rule compares it with the
             // RTMRs of the verified quote, so a log describing another boot is a recorded rejection, not a crash.
             if case .tdx(_, let events, let size)? = input.eventLog {
