@@ -8,17 +8,24 @@ public struct PolicyHeader: Sendable, Hashable {
     public let version: Int
     public let evidence: Policy.EvidenceKind
     public let trust: Policy.Trust
+    /// Whether the policy has a `tpm` section, so only a child with a vTPM (`cmk launch --vtpm`) can satisfy it.
+    public let requiresVTPM: Bool
 
-    public init(id: String, version: Int, evidence: Policy.EvidenceKind, trust: Policy.Trust) {
+    public init(
+        id: String, version: Int, evidence: Policy.EvidenceKind, trust: Policy.Trust, requiresVTPM: Bool = false
+    ) {
         self.id = id
         self.version = version
         self.evidence = evidence
         self.trust = trust
+        self.requiresVTPM = requiresVTPM
     }
 
     /// A loaded policy's header.
     public init(_ policy: Policy) {
-        self.init(id: policy.id, version: policy.version, evidence: policy.evidence, trust: policy.trust)
+        self.init(
+            id: policy.id, version: policy.version, evidence: policy.evidence, trust: policy.trust,
+            requiresVTPM: policy.tpm != nil)
     }
 
     /// Whether the policy trusts a simulated root (`simulated-amd`, `simulated-intel`).
@@ -46,7 +53,7 @@ extension PolicyLoader {
             return PolicyHeader(
                 id: try top.require("id").name(pattern: "policy id"),
                 version: try top.require("version").integer(in: 1...1_000_000), evidence: evidence,
-                trust: try readTrust(top.require("trust"), evidence: evidence))
+                trust: try readTrust(top.require("trust"), evidence: evidence), requiresVTPM: top["tpm"] != nil)
         } catch {
             throw error.in(file: path)
         }

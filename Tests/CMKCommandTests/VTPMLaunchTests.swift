@@ -136,6 +136,15 @@ struct VTPMLaunchTests {
         return profiles
     }
 
+    @Test("a policy with a tpm section without --vtpm is a usage error before anything is reserved or booted")
+    func tpmPolicyNeedsVTPM() async throws {
+        defer { try? FileManager.default.removeItem(at: state) }
+        let launch = try await cmk(["launch", "--name", "no-vtpm", "--policy", try policy("tpm", ""), "--json"])
+        #expect(launch.status == 2, "\(launch.standardOutput)\n\(launch.standardError)")
+        #expect((launch.standardOutput + launch.standardError).contains("--vtpm"))
+        #expect(try await cmk(["ps"]).standardOutput.contains("no instances"))
+    }
+
     @Test("a --vtpm child's quote verifies, its event log replays to its PCRs (tpm2_checkquote and tpm2_eventlog agree), a tpm policy admits it; another kernel fails the policy pinned to the first kernel; a replayed nonce, an AK not bound to the TEE report and an edited event log are rejected",
           .timeLimit(.minutes(20)))
     func measuredBootEndToEnd() async throws {

@@ -319,6 +319,12 @@ public final class InstanceSupervisor: @unchecked Sendable {
             throw CoordinatorError(.invalidArgument, error.description)
         }
         try TEEAvailability.requireAppraisable(header, by: request.tee, policyPath: request.policyPath)
+        if header.requiresVTPM && !request.vtpm {
+            throw CoordinatorError(
+                .invalidArgument,
+                "policy \(header.id) (\(request.policyPath)) has a tpm section: only a child with a vTPM can satisfy it; "
+                    + "launch with --vtpm, or use a policy without one")
+        }
         if request.tee.isSimulated {
             try TEEAvailability.require(request.tee)
         } else {
