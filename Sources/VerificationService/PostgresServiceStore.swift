@@ -214,6 +214,16 @@ public final class PostgresServiceStore: ServiceStore {
             throw error
         } catch let error as AuditLogError {
             throw error
+        } catch let error as PostgresTransactionError {
+            // What failed inside the transaction (a version conflict, say) is the error to report.
+            if let inner = error.closureError as? StoreError { throw inner }
+            if let inner = error.closureError as? AuditLogError { throw inner }
+            let cause = error.closureError ?? error.beginError ?? error.commitError ?? error.rollbackError
+            if let psql = cause as? PSQLError {
+                let detail = psql.serverInfo?[.message] ?? psql.underlying.map { "\($0)" } ?? "\(psql.code)"
+                throw StoreError(.database, "could not \(what) in \(location): \(detail)")
+            }
+            throw StoreError(.database, "could not \(what) in \(location): \(cause.map { "\($0)" } ?? "transaction failed")")
         } catch let error as PSQLError {
             let detail = error.serverInfo?[.message] ?? error.underlying.map { "\($0)" } ?? "\(error.code)"
             throw StoreError(.database, "could not \(what) in \(location): \(detail)")

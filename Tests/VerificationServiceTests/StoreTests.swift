@@ -114,7 +114,7 @@ struct StoreTests {
         await Self.close(stores, folder)
     }
 
-    @Test("concurrent appends through two stores form one intact chain; a tampered record is found", arguments: StoreKind.allCases)
+    @Test("concurrent appends through two stores form one intact chain, paged and filtered alike; another tenant's entry is refused", arguments: StoreKind.allCases)
     func auditChain(kind: StoreKind) async throws {
         let folder = Self.folder()
         let stores = try await kind.open(2, folder: folder)
