@@ -105,7 +105,7 @@ func residentMemoryMiB() -> Double {
         .replacingOccurrences(of: "report-data: nonce-and-key", with: "report-data: none")
         .replacingOccurrences(of: "  host-data: manifest\n", with: "")
         .write(to: policyFile, atomically: true, encoding: .utf8)
-    try server.seedPolicy(file: policyFile, tenant: "bench")
+    try await server.seedPolicy(file: policyFile, tenant: "bench")
 
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     var logger = Logger(label: "cmk.bench.serve")
@@ -126,8 +126,10 @@ func residentMemoryMiB() -> Double {
     }
 
     /// One round: issue the nonces first (not timed), then fire every attest request from `connections` threads.
-    func loadRound() throws -> (perSecond: Double, p50: Double, p99: Double, rss: Double, errors: Int) {
-        let requests = try (0..<requestsPerRound).map { _ in request(nonce: try server.issueNonce(tenant: "bench")) }
+    func loadRound() async throws -> (perSecond: Double, p50: Double, p99: Double, rss: Double, errors: Int) {
+        var issued: [[UInt8]] = []
+        for _ in 0..<requestsPerRound { issued.append(request(nonce: try await server.issueNonce(tenant: "bench"))) }
+        let requests = issued
         let next = Atomic<Int>(0)
         let latencies = Mutex<[Double]>([])
         let errors = Atomic<Int>(0)
@@ -173,9 +175,9 @@ func residentMemoryMiB() -> Double {
         // Alternate which goes first, so drift hits both alike.
         if round % 2 == 0 {
             raw.append(rate(seconds: options.seconds) { _ = key.isValidSignature(signature, for: signedBytes) })
-            rounds.append(try loadRound())
+            rounds.append(try await loadRound())
         } else {
-            rounds.append(try loadRound())
+            rounds.append(try await loadRound())
             raw.append(rate(seconds: options.seconds) { _ = key.isValidSignature(signature, for: signedBytes) })
         }
         if !options.json {

@@ -153,7 +153,7 @@ public final class AuditLog: Sendable {
         }
     }
 
-    private static func validate(_ entry: AuditEntry) throws {
+    static func validate(_ entry: AuditEntry) throws {
         guard !entry.actor.isEmpty else { throw AuditLogError(.invalidArgument, "an audit entry needs an actor") }
         guard !entry.tenant.isEmpty else { throw AuditLogError(.invalidArgument, "an audit entry needs a tenant") }
         guard !entry.kind.rawValue.isEmpty else {

@@ -52,6 +52,11 @@ public struct AuditPage: Sendable, Hashable, Encodable {
     public let records: [AuditRecord]
     /// Pass as ``AuditQuery/cursor`` to read the next page; nil when this page is the last.
     public let nextCursor: Int64?
+
+    public init(records: [AuditRecord], nextCursor: Int64?) {
+        self.records = records
+        self.nextCursor = nextCursor
+    }
 }
 
 extension AuditLog {

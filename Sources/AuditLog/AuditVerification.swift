@@ -178,6 +178,35 @@ extension AuditLog {
     }
 }
 
+extension AuditLog {
+    /// ``verify(trustedKey:externalCheckpoints:)`` over records and checkpoints read from another store (the
+    /// PostgreSQL store of `cmk serve`): `rows` in sequence order, `checkpoints` in the order they were written.
+    /// `missingTriggers` names the store's own append-only guards found missing.
+    public static func verify(
+        rows: [AuditRowValues], checkpoints: [AuditCheckpoint], trustedKey: CheckpointKey?,
+        missingTriggers: [String] = []
+    ) -> AuditVerification {
+        var walker = ChainWalker(rows: rows)
+        for (index, row) in rows.enumerated() { walker.visit(row.row, at: index) }
+        var problems = walker.problems
+        var statuses: [CheckpointStatus] = []
+        for checkpoint in checkpoints {
+            statuses.append(walker.check(checkpoint, external: false, key: trustedKey, problems: &problems))
+        }
+        let ordered = problems.enumerated().sorted {
+            ($0.element.sequence, $0.offset) < ($1.element.sequence, $1.offset)
+        }.map(\.element)
+        let last = statuses.last
+        let head = walker.head
+        return AuditVerification(
+            recordCount: Int64(walker.count), head: head,
+            problems: Array(ordered.prefix(AuditVerification.maximumProblems)),
+            checkpointCount: checkpoints.count, lastCheckpoint: last,
+            uncheckpointedRecords: max(0, head.sequence - (last?.checkpoint.sequence ?? 0)),
+            trustedKeyFingerprint: trustedKey?.fingerprint, missingTriggers: missingTriggers)
+    }
+}
+
 /// Walks the chain in sequence order and diagnoses the first break at each place (docs/audit.md, "Verification").
 ///
 /// A first pass loads every record's sequence number, previous hash and hash, so that a broken link can be
@@ -192,6 +221,16 @@ private struct ChainWalker {
     private let indexOfSequence: [Int64: Int]
     /// Links up to this index are explained by a reordering already reported.
     private var explainedThrough = -1
+
+    /// A walker over rows already read (stores other than the log's own file), in sequence order.
+    init(rows: [AuditRowValues]) {
+        sequences = rows.map(\.sequence)
+        previousHashes = rows.map(\.previousHash)
+        hashes = rows.map(\.recordHash)
+        indexOfHash = Dictionary(hashes.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        indexOfSequence = Dictionary(
+            sequences.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+    }
 
     init(_ db: Database) throws {
         var sequences: [Int64] = []

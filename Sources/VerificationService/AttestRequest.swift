@@ -49,17 +49,36 @@ struct AttestRequest: Decodable, Sendable {
         }
     }
 
+    /// A vTPM quote beside the TEE evidence (the policy's `tpm:` section appraises it): each item base64.
+    struct TPM: Decodable, Sendable {
+        /// The marshalled TPMS_ATTEST (`tpm2_quote -m`); its extraData must be the nonce.
+        var quote: String
+        /// The marshalled TPMT_SIGNATURE (`tpm2_quote -s`).
+        var signature: String
+        /// The AK's TPM2B_PUBLIC or TPMT_PUBLIC (`tpm2_createak -u`); the TEE report's REPORT_DATA binds its SHA-256.
+        var attestationKey: String
+        /// The TCG crypto-agile event log that explains the quoted PCRs.
+        var eventLog: String
+
+        enum CodingKeys: String, CodingKey {
+            case quote, signature
+            case attestationKey = "attestation_key"
+            case eventLog = "event_log"
+        }
+    }
+
     var tenant: String?
     var nonce: String
     var policy: String
     var policyVersion: Int?
     var evidence: Evidence
+    var tpm: TPM?
     var publicKey: String?
     var manifest: String?
     var instance: String?
 
     enum CodingKeys: String, CodingKey {
-        case tenant, nonce, policy, evidence, manifest, instance
+        case tenant, nonce, policy, evidence, manifest, instance, tpm
         case policyVersion = "policy_version"
         case publicKey = "public_key"
     }
@@ -178,6 +197,15 @@ extension AttestRequest {
             throw Problem.badRequest(
                 "unknown-evidence-type", "'evidence.type' must be sev-snp or tdx, not '\(TenantRegistry.printable(evidence.type))'")
         }
+    }
+
+    /// The vTPM evidence, when the request carries it; each item must be base64 (its format is the verifier's to judge).
+    func presentedTPM() throws(Problem) -> TPMEvidence? {
+        guard let tpm else { return nil }
+        return TPMEvidence(
+            quote: try Field.base64(tpm.quote, "tpm.quote"), signature: try Field.base64(tpm.signature, "tpm.signature"),
+            attestationKey: try Field.base64(tpm.attestationKey, "tpm.attestation_key"),
+            eventLog: try Field.base64(tpm.eventLog, "tpm.event_log"))
     }
 
     private func collateral() throws(Problem) -> TDXCollateral? {

@@ -16,13 +16,13 @@ extension VerificationServer {
         router.post("/v1/attest") { request, context in try await self.attest(request, context) }
         router.get("/.well-known/jwks.json") { request, _ in try self.jwks(request) }
         router.get("/v1/verifier") { _, _ in try self.identity() }
-        router.get("/v1/tenants/{tenant}/policies") { request, context in try self.listPolicies(request, context) }
-        router.get("/v1/tenants/{tenant}/policies/{id}") { request, context in try self.getPolicy(request, context) }
+        router.get("/v1/tenants/{tenant}/policies") { request, context in try await self.listPolicies(request, context) }
+        router.get("/v1/tenants/{tenant}/policies/{id}") { request, context in try await self.getPolicy(request, context) }
         router.put("/v1/tenants/{tenant}/policies/{id}") { request, context in try await self.putPolicy(request, context) }
-        router.get("/v1/tenants/{tenant}/audit/records") { request, context in try self.auditRecords(request, context) }
-        router.get("/v1/tenants/{tenant}/audit/report") { request, context in try self.auditReport(request, context) }
+        router.get("/v1/tenants/{tenant}/audit/records") { request, context in try await self.auditRecords(request, context) }
+        router.get("/v1/tenants/{tenant}/audit/report") { request, context in try await self.auditReport(request, context) }
         router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
-        router.get("/readyz") { _, _ in self.readiness() }
+        router.get("/readyz") { _, _ in await self.readiness() }
         router.get("/metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -110,7 +110,7 @@ extension VerificationServer {
         default: throw Problem.badRequest("malformed-json", "'tenant' must be a string")
         }
         let tenant = try tenants.resources(tenantName).tenant
-        let issued = try challenges.issue(tenant: tenant.name)
+        let issued = try await challenges.issue(tenant: tenant.name)
         return Self.json([
             "nonce": issued.nonce, "tenant": tenant.name, "issued_at": Self.time(issued.issuedAt),
             "expires_at": Self.time(issued.expiresAt),
@@ -123,6 +123,7 @@ extension VerificationServer {
         let tenant = try tenants.resources(parsed.tenant ?? "default")
         let nonce = try Field.nonce(parsed.nonce)
         let evidence = try parsed.presentedEvidence()
+        let tpm = try parsed.presentedTPM()
         let boundKey = try Field.optionalBase64(parsed.publicKey, "public_key")
         let manifest = try Field.optionalBase64(parsed.manifest, "manifest")
         if let instance = parsed.instance, instance.utf8.count > 128 || TenantRegistry.printable(instance) != instance {
@@ -131,7 +132,7 @@ extension VerificationServer {
         if let version = parsed.policyVersion, version < 1 {
             throw Problem.badRequest("bad-policy-version", "'policy_version' must be 1 or more")
         }
-        guard let row = try store.policy(tenant: tenant.tenant.name, id: parsed.policy, version: parsed.policyVersion) else {
+        guard let row = try await store.policy(tenant: tenant.tenant.name, id: parsed.policy, version: parsed.policyVersion) else {
             let version = parsed.policyVersion.map { " version \($0)" } ?? ""
             throw Problem.notFound(
                 "unknown-policy",
@@ -145,7 +146,7 @@ extension VerificationServer {
         }
         let now = configuration.clock()
         let issuedAt: Date
-        switch try store.consumeNonce(parsed.nonce.lowercased(), tenant: tenant.tenant.name, at: now) {
+        switch try await store.consumeNonce(parsed.nonce.lowercased(), tenant: tenant.tenant.name, at: now) {
         case .fresh(let time): issuedAt = time
         case .expired:
             throw Problem.badRequest("nonce-expired", "the nonce has expired; ask POST /v1/challenge for a new one")
@@ -155,7 +156,7 @@ extension VerificationServer {
         }
         let appraisalContext = AppraisalContext(
             evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest, collectedAt: issuedAt)
-        let completed = withCachedCollateral(evidence)
+        let completed = try withCachedCollateral(evidence)
         if case .tdx(_, let collateral, _) = completed {
             // The TDX verifier reports absent collateral as failed checks; the API names it as a 422 instead, since
             // the request (or the cache) is incomplete, not the evidence bad.
@@ -173,16 +174,24 @@ extension VerificationServer {
                     missing: missing)
             }
         }
-        let input = appraiser.input(completed, revocation: policy.trust.crl, context: appraisalContext)
+        var input = appraiser.input(completed, revocation: policy.trust.crl, context: appraisalContext)
         if case .failure(let error) = input.verification, error.code == AttestationError.Code.missingCollateral {
             throw Problem.unprocessable("missing-collateral", error.reason, missing: Self.missingItems(error.reason, evidence: evidence))
+        }
+        if let tpm {
+            // The quote against this request's nonce and the verified TEE report's REPORT_DATA (which must bind
+            // SHA-256 of the AK); a failure is the `tpm.verified` outcome, so the rejection says why.
+            let reportData = input.claims?.reportData
+            input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
+                try TPMVerifier().verify(tpm, options: TPMVerificationOptions(nonce: nonce, teeReportData: reportData))
+            }
         }
         let appraisal = policy.evaluate(input)
         let claims = try EARClaims(
             appraisal: appraisal, verifierID: .cmk(version: configuration.verifierBuild), issuedAt: now,
             expiresAt: now.addingTimeInterval(configuration.resultLifetime), issuer: "cmk serve", nonce: nonce)
         let token = try EARJWT.sign(claims, with: tenant.signingKey)
-        let record = try tenant.auditLog.append(.appraisal(
+        let record = try await tenant.auditLog.append(.appraisal(
             appraisal, actor: "api:\(context.client)",
             tenant: tenant.tenant.name, instance: parsed.instance, resultToken: token, time: now))
         metrics.verdict(
@@ -195,23 +204,47 @@ extension VerificationServer {
 
     /// SEV-SNP evidence without a VCEK or certificate table is completed from the offline cache by the verifier; TDX
     /// evidence without collateral is completed here from `<tdx cache>/intel/tdx/<fmspc>/`.
-    func withCachedCollateral(_ evidence: PresentedEvidence) -> PresentedEvidence {
+    ///
+    /// Nothing unreadable is taken for absent: a quote whose platform (FMSPC) cannot be read is a 422
+    /// `malformed-quote` naming why, and a cached collateral file that exists but does not parse is a 500
+    /// `collateral-cache-unreadable` naming the FMSPC and the reason (the operator must refresh the cache).
+    func withCachedCollateral(_ evidence: PresentedEvidence) throws(Problem) -> PresentedEvidence {
         switch evidence {
         case .snp(_, let table, let endorsement, _):
             if table == nil && endorsement == nil { metrics.cache("snp-collateral", hit: configuration.snpCollateral != nil) }
             return evidence
         case .tdx(let quote, let given, let eventLog):
             guard given == nil else { return evidence }
-            guard let cache = configuration.tdxCollateral, let parsed = try? TDXQuote(bytes: quote),
-                  let platform = try? TDXCollateralFetch.platform(of: parsed),
-                  let collateral = try? TDXCollateral(directory: TDXCollateral.cacheFolder(cache, fmspc: platform.fmspc))
-            else {
+            guard let cache = configuration.tdxCollateral else {
                 metrics.cache("tdx-collateral", hit: false)
                 return evidence
+            }
+            let fmspc: [UInt8]
+            do {
+                fmspc = try TDXCollateralFetch.platform(of: try TDXQuote(bytes: quote)).fmspc
+            } catch {
+                throw Problem.unprocessable(
+                    "malformed-quote",
+                    "the TDX quote does not name its platform (FMSPC), so its collateral cannot be looked up: \(Self.reason(error))")
+            }
+            let collateral: TDXCollateral
+            do {
+                collateral = try TDXCollateral(directory: TDXCollateral.cacheFolder(cache, fmspc: fmspc))
+            } catch {
+                throw Problem(
+                    .internalServerError, "collateral-cache-unreadable",
+                    "the server's cached TDX collateral for FMSPC \(Hex.encode(fmspc)) cannot be read (\(error.reason)); "
+                        + "send the collateral with the request, or ask the operator to refresh the cache")
             }
             metrics.cache("tdx-collateral", hit: collateral.tcbInfoJSON != nil)
             return .tdx(quote: quote, collateral: collateral, eventLog: eventLog)
         }
+    }
+
+    /// An error's reason, without the type's decoration.
+    static func reason(_ error: any Error) -> String {
+        if let error = error as? AttestationError { return error.reason }
+        return "\(error)"
     }
 
     /// The collateral items a missing-collateral error names, for the 422's `missing` list.
@@ -274,9 +307,9 @@ extension VerificationServer {
         ])
     }
 
-    func readiness() -> Response {
+    func readiness() async -> Response {
         do {
-            _ = try store.policies(tenant: configuration.tenants[0].name)
+            try await store.ping()
             return Self.json(["status": "ready"])
         } catch {
             return Problem(.serviceUnavailable, "not-ready", "the store cannot be read").response()
@@ -294,13 +327,13 @@ extension VerificationServer {
         ["id": row.id, "version": row.version, "digest": row.digest, "created_at": time(row.createdAt)]
     }
 
-    func listPolicies(_ request: Request, _ context: ServiceRequestContext) throws -> Response {
+    func listPolicies(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
         let tenant = try administered(request, context)
-        let rows = try store.policies(tenant: tenant.tenant.name)
+        let rows = try await store.policies(tenant: tenant.tenant.name)
         return Self.json(["tenant": tenant.tenant.name, "policies": rows.map(Self.summary)])
     }
 
-    func getPolicy(_ request: Request, _ context: ServiceRequestContext) throws -> Response {
+    func getPolicy(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
         let tenant = try administered(request, context)
         let id = try context.parameters.require("id")
         var version: Int?
@@ -310,7 +343,7 @@ extension VerificationServer {
             }
             version = value
         }
-        guard let row = try store.policy(tenant: tenant.tenant.name, id: id, version: version) else {
+        guard let row = try await store.policy(tenant: tenant.tenant.name, id: id, version: version) else {
             throw Problem.notFound("unknown-policy", "tenant '\(tenant.tenant.name)' has no policy '\(TenantRegistry.printable(id))'")
         }
         var object = Self.summary(row)
@@ -345,12 +378,12 @@ extension VerificationServer {
             tenant: tenant.tenant.name, id: id, version: policy.version, digest: policy.digest, yaml: text,
             createdAt: configuration.clock())
         do {
-            try store.putPolicy(row)
+            try await store.putPolicy(row)
         } catch let error as StoreError where error.code == .versionConflict {
             throw Problem(.conflict, "version-conflict", error.reason)
         }
         policyCache.withLock { $0[Self.cacheKey(row)] = policy }
-        try tenant.auditLog.append(AuditEntry(
+        try await tenant.auditLog.append(AuditEntry(
             actor: "api:administrator", kind: .policyChange, tenant: tenant.tenant.name,
             details: ["policy": id, "version": String(policy.version), "digest": policy.digest, "change": "put"],
             time: configuration.clock()))
@@ -367,7 +400,7 @@ extension VerificationServer {
         return date
     }
 
-    func auditRecords(_ request: Request, _ context: ServiceRequestContext) throws -> Response {
+    func auditRecords(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
         let tenant = try administered(request, context)
         let query = request.uri.queryParameters
         var audit = AuditQuery(
@@ -399,10 +432,10 @@ extension VerificationServer {
             }
             audit.order = order
         }
-        return try Self.encoded(try tenant.auditLog.records(matching: audit))
+        return try Self.encoded(try await tenant.auditLog.records(matching: audit))
     }
 
-    func auditReport(_ request: Request, _ context: ServiceRequestContext) throws -> Response {
+    func auditReport(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
         let tenant = try administered(request, context)
         let formatName = request.uri.queryParameters.get("format") ?? "json"
         guard let format = AuditReport.Format(rawValue: formatName) else {
@@ -413,12 +446,24 @@ extension VerificationServer {
         let start = try timeParameter(request, "since") ?? end.addingTimeInterval(-30 * 86_400)
         guard start <= end else { throw Problem.badRequest("bad-query", "'since' is after 'until'") }
         var findings: [PolicyFinding] = []
-        for row in try store.policies(tenant: tenant.tenant.name) {
-            if let policy = try? parsed(row) { findings += PolicyLinter(now: now).review(policy) }
+        for row in try await store.policies(tenant: tenant.tenant.name) {
+            // A stored version that no longer loads (a reference artifact gone from the server, say) is itself a
+            // finding in the report, not silently left out of it.
+            do {
+                findings += PolicyLinter(now: now).review(try parsed(row))
+            } catch {
+                findings.append(PolicyFinding(
+                    policyID: row.id, severity: .critical, key: "policy",
+                    message: "stored version \(row.version) does not load: \(Self.reason(error))",
+                    fix: "put a new version that loads (cmk policy lint), or restore what it references"))
+            }
         }
-        let report = try AuditReport(log: tenant.auditLog, options: AuditReport.Options(
+        let options = AuditReport.Options(
             window: DateInterval(start: start, end: end), policyID: request.uri.queryParameters.get("policy"),
-            findings: findings, generatedAt: now, trustedKey: tenant.auditLog.checkpointKey))
+            findings: findings, generatedAt: now, trustedKey: tenant.auditLog.checkpointKey)
+        let records = try await tenant.auditLog.allRecords(
+            matching: AuditQuery(since: start, until: end, tenant: tenant.tenant.name, order: .oldestFirst))
+        let report = AuditReport(records: records, verification: try await tenant.auditLog.verify(), options: options)
         let contentType = switch format {
         case .json: "application/json"
         case .md: "text/markdown; charset=utf-8"

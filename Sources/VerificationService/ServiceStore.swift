@@ -1,23 +1,79 @@
+public import AuditLog
 public import Foundation
 import GRDB
 
-/// What the service keeps between requests and shares between replicas: issued nonces and versioned policies, each
-/// under a tenant. The audit log lives in each tenant's own hash-chained `AuditLog` (see ``TenantRegistry``).
+/// What the service keeps between requests and shares between replicas: issued nonces, versioned policies and each
+/// tenant's hash-chained audit log, each under a tenant.
 ///
-/// Calls are synchronous and short (one SQLite transaction each).
+/// Two implementations: ``SQLiteServiceStore`` (embedded, one host) and ``PostgresServiceStore`` (shared by every
+/// replica behind a load balancer). A nonce is spent once across every replica that shares the store.
 public protocol ServiceStore: Sendable {
     /// Records a freshly issued nonce (hex) for `tenant`.
-    func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) throws
+    func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws
     /// Marks the nonce used, once: the result says whether it was fresh, expired, already used or unknown.
-    func consumeNonce(_ nonce: String, tenant: String, at time: Date) throws -> NonceConsumption
+    func consumeNonce(_ nonce: String, tenant: String, at time: Date) async throws -> NonceConsumption
     /// Deletes nonces that expired before `time`; returns how many.
-    func purgeNonces(expiredBefore time: Date) throws -> Int
+    func purgeNonces(expiredBefore time: Date) async throws -> Int
     /// Every policy of `tenant`, newest version of each.
-    func policies(tenant: String) throws -> [StoredPolicy]
+    func policies(tenant: String) async throws -> [StoredPolicy]
     /// One policy of `tenant`: a given version, or the newest.
-    func policy(tenant: String, id: String, version: Int?) throws -> StoredPolicy?
+    func policy(tenant: String, id: String, version: Int?) async throws -> StoredPolicy?
     /// Stores a new version; fails with ``StoreError/versionConflict`` unless it is newer than every stored version.
-    func putPolicy(_ policy: StoredPolicy) throws
+    func putPolicy(_ policy: StoredPolicy) async throws
+    /// The audit log of `tenant`, whose checkpoints `signingKey` signs. `folder` is the tenant's own state folder
+    /// (the SQLite store keeps the log there; a shared store ignores it).
+    func auditLog(
+        tenant: String, folder: URL, signingKey: CheckpointSigningKey, clock: @escaping @Sendable () -> Date
+    ) throws -> any TenantAuditLog
+    /// Throws unless the store answers a trivial query now (GET /readyz).
+    func ping() async throws
+    /// Releases connections (the SQLite store has nothing to release).
+    func close() async
+}
+
+/// One tenant's audit log, wherever it is kept: appends extend the hash chain one record at a time, whichever
+/// replica appends.
+public protocol TenantAuditLog: Sendable {
+    /// The key that verifies the log's checkpoints.
+    var checkpointKey: CheckpointKey? { get }
+    /// Appends one record (and a signed checkpoint when due) and returns it as stored.
+    @discardableResult
+    func append(_ entry: AuditEntry) async throws -> AuditRecord
+    /// One page of the records `query` selects.
+    func records(matching query: AuditQuery) async throws -> AuditPage
+    /// Re-computes every hash and link and checks every checkpoint (``AuditLog/verify(trustedKey:externalCheckpoints:)``).
+    func verify() async throws -> AuditVerification
+}
+
+extension TenantAuditLog {
+    /// Every record `query` selects (its limit and cursor ignored), page by page.
+    public func allRecords(matching query: AuditQuery) async throws -> [AuditRecord] {
+        var query = query
+        query.limit = 1000
+        query.cursor = nil
+        var records: [AuditRecord] = []
+        while true {
+            let page = try await self.records(matching: query)
+            records += page.records
+            guard let next = page.nextCursor else { return records }
+            query.cursor = next
+        }
+    }
+}
+
+/// The SQLite audit log (`<state>/tenants/<name>/audit.sqlite`) as a ``TenantAuditLog``.
+struct SQLiteTenantAuditLog: TenantAuditLog {
+    let log: AuditLog
+    let tenant: String
+    var checkpointKey: CheckpointKey? { log.checkpointKey }
+    func append(_ entry: AuditEntry) async throws -> AuditRecord {
+        guard entry.tenant == tenant else {
+            throw AuditLogError(.invalidArgument, "an entry of tenant '\(entry.tenant)' cannot go into the log of '\(tenant)'")
+        }
+        return try log.append(entry)
+    }
+    func records(matching query: AuditQuery) async throws -> AuditPage { try log.records(matching: query) }
+    func verify() async throws -> AuditVerification { try log.verify() }
 }
 
 /// The outcome of presenting a nonce.
@@ -100,6 +156,23 @@ public final class SQLiteServiceStore: ServiceStore {
                 """)
         }
         try migrator.migrate(pool)
+    }
+
+    public func auditLog(
+        tenant: String, folder: URL, signingKey: CheckpointSigningKey, clock: @escaping @Sendable () -> Date
+    ) throws -> any TenantAuditLog {
+        SQLiteTenantAuditLog(log: try AuditLog(
+            path: folder.appendingPathComponent("audit.sqlite"), signingKey: signingKey,
+            options: AuditLog.Options(clock: clock)), tenant: tenant)
+    }
+
+    public func ping() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    /// Closes the file; every call after it fails (GET /readyz answers 503).
+    public func close() async {
+        try? pool.close()
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }

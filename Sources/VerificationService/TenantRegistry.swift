@@ -2,18 +2,19 @@ import AttestationResults
 import AuditLog
 import Foundation
 
-/// Each tenant's own resources, opened once at start: its EAR signing key and its hash-chained audit log, in
-/// `<state>/tenants/<name>/` (keys in `keys/`, mode 0700). Nothing of one tenant is reachable through another's name.
+/// Each tenant's own resources, opened once at start: its EAR signing key (in `<state>/tenants/<name>/keys/`, mode
+/// 0700) and its hash-chained audit log (in the store: a file beside the keys, or the shared PostgreSQL database).
+/// Nothing of one tenant is reachable through another's name.
 final class TenantRegistry: Sendable {
     struct Resources: Sendable {
         let tenant: Tenant
         let signingKey: EARSigningKey
-        let auditLog: AuditLog
+        let auditLog: any TenantAuditLog
     }
 
     let byName: [String: Resources]
 
-    init(tenants: [Tenant], stateDirectory: URL, clock: @escaping @Sendable () -> Date) throws {
+    init(tenants: [Tenant], stateDirectory: URL, store: any ServiceStore, clock: @escaping @Sendable () -> Date) throws {
         var byName: [String: Resources] = [:]
         for tenant in tenants {
             guard byName[tenant.name] == nil else { throw ServiceError("tenant '\(tenant.name)' is configured twice") }
@@ -21,9 +22,8 @@ final class TenantRegistry: Sendable {
             let keys = folder.appendingPathComponent("keys")
             try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let key = try EARSigningKey.loadOrCreate(directory: keys)
-            let log = try AuditLog(
-                path: folder.appendingPathComponent("audit.sqlite"), keyDirectory: keys,
-                options: AuditLog.Options(clock: clock))
+            let log = try store.auditLog(
+                tenant: tenant.name, folder: folder, signingKey: try CheckpointSigningKey.loadOrCreate(in: keys), clock: clock)
             byName[tenant.name] = Resources(tenant: tenant, signingKey: key, auditLog: log)
         }
         self.byName = byName

@@ -38,7 +38,8 @@ public final class VerificationServer: Sendable {
     let policyCache = Mutex<[String: Policy]>([:])
     let started = ContinuousClock.now
 
-    /// Opens the store (`<state>/serve.sqlite` unless another is given) and every tenant's key and audit log.
+    /// Opens the store (`<state>/serve.sqlite` unless another is given, such as a ``PostgresServiceStore``) and every
+    /// tenant's key and audit log.
     public init(configuration: ServiceConfiguration, store: (any ServiceStore)? = nil) throws {
         guard !configuration.tenants.isEmpty else { throw ServiceError("no tenant is configured") }
         self.configuration = configuration
@@ -46,7 +47,8 @@ public final class VerificationServer: Sendable {
             at: configuration.stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         self.store = try store ?? SQLiteServiceStore(path: configuration.stateDirectory.appendingPathComponent("serve.sqlite"))
         self.tenants = try TenantRegistry(
-            tenants: configuration.tenants, stateDirectory: configuration.stateDirectory, clock: configuration.clock)
+            tenants: configuration.tenants, stateDirectory: configuration.stateDirectory, store: self.store,
+            clock: configuration.clock)
         self.appraiser = EvidenceAppraiser(
             trustAnchors: configuration.trustAnchors, snpCollateral: configuration.snpCollateral.map { SNPCollateralStore(directory: $0) })
         self.limiter = RateLimiter(configuration.rateLimit)
@@ -56,19 +58,24 @@ public final class VerificationServer: Sendable {
     /// Loads a policy file into `tenant` as a new version, unless that version (or a newer one) is already stored.
     /// Returns false when it was already there.
     @discardableResult
-    public func seedPolicy(file: URL, tenant: String, environment: [String: String] = [:]) throws -> Bool {
+    public func seedPolicy(file: URL, tenant: String, environment: [String: String] = [:]) async throws -> Bool {
         _ = try tenants.resources(tenant)
         let text = try String(contentsOf: file, encoding: .utf8)
         let policy = try PolicyLoader(environment: environment).load(path: file.path)
-        if let stored = try store.policy(tenant: tenant, id: policy.id, version: nil), stored.version >= policy.version {
+        if let stored = try await store.policy(tenant: tenant, id: policy.id, version: nil), stored.version >= policy.version {
             return false
         }
         let row = StoredPolicy(
             tenant: tenant, id: policy.id, version: policy.version, digest: policy.digest, yaml: text,
             createdAt: configuration.clock(), baseDirectory: file.deletingLastPathComponent().path)
-        try store.putPolicy(row)
+        do {
+            try await store.putPolicy(row)
+        } catch let error as StoreError where error.code == .versionConflict {
+            // Another replica stored this version (or a newer one) between the read above and the put.
+            return false
+        }
         policyCache.withLock { $0[Self.cacheKey(row)] = policy }
-        try tenants.resources(tenant).auditLog.append(AuditEntry(
+        try await tenants.resources(tenant).auditLog.append(AuditEntry(
             actor: "cmk serve --policy", kind: .policyChange, tenant: tenant,
             details: ["policy": policy.id, "version": String(policy.version), "digest": policy.digest, "change": "loaded"]))
         return true
@@ -95,7 +102,9 @@ public final class VerificationServer: Sendable {
         logger.logLevel = .info
         return Application(
             router: buildRouter(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(max(1, configuration.requestTimeout))))),
+            // The idle timeout is longer than the body timeout: a stalled body must be answered 408 (by `body(_:)`)
+            // before the idle handler closes the connection without a word.
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(max(1, configuration.requestTimeout)) + 5))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "cmk"),
             services: [NoncePurger(store: store, clock: configuration.clock, logger: logger)],
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
@@ -126,12 +135,12 @@ struct ChallengeIssuer: Sendable {
     let lifetime: TimeInterval
     let clock: @Sendable () -> Date
 
-    func issue(tenant: String) throws -> (nonce: String, issuedAt: Date, expiresAt: Date) {
+    func issue(tenant: String) async throws -> (nonce: String, issuedAt: Date, expiresAt: Date) {
         var generator = SystemRandomNumberGenerator()
         let nonce = Hex.encode((0..<Self.nonceSize).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = clock()
         let expires = now.addingTimeInterval(lifetime)
-        try store.issueNonce(nonce, tenant: tenant, issuedAt: now, expiresAt: expires)
+        try await store.issueNonce(nonce, tenant: tenant, issuedAt: now, expiresAt: expires)
         return (nonce, now, expires)
     }
 }
@@ -156,7 +165,7 @@ struct NoncePurger: Service {
             }
             // Nonces live for minutes; an hour's grace keeps "expired" (not "unknown") the answer for a late client.
             do {
-                _ = try store.purgeNonces(expiredBefore: clock().addingTimeInterval(-3600))
+                _ = try await store.purgeNonces(expiredBefore: clock().addingTimeInterval(-3600))
             } catch {
                 logger.warning("could not purge expired nonces", metadata: ["error": "\(error)"])
             }
@@ -199,9 +208,9 @@ struct RateLimitMiddleware: RouterMiddleware {
 
 extension VerificationServer {
     /// Issues a nonce for `tenant` as `POST /v1/challenge` would (benchmarks and embedding callers).
-    public func issueNonce(tenant: String) throws -> String {
+    public func issueNonce(tenant: String) async throws -> String {
         _ = try tenants.resources(tenant)
-        return try challenges.issue(tenant: tenant).nonce
+        return try await challenges.issue(tenant: tenant).nonce
     }
 }
 

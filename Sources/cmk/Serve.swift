@@ -16,6 +16,10 @@ extension CMK {
                 Each --tenant NAME=TOKEN_FILE names a tenant and the file holding its administrator's bearer token (at \
                 least 16 characters; only its SHA-256 is kept). Without --tenant there is one tenant, 'default', whose \
                 token comes from $CMK_SERVE_TOKEN (without it, the administration endpoints refuse every request).
+                --database postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or $CMK_SERVE_DATABASE_URL, which keeps the \
+                password out of the process list) keeps nonces, policies and the audit logs in PostgreSQL, shared by \
+                every replica; without it they live in SQLite under --data-dir (one host). Signing keys stay in \
+                --data-dir: replicas must share them (docs/deploy.md).
                 Exit status: 0 after a graceful stop, 2 a usage error or a state that cannot be opened.
                 """)
 
@@ -61,6 +65,9 @@ extension CMK {
         @Option(help: "Seconds before an idle connection is closed and a slow request body is answered 408.")
         var requestTimeout = 30
 
+        @Option(help: "The shared PostgreSQL store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: $CMK_SERVE_DATABASE_URL, else SQLite in --data-dir).")
+        var database: String?
+
         @OptionGroup var state: StateOptions
 
         func validate() throws {
@@ -90,7 +97,13 @@ extension CMK {
 
         func run() async throws {
             let server: VerificationServer
+            var store: (any ServiceStore)?
             do {
+                if let url = database ?? ProcessInfo.processInfo.environment["CMK_SERVE_DATABASE_URL"], !url.isEmpty {
+                    let shared = try await PostgresServiceStore.connect(url: url)
+                    FileHandle.standardError.write(Data("cmk serve: store \(shared.location)\n".utf8))
+                    store = shared
+                }
                 let tenants = try tenants()
                 var anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory())
                 for folder in simulated { anchors = try anchors.adding(simulatedDirectory: URL(fileURLWithPath: folder)) }
@@ -105,22 +118,29 @@ extension CMK {
                     maximumBodySize: maxBody,
                     rateLimit: rateLimit == 0 ? .unlimited : .init(requestsPerSecond: rateLimit, burst: rateBurst),
                     requestTimeout: TimeInterval(requestTimeout), verifierBuild: CMKVersion.current)
-                server = try VerificationServer(configuration: configuration)
+                server = try VerificationServer(configuration: configuration, store: store)
                 for spec in policySpecs {
                     let (tenant, file) = spec.contains("=")
                         ? (String(spec.prefix { $0 != "=" }), String(spec.drop { $0 != "=" }.dropFirst()))
                         : (tenants[0].name, spec)
-                    let loaded = try server.seedPolicy(file: URL(fileURLWithPath: file), tenant: tenant)
+                    let loaded = try await server.seedPolicy(file: URL(fileURLWithPath: file), tenant: tenant)
                     FileHandle.standardError.write(Data("cmk serve: policy \(file) \(loaded ? "loaded" : "already stored") for tenant \(tenant)\n".utf8))
                 }
             } catch {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                await store?.close()
                 throw ExitCode(2)
             }
             let host = self.host
-            try await server.run { port in
-                FileHandle.standardError.write(Data("cmk serve: listening on http://\(host):\(port)\n".utf8))
+            do {
+                try await server.run { port in
+                    FileHandle.standardError.write(Data("cmk serve: listening on http://\(host):\(port)\n".utf8))
+                }
+            } catch {
+                await store?.close()
+                throw error
             }
+            await store?.close()
         }
     }
 }

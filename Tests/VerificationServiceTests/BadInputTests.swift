@@ -104,6 +104,68 @@ struct BadInputTests {
         #expect((result.object["missing"] as? [String])?.isEmpty == false, "\(result.text)")
     }
 
+    @Test("a TDX quote that names no platform is a 422; a cached collateral file that does not parse is a 500 naming it, never 'missing'")
+    func unreadableTDXCollateral() async throws {
+        let live = try await LiveServer.start()
+        defer { Task { await live.stop() } }
+        let policy = try String(
+            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development-tdx.yaml"), encoding: .utf8)
+        #expect(try await live.putPolicy(policy, id: "development-tdx").status == 201)
+        let quote = try SharedVectors.bytes("tdx/dcapqvl-v4-uptodate/quote.bin")
+        func attest(_ bytes: [UInt8]) async throws -> HTTPResult {
+            try await live.request("POST", "/v1/attest", json: [
+                "tenant": "alpha", "nonce": try await live.challenge(), "policy": "development-tdx",
+                "evidence": ["type": "tdx", "quote": Data(bytes).base64EncodedString()],
+            ])
+        }
+        let truncated = try await attest(Array(quote.prefix(700)))
+        #expect(truncated.status == 422, "\(truncated.text)")
+        #expect(truncated.problemCode == "malformed-quote")
+        #expect((truncated.object["detail"] as? String)?.contains("FMSPC") == true)
+
+        // The vector's platform (FMSPC B0C06F000000, its tcbinfo.json) with a corrupt issuer chain in the cache.
+        let folder = live.directory.appendingPathComponent("empty-collateral/intel/tdx/b0c06f000000")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data(try SharedVectors.bytes("tdx/dcapqvl-v4-uptodate/tcbinfo.json")).write(to: folder.appendingPathComponent("tcbinfo.json"))
+        try Data("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".utf8)
+            .write(to: folder.appendingPathComponent("tcb_info_issuer_chain.pem"))
+        let corrupt = try await attest(quote)
+        #expect(corrupt.status == 500, "\(corrupt.text)")
+        #expect(corrupt.problemCode == "collateral-cache-unreadable")
+        #expect((corrupt.object["detail"] as? String)?.contains("b0c06f000000") == true, "\(corrupt.text)")
+    }
+
+    static let slowClient = #"""
+        import socket, sys, time
+        port = int(sys.argv[1])
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        body = b'{"tenant": "alpha", "nonce": "'
+        s.sendall(b"POST /v1/attest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  + b"Content-Length: 4000\r\n\r\n" + body)
+        start = time.monotonic()
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        print(received.split(b"\r\n")[0].decode() if received else "CLOSED")
+        print(round(time.monotonic() - start, 1))
+        """#
+
+    @Test("a request body that stops arriving is answered 408 over the socket, not dropped")
+    func slowBody() async throws {
+        let live = try await LiveServer.start { $0.requestTimeout = 2 }
+        defer { Task { await live.stop() } }
+        let port = live.port
+        let output = try await offPool { try ExternalTool.run(ExternalTool.python, ["-c", Self.slowClient, String(port)], timeout: 90) }
+        #expect(output.status == 0, "\(output.standardError)")
+        let lines = output.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.first == "HTTP/1.1 408 Request Timeout", "\(output.standardOutput)")
+        // Still serving: the stalled connection took nothing else down.
+        #expect(try await live.request("GET", "/healthz").status == 200)
+    }
+
     @Test("a body over the limit is 413; a client over its rate is 429 with Retry-After")
     func limits() async throws {
         let live = try await LiveServer.start { configuration in

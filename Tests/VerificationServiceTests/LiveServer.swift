@@ -43,8 +43,11 @@ final class LiveServer: Sendable {
 
     /// Starts a server with tenants alpha and beta, the pinned roots plus the shared simulated platform's, and the
     /// clock at `time`; `configure` may change the configuration first.
+    /// `store` replaces the SQLite store (a PostgreSQL store shared with another server); `stateDirectory` is a state
+    /// folder shared with another server (its tenants' signing keys), kept after `stop()`.
     static func start(
-        at time: Date = Date(), configure: (inout ServiceConfiguration) -> Void = { _ in }
+        at time: Date = Date(), store: (any ServiceStore)? = nil, stateDirectory: URL? = nil,
+        configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> LiveServer {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-serve-\(UUID().uuidString)")
         let clock = TestClock(time)
@@ -60,8 +63,9 @@ final class LiveServer: Sendable {
                 directory: SharedVectors.attestationDirectory, simulated: try SimulatedFixture.processor().directory),
             snpCollateral: collateral, tdxCollateral: collateral, nonceLifetime: 60,
             rateLimit: .unlimited, requestTimeout: 30, verifierBuild: "test", clock: { clock.read() })
+        if let stateDirectory { configuration.stateDirectory = stateDirectory }
         configure(&configuration)
-        let server = try VerificationServer(configuration: configuration)
+        let server = try VerificationServer(configuration: configuration, store: store)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let app = server.buildApplication { port in continuation.yield(port) }
         var logger = Logger(label: "cmk.serve.test")

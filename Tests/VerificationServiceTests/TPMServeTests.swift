@@ -1,0 +1,185 @@
+import CMKTesting
+import Crypto
+import Foundation
+import GuestProtocol
+import Testing
+import VerificationService
+
+/// A real software TPM (swtpm on a loopback TCP port) driven by tpm2-tools: an EK, an ECDSA attestation key, and
+/// quotes over the nonce the service issued. Stopped by `stop()`.
+final class SoftwareTPM: @unchecked Sendable {
+    let directory: URL
+    let process: Process
+    let tcti: String
+
+    init() throws {
+        directory = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmk-serve-tpm-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("state"), withIntermediateDirectories: true)
+        var started: (Process, Int)?
+        for _ in 0..<10 {
+            let port = Int.random(in: 20_000..<60_000) & ~1
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/swtpm")
+            process.arguments = [
+                "socket", "--tpm2", "--tpmstate", "dir=\(directory.appendingPathComponent("state").path)",
+                "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1", "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
+                "--flags", "not-need-init,startup-clear",
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            Thread.sleep(forTimeInterval: 0.5)
+            if process.isRunning {
+                started = (process, port)
+                break
+            }
+            waitForExit(process, timeout: 5)
+        }
+        guard let (process, port) = started else { throw ServiceError("swtpm did not start") }
+        self.process = process
+        tcti = "swtpm:host=127.0.0.1,port=\(port)"
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+        waitForExit(process, timeout: 10)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+    func read(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: directory.appendingPathComponent(name))) }
+
+    /// Runs a tpm2-tools command, then flushes what it left loaded (no resource manager between them and swtpm).
+    @discardableResult
+    func run(_ name: String, _ arguments: [String]) throws -> String {
+        func tool(_ name: String, _ arguments: [String]) throws -> String {
+            let output = try ExternalTool.run(
+                URL(fileURLWithPath: "/usr/bin/\(name)"), arguments,
+                environment: ["TPM2TOOLS_TCTI": tcti, "PATH": "/usr/bin:/bin", "HOME": directory.path], timeout: 60)
+            guard output.status == 0 else { throw ServiceError("\(name) \(arguments): \(output.standardError)") }
+            return output.standardOutput
+        }
+        let out = try tool(name, arguments)
+        _ = try tool("tpm2_flushcontext", ["-t"])
+        return out
+    }
+
+    /// Makes the EK and an ECDSA P-256 AK under it; returns the AK's TPM2B_PUBLIC.
+    func createAttestationKey() throws -> [UInt8] {
+        try run("tpm2_createek", ["-c", path("ek.ctx"), "-G", "rsa", "-u", path("ek.pub")])
+        try run("tpm2_createak", [
+            "-C", path("ek.ctx"), "-c", path("ak.ctx"), "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", path("ak.pub"),
+        ])
+        return try read("ak.pub")
+    }
+
+    /// Quotes SHA-256 PCRs 0-7 with `nonce` as extraData: (TPMS_ATTEST, TPMT_SIGNATURE).
+    func quote(nonce: [UInt8], label: String) throws -> (quote: [UInt8], signature: [UInt8]) {
+        try run("tpm2_quote", [
+            "-c", path("ak.ctx"), "-l", "sha256:0,1,2,3,4,5,6,7", "-q", nonce.map { String(format: "%02x", $0) }.joined(),
+            "-g", "sha256", "-m", path("\(label).msg"), "-s", path("\(label).sig"),
+        ])
+        return (try read("\(label).msg"), try read("\(label).sig"))
+    }
+}
+
+/// `POST /v1/attest` with a vTPM quote beside simulated SEV-SNP evidence: the quote from a real swtpm over the
+/// service's nonce, the AK bound by the report's REPORT_DATA, appraised by the policy's `tpm:` section.
+@Suite("cmk serve: vTPM evidence (swtpm, tpm2-tools)", .serialized, .timeLimit(.minutes(5)))
+struct TPMServeTests {
+    /// The first event of a crypto-agile log is the Spec ID event that declares the banks; with no measurement after
+    /// it, every PCR replays to zero, which is what a fresh swtpm's PCRs 0-7 hold.
+    static func specIDOnlyLog() throws -> [UInt8] {
+        let log = [UInt8](try Data(contentsOf: SharedVectors.repositoryRoot.appendingPathComponent(
+            "Tests/AttestationTests/Fixtures/ovmf-swtpm-event-log.bin")))
+        let size = Int(log[28]) | Int(log[29]) << 8 | Int(log[30]) << 16 | Int(log[31]) << 24
+        return Array(log.prefix(32 + size))
+    }
+
+    static let policy = """
+        id: development-tpm
+        version: 1
+        description: development, plus a vTPM quote bound to the report (test)
+        evidence: sev-snp
+        trust:
+          roots: [simulated-amd]
+          crl: soft
+        freshness:
+          report-data: nonce-and-key
+        sev-snp:
+          guest-policy:
+            debug: forbidden
+          host-data: manifest
+        tpm:
+          ak-bound-to-tee: true
+          ak-bound-to-ek: false
+        """
+
+    @Test("a quote over the nonce, its AK bound by REPORT_DATA, is admitted; a PCR the log does not explain is rejected by name")
+    func vtpmQuote() async throws {
+        let live = try await LiveServer.start()
+        defer { Task { await live.stop() } }
+        let put = try await live.putPolicy(Self.policy, id: "development-tpm")
+        #expect(put.status == 201, "\(put.text)")
+        try await ServiceFlowTests.warmSimulatedPlatform()
+        let tpm = try await offPool { try SoftwareTPM() }
+        defer { tpm.stop() }
+        let akPublic = try await offPool { try tpm.createAttestationKey() }
+        // SHA-256 of the AK's TPMT_PUBLIC (the TPM2B_PUBLIC without its size): the key REPORT_DATA binds.
+        let akDigest = Array(SHA256.hash(data: Array(akPublic.dropFirst(2))))
+        let log = try Self.specIDOnlyLog()
+
+        func attest(label: String, tpmFields: (([String: Any]) -> [String: Any])? = nil) async throws -> HTTPResult {
+            let nonce = try await live.challenge()
+            let quoted = try await offPool { try tpm.quote(nonce: Array(Data(hexString: nonce)), label: label) }
+            var body = try ServiceFlowTests.simulatedRequest(nonce: nonce, publicKey: akDigest, policy: "development-tpm")
+            var fields: [String: Any] = [
+                "quote": Data(quoted.quote).base64EncodedString(), "signature": Data(quoted.signature).base64EncodedString(),
+                "attestation_key": Data(akPublic).base64EncodedString(), "event_log": Data(log).base64EncodedString(),
+            ]
+            if let tpmFields { fields = tpmFields(fields) }
+            body["tpm"] = fields
+            return try await live.request("POST", "/v1/attest", json: body)
+        }
+        func outcomes(_ result: HTTPResult) -> [String: String] {
+            let list = (result.object["appraisal"] as? [String: Any])?["outcomes"] as? [[String: Any]] ?? []
+            return Dictionary(list.compactMap { o in (o["rule"] as? String).map { ($0, o["status"] as? String ?? "") } }, uniquingKeysWith: { a, _ in a })
+        }
+
+        let admitted = try await attest(label: "good")
+        #expect(admitted.status == 200, "\(admitted.text)")
+        #expect(admitted.object["verdict"] as? String == "admit", "\(outcomes(admitted))")
+        #expect(outcomes(admitted)["tpm.verified"] == "pass")
+        #expect(outcomes(admitted)["tpm.ak-bound-to-tee"] == "pass")
+
+        // The first quote again (over the first nonce) with this request's signature: refused.
+        let first = Data(try tpm.read("good.msg")).base64EncodedString()
+        let foreign = try await attest(label: "foreign") { fields in
+            var fields = fields
+            fields["quote"] = first
+            return fields
+        }
+        #expect(foreign.object["verdict"] as? String == "reject")
+        #expect(outcomes(foreign)["tpm.verified"] == "fail", "\(foreign.text.prefix(400))")
+
+        // PCR 0 extended past what the log shows: the replay no longer matches; rejected, the rule named.
+        _ = try await offPool { try tpm.run("tpm2_pcrextend", ["0:sha256=" + String(repeating: "ab", count: 32)]) }
+        let extended = try await attest(label: "extended")
+        #expect(extended.status == 200)
+        #expect(extended.object["verdict"] as? String == "reject")
+        #expect(outcomes(extended)["tpm.verified"] == "fail")
+        let detail = ((extended.object["appraisal"] as? [String: Any])?["outcomes"] as? [[String: Any]] ?? [])
+            .first { $0["rule"] as? String == "tpm.verified" }
+        #expect("\(detail ?? [:])".contains("replays"), "\(detail ?? [:])")
+
+        // Not base64: a 400 naming the field.
+        let bad = try await attest(label: "bad") { fields in
+            var fields = fields
+            fields["signature"] = "not*base64"
+            return fields
+        }
+        #expect(bad.status == 400)
+        #expect(bad.problemCode == "bad-base64")
+        #expect((bad.object["detail"] as? String)?.contains("tpm.signature") == true)
+    }
+}
