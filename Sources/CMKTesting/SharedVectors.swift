@@ -85,12 +85,13 @@ public enum ExternalTool {
     /// Runs `executable arguments...`, feeding `input` on standard input, and collects both outputs.
     public static func run(
         _ executable: URL, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil,
-        timeout: TimeInterval = 120
+        timeout: TimeInterval = 120, workingDirectory: URL? = nil
     ) throws -> BuiltCMK.Output {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = environment }
+        if let workingDirectory { process.currentDirectoryURL = workingDirectory }
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out

@@ -38,7 +38,8 @@ struct OpenAPITests {
                 "--max-examples", "25", "--seed", "20261128", "--report-dir", reports.path,
                 "--suppress-health-check", "all",
             ], environment: ProcessInfo.processInfo.environment.merging(["NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""]) { $1 },
-            timeout: 600)
+            // In the server's temporary folder: schemathesis keeps its cache (.schemathesis/) in its working directory.
+            timeout: 600, workingDirectory: live.directory)
         }
         #expect(output.status == 0, "schemathesis failed:\n\(output.standardOutput.suffix(6000))\n\(output.standardError.suffix(2000))")
         // It really ran: every operation was exercised.
