@@ -341,10 +341,22 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
                 initialized = 4 + combined.count - 12
             }
         },
-        micro("open: SealedBox(nonce:ciphertext:tag:) from the frame") {
+        micro("open: SealedBox(nonce:ciphertext:tag:) (the old way)") {
             let slice = frame[4...]
             _ = try ChaChaPoly.SealedBox(
-                nonce: ChaChaPoly.Nonce(), ciphertext: slice[..<(slice.endIndex - 16)], tag: slice[(slice.endIndex - 16)...])
+                nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)), ciphertext: slice[..<(slice.endIndex - 16)],
+                tag: slice[(slice.endIndex - 16)...])
+        },
+        micro("open: SealedBox(combined:) of nonce ‖ frame body (now)") {
+            let slice = frame[4...]
+            let nonceBytes = [UInt8](repeating: 0, count: 12)
+            let combined = [UInt8](unsafeUninitializedCapacity: 12 + slice.count) { buffer, initialized in
+                let raw = UnsafeMutableRawBufferPointer(buffer)
+                nonceBytes.withUnsafeBytes { raw.copyMemory(from: $0) }
+                slice.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: raw[12...]).copyMemory(from: $0) }
+                initialized = 12 + slice.count
+            }
+            _ = try ChaChaPoly.SealedBox(combined: combined)
         },
         micro("open: body out of the plaintext (copy)") { _ = opened.withUnsafeBytes { Array($0[1...]) } },
         micro("open: wipe the plaintext (memset)") { scratch.resetBytes(in: scratch.startIndex..<scratch.endIndex) },
