@@ -85,6 +85,8 @@ let package = Package(
             dependencies: [
                 "CGuestLinux", "GuestProtocol", "BinaryFormat", "SealedChannel", "SEVSNP",
                 .product(name: "Crypto", package: "swift-crypto"),
+                // RSASSA-PSS for the ARK → ASK → VCEK chain the child checks (BoringSSL, no Foundation).
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ]),
 
         // MARK: Appraisal: policies over typed claims, and the tamper-evident record of every decision.
@@ -172,6 +174,7 @@ let package = Package(
             name: "cmk-bench",
             dependencies: [
                 "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", "Coordinator", "GuestImage", "GuestProtocol",
+                "GuestAgent", "PlatformSimulator",
                 "AttestationPolicy", "VerificationService", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -210,7 +213,7 @@ let package = Package(
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [
-                "GuestAgent", "GuestProtocol", "BinaryFormat", "CMKTesting",
+                "GuestAgent", "GuestProtocol", "BinaryFormat", "CMKTesting", "PlatformSimulator", "SealedChannel", "SEVSNP",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

@@ -18,7 +18,8 @@
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
 // channel: sealed-channel records (seal on one end, open on the other; 64 B, 1 KiB and 16 KiB bodies) against raw
 //          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body; and seal alone against
-//          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run.
+//          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run. Then the
+//          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift).
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
 //          (ServeBenchmark.swift). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
@@ -41,14 +42,14 @@ struct Options {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "tdx", "measure", "channel", "launch", "serve", "all": suite = argument
+            case "verify", "tdx", "measure", "channel", "handshake", "launch", "serve", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -267,6 +268,9 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
                 _ = try b.open(frame: try a.seal(body))
             } * Double(size) / 1e6
         })
+        // The record layer's per-record work beyond the AEAD, each piece alone on the same body (µs per record): where
+        // the difference between the two figures above goes.
+        let profile = try recordProfile(body: body, key: key)
         // One direction only, as `openssl speed` measures: seal (the sender's cost) against OpenSSL's encryption.
         let (sender, _) = try pair()
         let sealOnly = try median((0..<options.rounds).map { _ in
@@ -278,12 +282,16 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
             "benchmark": "channel-records-\(size)", "baseline": "raw ChaChaPoly seal + open", "baseline_mb_per_second": raw,
             "cmk_mb_per_second": records, "ratio": records / raw, "cmk_seal_mb_per_second": sealOnly,
             "openssl_chacha20_poly1305_mb_per_second": chacha ?? -1, "openssl_aes_256_gcm_mb_per_second": gcm ?? -1,
+            "raw_us_per_record": Double(size) / raw, "channel_us_per_record": Double(size) / records,
+            "profile_us": Dictionary(uniqueKeysWithValues: profile.map { ($0.name, $0.microseconds) }),
         ])
         if !options.json {
             print("Sealed-channel records of \(size) bytes, one core, median of \(options.rounds) rounds:")
             print(String(format: "  raw ChaChaPoly seal + open   %8.1f MB/s   (baseline, same bodies)", raw))
             print(String(format: "  channel seal + open          %8.1f MB/s   %.1f %% of the baseline", records, records / raw * 100))
             print(String(format: "  channel seal only            %8.1f MB/s", sealOnly))
+            print(String(format: "  per record: raw %.2f µs, channel %.2f µs; pieces of the difference:", Double(size) / raw, Double(size) / records))
+            for piece in profile { print(String(format: "    %-44@ %6.2f µs", piece.name as NSString, piece.microseconds)) }
             for (name, value) in [("openssl chacha20-poly1305", chacha), ("openssl aes-256-gcm", gcm)] {
                 if let value {
                     print(
@@ -295,6 +303,64 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
             }
         }
     }
+}
+
+/// The record layer's per-record steps outside the AEAD itself, each timed alone in a loop (median of the rounds), in
+/// µs per record: what a seal + open costs beyond `ChaChaPoly.seal` + `open` of the same body.
+@MainActor func recordProfile(body: [UInt8], key: SymmetricKey) throws -> [(name: String, microseconds: Double)] {
+    let descriptor = try ChannelDescriptor(channelID: "bench", initiator: "a", responder: "b")
+    let sealed = try ChaChaPoly.seal([1] + body, using: key, nonce: ChaChaPoly.Nonce(), authenticating: [0])
+    let frame = [0, 0, 0, 0] + Array(sealed.ciphertext) + Array(sealed.tag)
+    let opened = Data([1] + body)
+    var scratch = Data(count: 1 + body.count)
+    func micro(_ name: String, _ work: () throws -> Void) rethrows -> (name: String, microseconds: Double) {
+        let perSecond = try median((0..<options.rounds).map { _ in try rate(seconds: options.seconds / 2, work) })
+        return (name, 1e6 / perSecond)
+    }
+    return try [
+        micro("associated data (label, id, role, counter, length)") {
+            _ = ChannelEndpoint.associatedData(descriptor: descriptor, sender: .initiator, counter: 7, length: frame.count - 4)
+        },
+        micro("seal: type ‖ body into a new buffer, then wipe it") {
+            var plaintext = [UInt8](unsafeUninitializedCapacity: 1 + body.count) { buffer, initialized in
+                buffer[0] = 1
+                body.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[1...])).copyMemory(from: $0)
+                }
+                initialized = 1 + body.count
+            }
+            plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        },
+        micro("seal: frame = length ‖ ciphertext ‖ tag from the box") {
+            let combined = sealed.combined
+            _ = [UInt8](unsafeUninitializedCapacity: 4 + combined.count - 12) { buffer, initialized in
+                combined.withUnsafeBytes { raw in
+                    UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[4...])).copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: raw[12...]))
+                }
+                initialized = 4 + combined.count - 12
+            }
+        },
+        micro("open: SealedBox(nonce:ciphertext:tag:) (the old way)") {
+            let slice = frame[4...]
+            _ = try ChaChaPoly.SealedBox(
+                nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)), ciphertext: slice[..<(slice.endIndex - 16)],
+                tag: slice[(slice.endIndex - 16)...])
+        },
+        micro("open: SealedBox(combined:) of nonce ‖ frame body (now)") {
+            let slice = frame[4...]
+            let nonceBytes = [UInt8](repeating: 0, count: 12)
+            let combined = [UInt8](unsafeUninitializedCapacity: 12 + slice.count) { buffer, initialized in
+                let raw = UnsafeMutableRawBufferPointer(buffer)
+                nonceBytes.withUnsafeBytes { raw.copyMemory(from: $0) }
+                slice.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: raw[12...]).copyMemory(from: $0) }
+                initialized = 12 + slice.count
+            }
+            _ = try ChaChaPoly.SealedBox(combined: combined)
+        },
+        micro("open: body out of the plaintext (copy)") { _ = opened.withUnsafeBytes { Array($0[1...]) } },
+        micro("open: wipe the plaintext (memset)") { scratch.resetBytes(in: scratch.startIndex..<scratch.endIndex) },
+    ]
 }
 
 /// `openssl speed -evp CIPHER -bytes N -seconds S`, run now (the same run as the figures it is set beside): encryption
@@ -321,6 +387,7 @@ enum OpenSSLSpeed {
 
 if options.suite == "verify" || options.suite == "all" { try benchmarkVerification() }
 if options.suite == "channel" || options.suite == "all" { try benchmarkChannel() }
+if options.suite == "channel" || options.suite == "handshake" || options.suite == "all" { try benchmarkHandshake() }
 if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
 // Not part of "all": it boots QEMU twice per run (about 20 s a run under TCG).

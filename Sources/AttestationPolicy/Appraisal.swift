@@ -1,4 +1,5 @@
 public import Foundation
+public import BinaryFormat
 
 /// How one rule of a policy came out.
 public enum RuleStatus: String, Sendable, Hashable, Codable, CaseIterable {
@@ -239,11 +240,19 @@ public struct Handover: Sendable, Hashable, Codable {
     public var volumes: [String]
     /// Instances (by name or policy id) this instance may open sealed channels with.
     public var channelPeers: [String]
+    /// Launch measurements (SEV-SNP MEASUREMENT, TDX MRTD) pinned for some of ``channelPeers``: the instance's
+    /// manifest carries them, and its child refuses a channel peer with another value. Nil when nothing is pinned
+    /// (and then absent from the policy's canonical JSON, so digests of policies without pins do not change).
+    public var channelPeerMeasurements: [String: [HexBytes]]?
 
-    public init(secrets: [String] = [], volumes: [String] = [], channelPeers: [String] = []) {
+    public init(
+        secrets: [String] = [], volumes: [String] = [], channelPeers: [String] = [],
+        channelPeerMeasurements: [String: [HexBytes]]? = nil
+    ) {
         self.secrets = secrets
         self.volumes = volumes
         self.channelPeers = channelPeers
+        self.channelPeerMeasurements = channelPeerMeasurements
     }
 
     public var isEmpty: Bool { secrets.isEmpty && volumes.isEmpty && channelPeers.isEmpty }

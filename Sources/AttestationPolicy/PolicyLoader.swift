@@ -102,16 +102,33 @@ public struct PolicyLoader: Sendable {
 
     func readHandover(_ node: PolicyNode?) throws(PolicyError) -> Handover {
         guard let node else { return Handover() }
-        let map = try node.mapping(allowed: ["secrets", "volumes", "channel-peers"])
+        let map = try node.mapping(allowed: ["secrets", "volumes", "channel-peers", "channel-peer-measurements"])
         func names(_ key: String, _ what: String) throws(PolicyError) -> [String] {
             guard let list = map[key] else { return [] }
             var result: [String] = []
             for item in try list.list() { result.append(try item.name(pattern: what)) }
             return result
         }
+        let peers = try names("channel-peers", "channel peer")
+        // The launch measurements (SEV-SNP MEASUREMENT, TDX MRTD) a peer's child must show: the coordinator writes
+        // them into the instance manifest (bound by HOST_DATA / MRCONFIGID), and the child refuses another value.
+        var pins: [String: [HexBytes]]?
+        if let node = map["channel-peer-measurements"] {
+            var result: [String: [HexBytes]] = [:]
+            for (peer, list) in try node.anyMapping() {
+                guard peers.contains(peer) else {
+                    throw list.error(
+                        .invalidValue, "'\(peer)' is not listed in handover.channel-peers, so it cannot be pinned")
+                }
+                let digests = try readDigests(list, length: 48)
+                guard !digests.isEmpty else { throw list.error(.invalidValue, "list at least one measurement") }
+                result[peer] = digests
+            }
+            pins = result.isEmpty ? nil : result
+        }
         return Handover(
             secrets: try names("secrets", "secret reference"), volumes: try names("volumes", "volume name"),
-            channelPeers: try names("channel-peers", "channel peer"))
+            channelPeers: peers, channelPeerMeasurements: pins)
     }
 
     func readBinding(_ node: PolicyNode, length: Int) throws(PolicyError) -> Policy.Binding {

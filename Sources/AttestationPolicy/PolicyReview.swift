@@ -180,6 +180,9 @@ public enum PolicyExplanation {
             if !policy.handover.volumes.isEmpty { lines.append("  - data volumes " + policy.handover.volumes.joined(separator: ", ")) }
             if !policy.handover.channelPeers.isEmpty {
                 lines.append("  - sealed channels with " + policy.handover.channelPeers.joined(separator: ", "))
+                for (peer, pins) in (policy.handover.channelPeerMeasurements ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    lines.append("    (\(peer) must have one of \(pins.count) pinned launch measurement(s))")
+                }
             }
         }
         return lines

@@ -52,6 +52,8 @@ public struct SealedChannelError: Error, Sendable, Hashable, CustomStringConvert
         public static let peerPolicyRejected = Code("peer-policy-rejected", wireValue: 0x15)
         /// The peer's manifest does not allow a channel with this side.
         public static let peerNotPermitted = Code("peer-not-permitted", wireValue: 0x16)
+        /// The peer's launch measurement (SEV-SNP MEASUREMENT, TDX MRTD) is not one this side's manifest pins for it.
+        public static let peerMeasurementMismatch = Code("peer-measurement-mismatch", wireValue: 0x17)
 
         // MARK: Records
 
@@ -75,8 +77,8 @@ public struct SealedChannelError: Error, Sendable, Hashable, CustomStringConvert
         public static let transmittable: [Code] = [
             handshakeMalformed, handshakeAuthentication, keyAgreement, invalidState, messageTooLarge, nonceExhausted,
             unsupported, evidenceUnavailable, peerEvidenceMalformed, peerEvidenceInvalid, peerBindingMismatch,
-            peerWrongInstance, peerPolicyRejected, peerNotPermitted, frameLength, frameTruncated, recordAuthentication,
-            recordMalformed, recordAfterClose, channelClosed, peerAborted,
+            peerWrongInstance, peerPolicyRejected, peerNotPermitted, peerMeasurementMismatch, frameLength, frameTruncated,
+            recordAuthentication, recordMalformed, recordAfterClose, channelClosed, peerAborted,
         ]
 
         /// The code a close record's byte names, or nil for a byte no version sends.

@@ -85,6 +85,34 @@ struct PolicyLoaderTests {
         #expect(error.reason.contains(bad.reasonContains), "\(error)")
     }
 
+    @Test("handover.channel-peer-measurements pins listed peers only, 48-byte values, and leaves other digests alone")
+    func channelPeerMeasurements() throws {
+        let pin = String(repeating: "ab", count: 48)
+        let pinned = try PolicyLoader().load(
+            text: policy(
+                "  vmpl: 0",
+                top: "handover:\n  channel-peers: [db-1]\n  channel-peer-measurements:\n    db-1: [\(pin)]"))
+        #expect(pinned.handover.channelPeerMeasurements == ["db-1": [HexBytes([UInt8](repeating: 0xAB, count: 48))]])
+        // Without pins the field is absent from the canonical JSON: a policy's digest does not change with this feature.
+        let plain = try PolicyLoader().load(text: policy("  vmpl: 0", top: "handover:\n  channel-peers: [db-1]"))
+        #expect(plain.handover.channelPeerMeasurements == nil)
+        #expect(plain.digest != pinned.digest)
+        let encoded = String(decoding: try JSONEncoder().encode(plain.handover), as: UTF8.self)
+        #expect(!encoded.contains("channelPeerMeasurements"))
+        for (top, reason) in [
+            ("handover:\n  channel-peers: [db-1]\n  channel-peer-measurements:\n    web-1: [\(pin)]", "not listed"),
+            ("handover:\n  channel-peers: [db-1]\n  channel-peer-measurements:\n    db-1: [abcd]", "48"),
+            ("handover:\n  channel-peers: [db-1]\n  channel-peer-measurements:\n    db-1: []", "at least one"),
+        ] {
+            #expect(throws: PolicyError.self, "\(top)") { try PolicyLoader().load(text: policy("  vmpl: 0", top: top)) }
+            do {
+                _ = try PolicyLoader().load(text: policy("  vmpl: 0", top: top))
+            } catch {
+                #expect("\(error)".contains(reason), "\(error)")
+            }
+        }
+    }
+
     @Test("a file's errors name the file")
     func fileErrorsNameTheFile() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-bad-\(UUID().uuidString).yaml")

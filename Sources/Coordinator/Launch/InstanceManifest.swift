@@ -37,11 +37,17 @@ public struct InstanceManifest: Sendable, Hashable, Codable {
     public var policyDigest: String
     /// The instances this one may open sealed channels with (from the policy's handover).
     public var channelPeers: [String]
+    /// Launch measurements (lower-case hex; SEV-SNP MEASUREMENT, TDX MRTD) the instance's child requires of some of
+    /// its channel peers (the policy's `handover.channel-peer-measurements`). Nil, and absent from the canonical
+    /// JSON, when nothing is pinned.
+    public var peerMeasurements: [String: [String]]?
 
     public init(
         name: String, launchID: String = UUID().uuidString.lowercased(), platform: String, image: Image, vcpus: Int,
-        memoryMiB: Int, policyID: String, policyVersion: Int, policyDigest: String, channelPeers: [String]
+        memoryMiB: Int, policyID: String, policyVersion: Int, policyDigest: String, channelPeers: [String],
+        peerMeasurements: [String: [String]]? = nil
     ) {
+        self.peerMeasurements = peerMeasurements
         self.name = name
         self.launchID = launchID
         self.platform = platform

@@ -521,7 +521,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
                     initrdSHA256: image.initrd.sha256.description,
                     firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: commandLine),
                 vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version,
-                policyDigest: policy.digest, channelPeers: policy.handover.channelPeers)
+                policyDigest: policy.digest, channelPeers: policy.handover.channelPeers,
+                peerMeasurements: policy.handover.channelPeerMeasurements?.mapValues { $0.map(\.description) })
             try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
             // The simulated platform measures the launch itself, from the exact bytes QEMU is given.
             let platformFolder = state.url.appendingPathComponent(request.tee.simulatedStateFolder)

@@ -1,11 +1,24 @@
 import BinaryFormat
 
 /// The part of an instance manifest (the coordinator's canonical JSON, docs/coordinator.md) a channel needs: the
-/// instance's name and the peers it may open channels with. Read with a small strict JSON reader, because the agent
-/// links no Foundation.
+/// instance's name, its policy id, the peers it may open channels with, and the launch measurements it pins for some
+/// of them. Read with a small strict JSON reader, because the agent links no Foundation.
 struct ManifestIdentity: Sendable, Hashable {
     let name: String
+    let policyID: String?
     let channelPeers: [String]
+    /// `peerMeasurements`: for a peer (by instance name or policy id, as `channelPeers` names it), the launch
+    /// measurements (SEV-SNP MEASUREMENT, TDX MRTD; 48 bytes each) it must have. Absent: no pin.
+    let peerMeasurements: [String: [[UInt8]]]
+
+    /// The measurements pinned for `peer`: those under its instance name and those under its policy id, or nil when
+    /// neither is pinned.
+    func pinnedMeasurements(for peer: ManifestIdentity) -> [[UInt8]]? {
+        let byName = peerMeasurements[peer.name]
+        let byPolicy = peer.policyID.flatMap { peerMeasurements[$0] }
+        if byName == nil && byPolicy == nil { return nil }
+        return (byName ?? []) + (byPolicy ?? [])
+    }
 
     init(json bytes: [UInt8]) throws(ManifestJSONError) {
         var reader = ManifestJSONReader(bytes)
@@ -20,8 +33,30 @@ struct ManifestIdentity: Sendable, Hashable {
             guard case .string(let peerName) = peer else { throw ManifestJSONError("a channel peer is not a string") }
             names.append(peerName)
         }
+        var pins: [String: [[UInt8]]] = [:]
+        switch fields["peerMeasurements"] {
+        case nil, .null?: break
+        case .object(let entries)?:
+            for (peer, value) in entries {
+                guard case .array(let items) = value, !items.isEmpty else {
+                    throw ManifestJSONError("peerMeasurements.\(peer) is not a non-empty list")
+                }
+                var digests: [[UInt8]] = []
+                for item in items {
+                    guard case .string(let text) = item, let digest = Hex.decode(text), digest.count == 48 else {
+                        throw ManifestJSONError("peerMeasurements.\(peer) holds a value that is not 48 bytes of hex")
+                    }
+                    digests.append(digest)
+                }
+                pins[peer] = digests
+            }
+        case _?:
+            throw ManifestJSONError("peerMeasurements is not an object")
+        }
+        if case .string(let policy)? = fields["policyID"] { policyID = policy } else { policyID = nil }
         self.name = name
         channelPeers = names
+        peerMeasurements = pins
     }
 }
 

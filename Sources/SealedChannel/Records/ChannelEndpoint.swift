@@ -179,7 +179,7 @@ public final class ChannelEndpoint: Sendable {
     }
 
     /// The associated data of record `counter` sent by `sender`, `length` bytes of ciphertext.
-    static func associatedData(
+    public static func associatedData(
         descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int
     ) -> [UInt8] {
         var ad = recordLabel
