@@ -99,13 +99,19 @@ struct EndpointForwarderTests {
         let forwarder = EndpointForwarder(backends: [slow])
         let outcome = try await offPool { () -> (drained: Bool, inFlightDone: Bool, waiterAnswer: String, waited: Double) in
             let inFlight = Mutex<String?>(nil)
-            Thread.detachNewThread { inFlight.withLock { $0 = String(decoding: forwarder.forward(Array("A".utf8)), as: UTF8.self) } }
-            Thread.sleep(forTimeInterval: 0.05)
+            Thread.detachNewThread {
+                let answer = String(decoding: forwarder.forward(Array("A".utf8)), as: UTF8.self)
+                inFlight.withLock { $0 = answer }
+            }
+            while slow.calls.load(ordering: .relaxed) == 0 { Thread.sleep(forTimeInterval: 0.005) }
             let drained = forwarder.hold(timeout: .seconds(10))
             let inFlightDone = inFlight.withLock { $0 != nil }
             let waiter = Mutex<String?>(nil)
             let started = Date()
-            Thread.detachNewThread { waiter.withLock { $0 = String(decoding: forwarder.forward(Array("B".utf8)), as: UTF8.self) } }
+            Thread.detachNewThread {
+                let answer = String(decoding: forwarder.forward(Array("B".utf8)), as: UTF8.self)
+                waiter.withLock { $0 = answer }
+            }
             Thread.sleep(forTimeInterval: 0.3)
             let stillWaiting = waiter.withLock { $0 == nil }
             forwarder.release()
@@ -125,7 +131,7 @@ struct EndpointForwarderTests {
         let forwarder = EndpointForwarder(backends: [stuck], waitLimit: .milliseconds(200))
         let drained = try await offPool { () -> Bool in
             Thread.detachNewThread { _ = forwarder.forward([0x41]) }
-            Thread.sleep(forTimeInterval: 0.05)
+            while stuck.calls.load(ordering: .relaxed) == 0 { Thread.sleep(forTimeInterval: 0.005) }
             return forwarder.hold(timeout: .milliseconds(100))
         }
         #expect(!drained)
