@@ -26,7 +26,28 @@ struct GuestMessageTests {
         .failure("no report: the platform refused (ünïcode kept)"),
         .ping(version: GuestMessage.heartbeatVersion, sequence: 0),
         .pong(version: GuestMessage.heartbeatVersion, sequence: 0x0102_0304_0506_0708),
+        .workloadRequest(id: 7, request: Array("INCR hits 2".utf8)),
+        .workloadResponse(id: 0xFFFF_FFFF_FFFF_FFFF, response: Array("OK 2".utf8)),
+        .stateExport(channel: "update-0a1b2c3d"),
+        .stateImport(channel: "update-0a1b2c3d"),
     ]
+
+    @Test("workload messages use the 0x40/0xC0 range, are bounded, and refuse a truncated or padded body")
+    func workloadBounds() throws {
+        #expect(GuestMessage.workloadRequest(id: 1, request: []).encoded()[4] == 0x40)
+        #expect(GuestMessage.stateExport(channel: "c").encoded()[4] == 0x41)
+        #expect(GuestMessage.stateImport(channel: "c").encoded()[4] == 0x42)
+        #expect(GuestMessage.workloadResponse(id: 1, response: []).encoded()[4] == 0xC0)
+        let big = GuestMessage.workloadRequest(
+            id: 1, request: Array(repeating: 0x41, count: WorkloadMessageLimits.maximumRequest + 1)).encoded()
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(big.dropFirst(4))) }
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(GuestMessage.stateExport(channel: "").encoded().dropFirst(4))) }
+        let body = Array(GuestMessage.workloadRequest(id: 9, request: Array("GET k".utf8)).encoded().dropFirst(4))
+        for cut in 1..<body.count {
+            #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(body.prefix(cut))) }
+        }
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: body + [0]) }
+    }
 
     @Test("heartbeats are a version byte and a big-endian u64; another version is refused, not misread")
     func heartbeatLayout() throws {

@@ -37,11 +37,17 @@ public struct InstanceManifest: Sendable, Hashable, Codable {
     public var policyDigest: String
     /// The instances this one may open sealed channels with (from the policy's handover).
     public var channelPeers: [String]
+    /// The instances this one may move its workload state to or from (`cmk update`, docs/updates.md): its designated
+    /// successor (``UpdateNaming/successor(of:)``) and, for a successor, its predecessor. Nil (omitted from the
+    /// canonical bytes) in manifests from before updates.
+    public var updatePeers: [String]?
 
     public init(
         name: String, launchID: String = UUID().uuidString.lowercased(), platform: String, image: Image, vcpus: Int,
-        memoryMiB: Int, policyID: String, policyVersion: Int, policyDigest: String, channelPeers: [String]
+        memoryMiB: Int, policyID: String, policyVersion: Int, policyDigest: String, channelPeers: [String],
+        updatePeers: [String]? = nil
     ) {
+        self.updatePeers = updatePeers
         self.name = name
         self.launchID = launchID
         self.platform = platform

@@ -243,9 +243,10 @@ struct GuestPeerVerifier: PeerEvidenceVerifier {
         guard identity.name == expectedPeer else {
             throw SealedChannelError(.peerWrongInstance, "the peer's manifest names \(identity.name), not \(expectedPeer)")
         }
-        guard identity.channelPeers.contains(platform.identity.name) else {
+        guard identity.permits(platform.identity.name) else {
             throw SealedChannelError(
-                .peerNotPermitted, "\(identity.name)'s manifest does not list \(platform.identity.name) as a channel peer")
+                .peerNotPermitted,
+                "\(identity.name)'s manifest does not list \(platform.identity.name) as a channel or update peer")
         }
         return VerifiedPeer(
             instance: identity.name, evidenceType: "sev-snp", measurement: Hex.encode(report.measurement),
