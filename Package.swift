@@ -137,7 +137,7 @@ let package = Package(
             name: "Coordinator",
             dependencies: [
                 "BinaryFormat", "Firmware", "EventLog", "GuestProtocol", "GuestImage", "PlatformSimulator", "Attestation",
-                "AttestationPolicy", "AttestationResults", "AuditLog", "CLinuxHost",
+                "AttestationPolicy", "AttestationResults", "AuditLog", "CLinuxHost", "Yams",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"),
             ]),
 

@@ -45,6 +45,7 @@ extension PolicyLoader {
         do throws(PolicyError) {
             let top = try PolicyYAML.root(text).mapping(allowed: [
                 "id", "version", "description", "evidence", "trust", "freshness", "sev-snp", "tdx", "tpm", "handover",
+                "update",
             ])
             let evidenceNode = try top.require("evidence")
             guard let evidence = Policy.EvidenceKind(rawValue: try evidenceNode.string()) else {

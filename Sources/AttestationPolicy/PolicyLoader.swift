@@ -35,7 +35,7 @@ public struct PolicyLoader: Sendable {
     public func load(text: String, baseDirectory: URL? = nil) throws(PolicyError) -> Policy {
         let root = try PolicyYAML.root(text)
         let top = try root.mapping(allowed: [
-            "id", "version", "description", "evidence", "trust", "freshness", "sev-snp", "tdx", "tpm", "handover",
+            "id", "version", "description", "evidence", "trust", "freshness", "sev-snp", "tdx", "tpm", "handover", "update",
         ])
         let id = try top.require("id").name(pattern: "policy id")
         let version = try top.require("version").integer(in: 1...1_000_000)

@@ -71,6 +71,8 @@ public final class GuestAgent {
     /// Where the firmware's event log is read from; securityfs is mounted when it is missing and `mountSecurityFS`.
     public var eventLogPath = VTPMAttester.defaultEventLogPath
     public var mountSecurityFS = true
+    /// The demo workload (docs/updates.md): served after the handover only.
+    public let workload: KeyValueWorkload
 
     public init(
         instance: String, provider: any EvidenceProvider, folders: HandoverFolders = HandoverFolders(),
@@ -80,6 +82,7 @@ public final class GuestAgent {
         self.provider = provider
         self.folders = folders
         self.log = log
+        self.workload = KeyValueWorkload(instance: instance)
     }
 
     /// Whether an admitted agent (one that received its handover) outlives its coordinator: when the control port
@@ -151,13 +154,19 @@ public final class GuestAgent {
                 try control.send(.pong(version: version, sequence: sequence))
             case .failure(let reason):
                 log.write("the coordinator reported a failure: \(reason)")
-            case .channelOpen, .channelFrame, .channelSend, .channelClose:
+            case .channelOpen, .channelFrame, .channelSend, .channelClose, .stateExport, .stateImport:
                 for reply in channelMessage(message) { try control.send(reply) }
             case .tpmKeyRequest, .tpmActivateRequest, .tpmQuoteRequest:
                 try control.send(tpmMessage(message))
+            case .workloadRequest(let id, let request):
+                // The demo workload answers only an admitted child's coordinator (after the handover).
+                let response: [UInt8] =
+                    handover == nil
+                    ? Array("ERR unavailable this child is not admitted yet".utf8) : workload.handle(request)
+                try control.send(.workloadResponse(id: id, response: response))
             case .tpmKeys, .tpmActivated, .tpmQuote,
                 .snpReportRequest, .snpReportResponse, .tdxQuoteRequest, .tdxQuoteResponse, .ready, .attestResponse,
-                .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong, .channelEvent:
+                .handoverAck, .secretsDelivered, .volumesAttached, .status, .pong, .channelEvent, .workloadResponse:
                 let reason = "unexpected \(message.kind) on the control port"
                 log.write(reason)
                 try? control.send(.failure(reason))
@@ -172,7 +181,9 @@ public final class GuestAgent {
             let channel: String =
                 switch message {
                 case .channelOpen(let open): open.channel
-                case .channelFrame(let channel, _), .channelSend(let channel, _, _), .channelClose(let channel): channel
+                case .channelFrame(let channel, _), .channelSend(let channel, _, _), .channelClose(let channel),
+                    .stateExport(let channel), .stateImport(let channel):
+                    channel
                 default: "?"
                 }
             return [
@@ -182,13 +193,15 @@ public final class GuestAgent {
                         detail: "invalid-state: no sealed channel before the handover (this child is not admitted)"))
             ]
         }
-        let table = channels ?? GuestChannels(instance: instance, provider: provider, log: log)
+        let table = channels ?? GuestChannels(instance: instance, provider: provider, log: log, workload: workload)
         channels = table
         switch message {
         case .channelOpen(let open): return table.open(open)
         case .channelFrame(let channel, let frame): return table.frame(channel: channel, bytes: frame)
         case .channelSend(let channel, let data, let echo): return table.send(channel: channel, data: data, echo: echo)
         case .channelClose(let channel): return table.close(channel: channel)
+        case .stateExport(let channel): return table.exportState(channel: channel)
+        case .stateImport(let channel): return table.armImport(channel: channel)
         default: return []
         }
     }

@@ -65,6 +65,17 @@ public enum GuestMessage: Sendable, Hashable {
     case ping(version: UInt8, sequence: UInt64)
     /// guest -> host: the answer to `.ping`, echoing its version and sequence number.
     case pong(version: UInt8, sequence: UInt64)
+    /// host -> guest (0x40): one request to the demo workload (a text line, docs/updates.md); answered by
+    /// `.workloadResponse` with the same id.
+    case workloadRequest(id: UInt64, request: [UInt8])
+    /// guest -> host (0xC0): the workload's answer to the request with this id.
+    case workloadResponse(id: UInt64, response: [UInt8])
+    /// host -> guest (0x41): seal the workload's whole state onto this open channel (its peer must be this child's
+    /// update peer); progress comes back as `.channelEvent`s (`state-sent`), never the state.
+    case stateExport(channel: String)
+    /// host -> guest (0x42): accept the workload state the update peer sends on this channel, replacing this child's
+    /// (empty) state once all of it arrived and checked; `.channelEvent` `state-imported` says so.
+    case stateImport(channel: String)
 
     // Control port, vTPM (docs/tpm-verification.md): before `.attestRequest`, so REPORT_DATA can bind the AK.
     /// host -> guest: find the EK and create the attestation key in the child's vTPM.
@@ -112,6 +123,10 @@ public enum GuestMessage: Sendable, Hashable {
         case tpmKeys = 0xB0
         case tpmActivated = 0xB1
         case tpmQuote = 0xB2
+        case workloadRequest = 0x40
+        case stateExport = 0x41
+        case stateImport = 0x42
+        case workloadResponse = 0xC0
         case failure = 0xFF
     }
 
@@ -147,6 +162,10 @@ public enum GuestMessage: Sendable, Hashable {
         case .tpmActivated: .tpmActivated
         case .tpmQuoteRequest: .tpmQuoteRequest
         case .tpmQuote: .tpmQuote
+        case .workloadRequest: .workloadRequest
+        case .workloadResponse: .workloadResponse
+        case .stateExport: .stateExport
+        case .stateImport: .stateImport
         }
     }
 
@@ -239,6 +258,14 @@ public enum GuestMessage: Sendable, Hashable {
             payload.bytes(quote)
             payload.bytes(signature)
             payload.bytes(log)
+        case .workloadRequest(let id, let request):
+            payload.u64(id)
+            payload.bytes(request)
+        case .workloadResponse(let id, let response):
+            payload.u64(id)
+            payload.bytes(response)
+        case .stateExport(let channel), .stateImport(let channel):
+            payload.text(channel)
         case .handoverAck, .shutdown, .statusRequest, .tpmKeyRequest:
             break
         }
@@ -308,6 +335,10 @@ public enum GuestMessage: Sendable, Hashable {
         case .sealedSecrets, .secretsDelivered, .attachVolumes, .volumesAttached, .statusRequest, .status:
             var reader = FrameReader(cursor: c)
             self = try Self.decodeHandover(kind, &reader)
+            c = reader.cursor
+        case .workloadRequest, .workloadResponse, .stateExport, .stateImport:
+            var reader = FrameReader(cursor: c)
+            self = try Self.decodeWorkload(kind, &reader)
             c = reader.cursor
         case .failure:
             self = .failure(try text("reason"))

@@ -18,7 +18,8 @@ struct CMK: AsyncParsableCommand {
         subcommands: [
             Doctor.self, Evidence.self, Measure.self, PolicyCommand.self, Attest.self, Audit.self, EAR.self, Image.self,
             Launch.self, Stop.self, PS.self, HostCommand.self, Inspect.self, Logs.self, Reconcile.self, Secret.self,
-            Volume.self, Supervise.self, Serve.self, ChannelCommand.self,
+            Volume.self, Supervise.self, Serve.self, ChannelCommand.self, EndpointCommand.self, Update.self,
+            PoolCommand.self,
         ])
 
     static func main() async {

@@ -198,6 +198,8 @@ extension CMK {
         @Flag(help: "Attach a software TPM (swtpm, EK certificate from this installation's local CA) so the firmware measures the boot into it.")
         var vtpm = false
 
+        @Option(help: .hidden) var updateOf: String?
+
         @OptionGroup var reserve: ReserveOptions
         @OptionGroup var state: StateOptions
 
@@ -303,6 +305,7 @@ extension CMK {
             if allowSharedCores { arguments.append("--allow-shared-cores") }
             if kvm { arguments.append("--kvm") }
             if vtpm { arguments.append("--vtpm") }
+            if let updateOf { arguments += ["--update-of", updateOf] }
             if let agent { arguments += ["--agent", URL(fileURLWithPath: agent).standardizedFileURL.path] }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
@@ -407,6 +410,7 @@ extension CMK {
                     pingInterval: .milliseconds(heartbeatInterval), answerTimeout: .milliseconds(heartbeatTimeout)),
                 reserve: reserve.reserve)
             request.vtpm = vtpm
+            request.updateOf = updateOf
             let supervisor = InstanceSupervisor(state: stateDirectory, paths: CMKPaths.resolve(), request: request) { event in
                 var text = LaunchEventLine.encode(event) + "\n"
                 switch event {

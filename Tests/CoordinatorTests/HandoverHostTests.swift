@@ -1,5 +1,6 @@
 import CMKTesting
 import Coordinator
+import CoreFoundation
 import Foundation
 import GuestProtocol
 import Testing

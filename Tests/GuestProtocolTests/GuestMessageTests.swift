@@ -32,6 +32,10 @@ struct GuestMessageTests {
         .tpmActivated(secret: Array(repeating: 0x5A, count: 32)),
         .tpmQuoteRequest(nonce: Array(repeating: 4, count: 32)),
         .tpmQuote(quote: [0xFF, 0x54, 0x43, 0x47], signature: [0, 0x14], eventLog: Array(repeating: 1, count: 5000)),
+        .workloadRequest(id: 7, request: Array("INCR hits 2".utf8)),
+        .workloadResponse(id: 0xFFFF_FFFF_FFFF_FFFF, response: Array("OK 2".utf8)),
+        .stateExport(channel: "update-0a1b2c3d"),
+        .stateImport(channel: "update-0a1b2c3d"),
     ]
 
     @Test("the vTPM messages use their own kind bytes (0x30-0x32 requests, 0xB0-0xB2 answers)")
@@ -52,6 +56,23 @@ struct GuestMessageTests {
         #expect(ReportData.binding(nonce: nonce, publicKey: bound) != ReportData.binding(nonce: nonce, publicKey: key))
         let other = ReportData.withAttestationKey(sessionKey: key, attestationKeyDigest: Array(repeating: 9, count: 32))
         #expect(ReportData.binding(nonce: nonce, publicKey: bound) != ReportData.binding(nonce: nonce, publicKey: other))
+    }
+
+    @Test("workload messages use the 0x40/0xC0 range, are bounded, and refuse a truncated or padded body")
+    func workloadBounds() throws {
+        #expect(GuestMessage.workloadRequest(id: 1, request: []).encoded()[4] == 0x40)
+        #expect(GuestMessage.stateExport(channel: "c").encoded()[4] == 0x41)
+        #expect(GuestMessage.stateImport(channel: "c").encoded()[4] == 0x42)
+        #expect(GuestMessage.workloadResponse(id: 1, response: []).encoded()[4] == 0xC0)
+        let big = GuestMessage.workloadRequest(
+            id: 1, request: Array(repeating: 0x41, count: WorkloadMessageLimits.maximumRequest + 1)).encoded()
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(big.dropFirst(4))) }
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(GuestMessage.stateExport(channel: "").encoded().dropFirst(4))) }
+        let body = Array(GuestMessage.workloadRequest(id: 9, request: Array("GET k".utf8)).encoded().dropFirst(4))
+        for cut in 1..<body.count {
+            #expect(throws: BinaryFormatError.self) { try GuestMessage(body: Array(body.prefix(cut))) }
+        }
+        #expect(throws: BinaryFormatError.self) { try GuestMessage(body: body + [0]) }
     }
 
     @Test("heartbeats are a version byte and a big-endian u64; another version is refused, not misread")

@@ -1,6 +1,7 @@
 public import Foundation
 public import GuestProtocol
 import BinaryFormat
+import Dispatch
 import Synchronization
 
 /// The relay of one admitted instance, run by its supervisor: a UNIX socket (`<instance folder>/relay.sock`) for the
@@ -26,8 +27,11 @@ public final class ChannelRelay: @unchecked Sendable {
     let manifest: [UInt8]
     private let listener: RelayListener
     private let routes = Mutex<[String: Route]>([:])
-    private let stopped = Atomic<Bool>(false)
+    fileprivate let stopped = Atomic<Bool>(false)
     private let log: @Sendable (String) -> Void
+    /// Workload requests sent to the agent, waiting for their `.workloadResponse`.
+    private let pendingWork = Mutex<[UInt64: WorkloadWaiter]>([:])
+    private let nextWorkID = Atomic<UInt64>(1)
 
     public init(
         state: CMKStateDirectory, instance: String, control: FramedConnection,
@@ -82,6 +86,13 @@ public final class ChannelRelay: @unchecked Sendable {
             }
         case .channelEvent(let event):
             record(event)
+        case .workloadResponse(let id, let response):
+            let waiter = pendingWork.withLock { $0.removeValue(forKey: id) }
+            guard let waiter else {
+                log("a workload answer for no waiting request (\(id)); dropped")
+                return
+            }
+            waiter.resolve(response)
         default:
             log("unexpected \(message.kind) from \(instance)'s agent after the handover")
         }
@@ -97,7 +108,7 @@ public final class ChannelRelay: @unchecked Sendable {
                 time: Date(), instance: instance, event: event.event, detail: event.detail,
                 recordsSent: event.recordsSent, recordsReceived: event.recordsReceived, micros: event.micros),
             to: folder.appendingPathComponent("\(instance).events.jsonl"))
-        if ["established", "failed", "closed"].contains(event.event) {
+        if ["established", "failed", "closed", "state-sent", "state-imported", "state-failed"].contains(event.event) {
             if let problem = ChannelFiles.audit(
                 state, actor: "coordinator", instance: instance,
                 details: ["event": "channel-\(event.event)", "channel": event.channel, "reported": event.detail])
@@ -147,6 +158,10 @@ public final class ChannelRelay: @unchecked Sendable {
             link.close()
             return
         }
+        if request.op == .workload {
+            serveWorkload(first: request, link)
+            return
+        }
         let channel = request.channel ?? ""
         func answer(_ result: Result<String, CoordinatorError>) {
             switch result {
@@ -159,10 +174,13 @@ public final class ChannelRelay: @unchecked Sendable {
             try ChannelFiles.validate(channel: channel)
             switch request.op {
             case .open:
-                answer(.success(try open(channel: channel, responder: request.responder ?? "")))
+                answer(
+                    .success(try open(channel: channel, responder: request.responder ?? "", update: request.update ?? false)))
                 link.close()
             case .link:
-                try join(channel: channel, initiator: request.initiator ?? "", responder: request.responder ?? "", link)
+                try join(
+                    channel: channel, initiator: request.initiator ?? "", responder: request.responder ?? "",
+                    update: request.update ?? false, link)
                 answer(.success("linked"))
                 pump(channel: channel, link: link)
             case .send:
@@ -190,7 +208,13 @@ public final class ChannelRelay: @unchecked Sendable {
                     details: ["event": "channel-tamper", "channel": channel])
                 answer(.success("the next frame on \(channel) will have one bit flipped"))
                 link.close()
-            case .accepted, .refused, .frame:
+            case .stateExport, .stateImport:
+                try requireRoute(channel)
+                try sendToAgent(
+                    request.op == .stateExport ? .stateExport(channel: channel) : .stateImport(channel: channel))
+                answer(.success("\(request.op.rawValue) sent to \(instance)'s agent"))
+                link.close()
+            case .accepted, .refused, .frame, .workload, .hold, .release, .setBackends, .stats:
                 throw CoordinatorError(.invalidArgument, "\(request.op.rawValue) is not a request")
             }
         } catch {
@@ -205,16 +229,20 @@ public final class ChannelRelay: @unchecked Sendable {
         }
     }
 
-    private func sendToAgent(_ message: GuestMessage) throws(CoordinatorError) {
+    fileprivate func sendToAgent(_ message: GuestMessage) throws(CoordinatorError) {
         do { try control.send(message) } catch {
             throw CoordinatorError(.launch, "cannot reach \(instance)'s agent: \(error)")
         }
     }
 
     /// Checks the allow-list; a refusal is audited.
-    private func admit(channel: String, initiator: String, responder: String) throws(CoordinatorError) {
+    private func admit(channel: String, initiator: String, responder: String, update: Bool) throws(CoordinatorError) {
         do throws(CoordinatorError) {
-            try ChannelAccess.check(state, initiator: initiator, responder: responder)
+            if update {
+                try UpdateAccess.check(state, predecessor: initiator, successor: responder)
+            } else {
+                try ChannelAccess.check(state, initiator: initiator, responder: responder)
+            }
         } catch {
             log("channel \(channel): REFUSED: \(error.reason)")
             _ = ChannelFiles.audit(
@@ -231,15 +259,16 @@ public final class ChannelRelay: @unchecked Sendable {
     }
 
     /// The command line asks this (the initiator's) supervisor to open a channel to `responder`.
-    private func open(channel: String, responder: String) throws(CoordinatorError) -> String {
-        try admit(channel: channel, initiator: instance, responder: responder)
+    private func open(channel: String, responder: String, update: Bool) throws(CoordinatorError) -> String {
+        try admit(channel: channel, initiator: instance, responder: responder, update: update)
         // A fresh record: what an earlier channel of this id left goes before either end reports anything.
         ChannelFiles.reset(state, channel: channel)
         let link = try RelayLink.connect(path: ChannelFiles.relaySocket(state, instance: responder))
         let answer: RelayMessage
         do throws(CoordinatorError) {
             answer = try link.request(
-                RelayMessage(.link, channel: channel, initiator: instance, responder: responder), timeout: .seconds(30))
+                RelayMessage(.link, channel: channel, initiator: instance, responder: responder, update: update),
+                timeout: .seconds(30))
         } catch {
             link.close()
             throw error
@@ -266,11 +295,13 @@ public final class ChannelRelay: @unchecked Sendable {
     }
 
     /// The initiator's supervisor asks this (the responder's) supervisor to join.
-    private func join(channel: String, initiator: String, responder: String, _ link: RelayLink) throws(CoordinatorError) {
+    private func join(
+        channel: String, initiator: String, responder: String, update: Bool, _ link: RelayLink
+    ) throws(CoordinatorError) {
         guard responder == instance else {
             throw CoordinatorError(.channelRefused, "this relay is \(instance)'s, not \(responder)'s")
         }
-        try admit(channel: channel, initiator: initiator, responder: responder)
+        try admit(channel: channel, initiator: initiator, responder: responder, update: update)
         routes.withLock { $0[channel] = Route(link: link, initiatorSide: false, peer: initiator) }
         // The agent hears of the channel before the peer's first frame can arrive.
         try sendToAgent(
@@ -296,6 +327,76 @@ public final class ChannelRelay: @unchecked Sendable {
         routes.withLock { routes in
             if routes[channel]?.link === link { routes[channel] = nil }
         }
+    }
+}
+
+// MARK: The workload (docs/updates.md)
+
+/// One workload request waiting for the agent's answer.
+final class WorkloadWaiter: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private let answer = Mutex<[UInt8]?>(nil)
+
+    func resolve(_ response: [UInt8]) {
+        answer.withLock { $0 = response }
+        semaphore.signal()
+    }
+
+    func wait(timeout: Duration) -> [UInt8]? {
+        let parts = timeout.components
+        let nanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
+        guard semaphore.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .success else { return nil }
+        return answer.withLock { $0 }
+    }
+}
+
+extension ChannelRelay {
+    /// Serves `workload` requests on one link until it closes: each goes to the agent as `.workloadRequest` with a
+    /// fresh id and comes back as the agent's answer. The host sees the requests and answers of the demo workload
+    /// (it is the endpoint's traffic, as a load balancer would), never the state an update moves.
+    fileprivate func serveWorkload(first: RelayMessage, _ link: RelayLink) {
+        var request = first
+        while !stopped.load(ordering: .acquiring) {
+            guard request.op == .workload else {
+                try? link.send(RelayMessage(.refused, reason: "only workload requests on a workload link"))
+                break
+            }
+            let response: RelayMessage
+            do throws(CoordinatorError) {
+                response = RelayMessage(.accepted, data: Data(try workload(Array(request.data ?? Data()))))
+            } catch {
+                response = RelayMessage(.refused, reason: "\(error.code): \(error.reason)")
+            }
+            do { try link.send(response) } catch { break }
+            var next: RelayMessage?
+            while next == nil, !stopped.load(ordering: .acquiring) {
+                do { next = try link.receive(timeout: .seconds(1)) } catch { break }
+            }
+            guard let next else { break }
+            request = next
+        }
+        link.close()
+    }
+
+    /// One request to this instance's workload, answered by its agent within 15 s.
+    func workload(_ request: [UInt8]) throws(CoordinatorError) -> [UInt8] {
+        guard request.count <= WorkloadMessageLimits.maximumRequest else {
+            return Array("ERR bad-request a request has at most \(WorkloadMessageLimits.maximumRequest) bytes".utf8)
+        }
+        let id = nextWorkID.add(1, ordering: .relaxed).oldValue
+        let waiter = WorkloadWaiter()
+        pendingWork.withLock { $0[id] = waiter }
+        do throws(CoordinatorError) {
+            try sendToAgent(.workloadRequest(id: id, request: request))
+        } catch {
+            pendingWork.withLock { _ = $0.removeValue(forKey: id) }
+            throw error
+        }
+        guard let answer = waiter.wait(timeout: .seconds(15)) else {
+            pendingWork.withLock { _ = $0.removeValue(forKey: id) }
+            throw CoordinatorError(.launch, "\(instance)'s agent did not answer a workload request within 15 s")
+        }
+        return answer
     }
 }
 

@@ -27,6 +27,22 @@ public struct RelayMessage: Codable, Sendable, Hashable {
         case tamper
         /// supervisor ↔ supervisor: one opaque sealed frame.
         case frame
+        /// endpoint → supervisor: one request to the instance's workload (`data`); answered `accepted` with the
+        /// response in `data`. The link stays open for more (docs/updates.md).
+        case workload
+        /// `cmk update` → supervisor: have the agent seal its workload state onto the update channel `channel`.
+        case stateExport = "state-export"
+        /// `cmk update` → supervisor: have the agent accept its predecessor's state on `channel`.
+        case stateImport = "state-import"
+        /// `cmk update` → endpoint: stop handing out requests and wait for the ones in flight (answered when
+        /// drained). Released when the link closes, so a dead `cmk update` never leaves the endpoint held.
+        case hold
+        /// `cmk update` or a pool → endpoint: let requests through again.
+        case release
+        /// → endpoint: replace the backends with `backends`, atomically.
+        case setBackends = "set-backends"
+        /// → endpoint: the per-backend statistics (JSON in `data`).
+        case stats
     }
 
     public var op: Operation
@@ -36,11 +52,17 @@ public struct RelayMessage: Codable, Sendable, Hashable {
     public var data: Data?
     public var echo: Bool?
     public var reason: String?
+    /// `open`/`link` of an update channel (`cmk update`): checked by ``UpdateAccess`` instead of the channel allow-list.
+    public var update: Bool?
+    /// `set-backends`: instance names.
+    public var backends: [String]?
 
     public init(
         _ op: Operation, channel: String? = nil, initiator: String? = nil, responder: String? = nil, data: Data? = nil,
-        echo: Bool? = nil, reason: String? = nil
+        echo: Bool? = nil, reason: String? = nil, update: Bool? = nil, backends: [String]? = nil
     ) {
+        self.update = update
+        self.backends = backends
         self.op = op
         self.channel = channel
         self.initiator = initiator
@@ -181,11 +203,11 @@ public final class RelayLink: @unchecked Sendable {
 }
 
 /// The listening relay socket of one supervisor.
-final class RelayListener: @unchecked Sendable {
+public final class RelayListener: @unchecked Sendable {
     let path: String
     private let descriptor: Int32
 
-    init(path: String) throws(CoordinatorError) {
+    public init(path: String) throws(CoordinatorError) {
         self.path = path
         var address = try RelayLink.address(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -203,7 +225,7 @@ final class RelayListener: @unchecked Sendable {
     }
 
     /// A connection, or nil when none came within `timeout`.
-    func accept(timeout: Duration) -> RelayLink? {
+    public func accept(timeout: Duration) -> RelayLink? {
         var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
         let parts = timeout.components
         guard poll(&entry, 1, Int32(parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000)) > 0 else {

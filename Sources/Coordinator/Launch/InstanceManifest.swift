@@ -41,13 +41,18 @@ public struct InstanceManifest: Sendable, Hashable, Codable {
     /// its channel peers (the policy's `handover.channel-peer-measurements`). Nil, and absent from the canonical
     /// JSON, when nothing is pinned.
     public var peerMeasurements: [String: [String]]?
+    /// The instances this one may move its workload state to or from (`cmk update`, docs/updates.md): its designated
+    /// successor (``UpdateNaming/successor(of:)``) and, for a successor, its predecessor. Nil (omitted from the
+    /// canonical bytes) in manifests from before updates.
+    public var updatePeers: [String]?
 
     public init(
         name: String, launchID: String = UUID().uuidString.lowercased(), platform: String, image: Image, vcpus: Int,
         memoryMiB: Int, policyID: String, policyVersion: Int, policyDigest: String, channelPeers: [String],
-        peerMeasurements: [String: [String]]? = nil
+        peerMeasurements: [String: [String]]? = nil, updatePeers: [String]? = nil
     ) {
         self.peerMeasurements = peerMeasurements
+        self.updatePeers = updatePeers
         self.name = name
         self.launchID = launchID
         self.platform = platform

@@ -52,6 +52,9 @@ public struct LaunchRequest: Sendable {
     public var reserve: HostReserve
     /// Attach a software TPM (swtpm) so OVMF measures the boot into it (docs/coordinator.md, "vTPM per child").
     public var vtpm: Bool = false
+    /// The instance this launch succeeds (`cmk update`): named in the manifest's `updatePeers`, so the two children
+    /// accept a state-transfer channel with each other (docs/updates.md).
+    public var updateOf: String?
     /// For `snp` and `tdx`: what the host offers a real launch; nil probes the host (``HardwareTEEHost/probe``).
     /// Tests inject a host that can, to check the command and verifier a real launch would use.
     public var hardwareHost: HardwareTEEHost?
@@ -522,7 +525,8 @@ public final class InstanceSupervisor: @unchecked Sendable {
                     firmwareSHA256: Hex.encode(SHA256.hash(data: firmware)), cmdline: commandLine),
                 vcpus: vcpus, memoryMiB: memory, policyID: policy.id, policyVersion: policy.version,
                 policyDigest: policy.digest, channelPeers: policy.handover.channelPeers,
-                peerMeasurements: policy.handover.channelPeerMeasurements?.mapValues { $0.map(\.description) })
+                peerMeasurements: policy.handover.channelPeerMeasurements?.mapValues { $0.map(\.description) },
+                updatePeers: UpdateNaming.updatePeers(of: request.name, predecessor: request.updateOf))
             try Data(manifest.canonicalBytes).write(to: folder.appendingPathComponent("manifest.json"))
             // The simulated platform measures the launch itself, from the exact bytes QEMU is given.
             let platformFolder = state.url.appendingPathComponent(request.tee.simulatedStateFolder)

@@ -14,6 +14,10 @@ final class GuestChannels {
         case message = 0x01
         case echoRequest = 0x02
         case echoReply = 0x03
+        /// A chunk of workload state (`cmk update`): only to a child told to import on this channel.
+        case stateChunk = 0x04
+        /// The end of a state transfer: the summary (entries, bytes, SHA-256) the receiver checks.
+        case stateEnd = 0x05
     }
 
     /// A handshake alert: sent in the clear (nothing authenticated exists yet) when the handshake fails on this side,
@@ -46,11 +50,16 @@ final class GuestChannels {
     let instance: String
     let provider: any EvidenceProvider
     let log: AgentLog
+    /// The workload whose state an update moves (nil: this table moves none).
+    let workload: KeyValueWorkload?
+    /// Channels on which this child accepts its predecessor's state, with what arrived so far.
+    private var imports: [String: (state: WorkloadState.Import, started: ContinuousClock.Instant?)] = [:]
 
-    init(instance: String, provider: any EvidenceProvider, log: AgentLog) {
+    init(instance: String, provider: any EvidenceProvider, log: AgentLog, workload: KeyValueWorkload? = nil) {
         self.instance = instance
         self.provider = provider
         self.log = log
+        self.workload = workload
     }
 
     private func event(
@@ -107,11 +116,11 @@ final class GuestChannels {
             ]
         }
         // This child's own allow-list, from its own measured manifest: not the coordinator's word.
-        guard platform.identity.channelPeers.contains(request.peer) else {
+        guard platform.identity.permits(request.peer) else {
             return [
                 event(
                     channel, "failed",
-                    "peer-not-permitted: this child's manifest does not list \(request.peer) as a channel peer")
+                    "peer-not-permitted: this child's manifest does not list \(request.peer) as a channel or update peer")
             ]
         }
         do throws(SealedChannelError) {
@@ -221,6 +230,8 @@ final class GuestChannels {
                     event(channel, "received", "\(data.count) bytes; echoed", endpoint),
                     .channelFrame(channel: channel, frame: reply),
                 ]
+            case .stateChunk, .stateEnd:
+                return try stateRecord(channel: channel, kind: kind, body: data, endpoint: endpoint)
             case .echoReply:
                 guard var entry = channels[channel], !entry.pendingEchoes.isEmpty else {
                     throw SealedChannelError(.recordMalformed, "an echo that was not asked for")
@@ -266,6 +277,87 @@ final class GuestChannels {
             return [event(channel, "closed", "closed", endpoint)]
         }
         return [.channelFrame(channel: channel, frame: frame), event(channel, "closed", "this side closed it", endpoint)]
+    }
+
+    // MARK: Workload state (cmk update, docs/updates.md)
+
+    /// The peer of an open channel, when it is one of this child's update peers; else why not.
+    private func updateEndpoint(_ channel: String) -> Result<ChannelEndpoint, SealedChannelError> {
+        guard let entry = channels[channel], case .open(let endpoint) = entry.state else {
+            return .failure(SealedChannelError(.invalidState, "the channel is not open on this child"))
+        }
+        guard let platform, platform.identity.updatePeers.contains(entry.open.peer) else {
+            return .failure(
+                SealedChannelError(
+                    .peerNotPermitted, "\(entry.open.peer) is not an update peer in this child's manifest"))
+        }
+        return .success(endpoint)
+    }
+
+    /// `.stateExport`: seal the workload's whole state onto the channel, chunk by chunk, then the summary.
+    func exportState(channel: String) -> [GuestMessage] {
+        guard let workload else { return [event(channel, "failed", "invalid-state: this agent runs no workload")] }
+        let endpoint: ChannelEndpoint
+        switch updateEndpoint(channel) {
+        case .success(let open): endpoint = open
+        case .failure(let error): return [event(channel, "state-failed", "\(error.code): \(error.reason)")]
+        }
+        let started = ContinuousClock.now
+        let export = workload.exportState()
+        var out: [GuestMessage] = []
+        do throws(SealedChannelError) {
+            for chunk in export.chunks {
+                out.append(.channelFrame(channel: channel, frame: try endpoint.seal([Body.stateChunk.rawValue] + chunk)))
+            }
+            out.append(
+                .channelFrame(channel: channel, frame: try endpoint.seal([Body.stateEnd.rawValue] + export.summary.encoded)))
+        } catch {
+            return failed(channel, error, alert: false)
+        }
+        out.append(
+            event(
+                channel, "state-sent",
+                "\(export.summary.entries) entries, \(export.summary.bytes) bytes in \(export.chunks.count + 1) records",
+                endpoint, micros: Self.micros(since: started)))
+        return out
+    }
+
+    /// `.stateImport`: accept the update peer's state on this channel.
+    func armImport(channel: String) -> [GuestMessage] {
+        guard workload != nil else { return [event(channel, "failed", "invalid-state: this agent runs no workload")] }
+        if case .failure(let error) = updateEndpoint(channel) {
+            return [event(channel, "state-failed", "\(error.code): \(error.reason)")]
+        }
+        imports[channel] = (WorkloadState.Import(), nil)
+        return [event(channel, "state-armed", "waiting for the update peer's state")]
+    }
+
+    private func stateRecord(channel: String, kind: Body, body: [UInt8], endpoint: ChannelEndpoint)
+        throws(SealedChannelError) -> [GuestMessage]
+    {
+        guard var pending = imports[channel], let workload else {
+            throw SealedChannelError(.recordMalformed, "workload state on a channel this child was not told to import from")
+        }
+        if pending.started == nil { pending.started = .now }
+        do throws(WorkloadStateError) {
+            if kind == .stateChunk {
+                try pending.state.add(chunk: body)
+                imports[channel] = pending
+                return []
+            }
+            let summary = try WorkloadState.Summary(bytes: body)
+            let state = try pending.state.finish(summary)
+            imports[channel] = nil
+            workload.replace(with: state)
+            return [
+                event(
+                    channel, "state-imported", "\(summary.entries) entries, \(summary.bytes) bytes, digest checked",
+                    endpoint, micros: Self.micros(since: pending.started ?? .now))
+            ]
+        } catch {
+            imports[channel] = nil
+            throw SealedChannelError(.recordMalformed, "workload state refused: \(error.description)")
+        }
     }
 
     /// Channel names and states, for the status.

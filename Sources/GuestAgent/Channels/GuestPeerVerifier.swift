@@ -374,9 +374,10 @@ struct GuestPeerVerifier: PeerEvidenceVerifier {
                         + "is not one this child's manifest pins for \(identity.name) (peerMeasurements)")
             }
         }
-        guard identity.channelPeers.contains(platform.identity.name) else {
+        guard identity.permits(platform.identity.name) else {
             throw SealedChannelError(
-                .peerNotPermitted, "\(identity.name)'s manifest does not list \(platform.identity.name) as a channel peer")
+                .peerNotPermitted,
+                "\(identity.name)'s manifest does not list \(platform.identity.name) as a channel or update peer")
         }
         return VerifiedPeer(
             instance: identity.name, evidenceType: checked.type, measurement: Hex.encode(checked.measurement),

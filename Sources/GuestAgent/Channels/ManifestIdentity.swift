@@ -20,6 +20,13 @@ struct ManifestIdentity: Sendable, Hashable {
         return (byName ?? []) + (byPolicy ?? [])
     }
 
+    /// The instances this one may hand its workload state to or take it from (`cmk update`, docs/updates.md): its
+    /// designated successor and, for a successor, its predecessor. Absent in manifests from before updates: none.
+    let updatePeers: [String]
+
+    /// Whether a channel with `peer` is allowed at all (as a channel peer or as an update peer).
+    func permits(_ peer: String) -> Bool { channelPeers.contains(peer) || updatePeers.contains(peer) }
+
     init(json bytes: [UInt8]) throws(ManifestJSONError) {
         var reader = ManifestJSONReader(bytes)
         let value = try reader.document()
@@ -54,9 +61,20 @@ struct ManifestIdentity: Sendable, Hashable {
             throw ManifestJSONError("peerMeasurements is not an object")
         }
         if case .string(let policy)? = fields["policyID"] { policyID = policy } else { policyID = nil }
+        var updates: [String] = []
+        switch fields["updatePeers"] {
+        case nil: break
+        case .array(let peers)?:
+            for peer in peers {
+                guard case .string(let peerName) = peer else { throw ManifestJSONError("an update peer is not a string") }
+                updates.append(peerName)
+            }
+        default: throw ManifestJSONError("updatePeers is not a list")
+        }
         self.name = name
         channelPeers = names
         peerMeasurements = pins
+        updatePeers = updates
     }
 }
 
