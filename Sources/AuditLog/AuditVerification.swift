@@ -160,18 +160,8 @@ extension AuditLog {
                 }
                 let triggers = Set(
                     try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger'"))
-                // Stable: record problems stay in chain order, checkpoint problems after them at the same sequence.
-                let ordered = problems.enumerated().sorted {
-                    ($0.element.sequence, $0.offset) < ($1.element.sequence, $1.offset)
-                }.map(\.element)
-                let last = statuses.last
-                let head = walker.head
-                return AuditVerification(
-                    recordCount: Int64(walker.count), head: head,
-                    problems: Array(ordered.prefix(AuditVerification.maximumProblems)),
-                    checkpointCount: checkpoints.count, lastCheckpoint: last,
-                    uncheckpointedRecords: max(0, head.sequence - (last?.checkpoint.sequence ?? 0)),
-                    trustedKeyFingerprint: key?.fingerprint,
+                return walker.verification(
+                    problems: problems, checkpoints: statuses, key: key,
                     missingTriggers: AuditSchema.triggers.filter { !triggers.contains($0) })
             }
         }
@@ -193,17 +183,28 @@ extension AuditLog {
         for checkpoint in checkpoints {
             statuses.append(walker.check(checkpoint, external: false, key: trustedKey, problems: &problems))
         }
+        return walker.verification(
+            problems: problems, checkpoints: statuses, key: trustedKey, missingTriggers: missingTriggers)
+    }
+}
+
+extension ChainWalker {
+    /// The outcome of a walk: `problems` (the walker's and the checkpoints') in a stable order — record problems in
+    /// chain order, checkpoint problems after them at the same sequence — capped, and `checkpoints` in the order
+    /// they were written.
+    func verification(
+        problems: [AuditProblem], checkpoints: [CheckpointStatus], key: CheckpointKey?, missingTriggers: [String]
+    ) -> AuditVerification {
         let ordered = problems.enumerated().sorted {
             ($0.element.sequence, $0.offset) < ($1.element.sequence, $1.offset)
         }.map(\.element)
-        let last = statuses.last
-        let head = walker.head
+        let last = checkpoints.last
         return AuditVerification(
-            recordCount: Int64(walker.count), head: head,
+            recordCount: Int64(count), head: head,
             problems: Array(ordered.prefix(AuditVerification.maximumProblems)),
             checkpointCount: checkpoints.count, lastCheckpoint: last,
             uncheckpointedRecords: max(0, head.sequence - (last?.checkpoint.sequence ?? 0)),
-            trustedKeyFingerprint: trustedKey?.fingerprint, missingTriggers: missingTriggers)
+            trustedKeyFingerprint: key?.fingerprint, missingTriggers: missingTriggers)
     }
 }
 
