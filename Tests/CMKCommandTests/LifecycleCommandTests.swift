@@ -403,6 +403,14 @@ struct LifecycleCommandTests {
         #expect((snpError["reason"] as? String)?.contains("/dev/sev") == true, "names the missing capability")
         #expect(try await cmk(["launch", "--tee", "sev"]).status == 2)
         #expect(try await cmk(["launch", "--heartbeat-interval", "100", "--heartbeat-timeout", "50"]).status == 2)
+        // --kernel must be a bzImage (checked before anything is reserved); --kernel-modules needs --kernel.
+        let notKernel = try await cmk(["launch", "--name", "nokernel", "--kernel", policies.appendingPathComponent("development.yaml").path])
+        #expect(notKernel.status == 2 && notKernel.standardError.contains("not an x86 bzImage"), "\(notKernel.standardError)")
+        let absent = try await cmk(["update", "nobody", "--kernel", "/nonexistent/vmlinuz"])
+        #expect(absent.status == 2 && absent.standardError.contains("not readable"), "\(absent.standardError)")
+        #expect(try await cmk(["launch", "--kernel-modules", "/tmp"]).status == 2)
+        #expect(try await cmk(["update", "nobody"]).status == 2, "neither --profile nor --kernel")
+        #expect(try await instances()["nokernel"] == nil, "nothing was reserved")
 
         for command in [["inspect", "nobody"], ["logs", "nobody"], ["stop", "nobody"]] {
             #expect(try await cmk(command).status == 6, "\(command)")
