@@ -8,35 +8,14 @@ import Testing
 /// threads.
 extension RealBoots {
 @Suite("cmk instance life cycle, booting for real", .serialized)
-struct LifecycleCommandTests {
+struct LifecycleCommandTests: CommandSuite {
     let state: URL
     let environment: [String: String]
 
     init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-life-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        self.environment = environment
+        (state, environment) = Self.sandbox("cmk-life", ownImages: false)
     }
 
-    /// Runs `cmk arguments...` on a dedicated thread.
-    func cmk(_ arguments: [String], timeout: TimeInterval = 600) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
-    }
-
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
 
     /// `cmk ps --all --json`, by name.
     func instances() async throws -> [String: [String: Any]] {

@@ -12,45 +12,19 @@ import Testing
 /// boot serves both updates (a boot costs 12 to 17 s under TCG on a quiet host, several times that under load).
 extension RealBoots {
 @Suite("cmk update between real children", .serialized)
-struct UpdateCommandTests {
+struct UpdateCommandTests: CommandSuite {
     let state: URL
     let environment: [String: String]
 
+    static let commandTimeout: TimeInterval = 900
+
     init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-update-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        environment["CMK_IMAGES"] = state.appendingPathComponent("images").path
-        self.environment = environment
+        (state, environment) = Self.sandbox("cmk-update")
     }
 
-    func cmk(_ arguments: [String], timeout: TimeInterval = 900) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
-    }
 
     /// The development policy plus `extra` (appended: indented lines continue its sev-snp section).
-    func policy(_ name: String, _ extra: String) throws -> String {
-        let development = try String(
-            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8)
-        let url = state.appendingPathComponent("\(name).yaml")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try (development + extra).write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
-
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
+    func policy(_ name: String, _ extra: String) throws -> String { try developmentPolicy(name, extra) }
 
     /// The backends the endpoint `kv` records in the state folder.
     func backends() throws -> [String] {
