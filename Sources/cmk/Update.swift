@@ -99,10 +99,12 @@ extension CMK {
                 kernel: kernel.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, policyPath: try policyPath(),
                 timeout: .seconds(timeout),
                 launcher: { successor, profile, policy, predecessor in
-                    let result = await Self.runCMK(executable, [
+                    let arguments = [
                         "launch", "--name", successor, "--profile", profile, "--policy", policy, "--allow-shared-cores",
                         "--update-of", predecessor, "--boot-timeout", String(bootTimeout), "--state-dir", statePath, "--json",
-                    ] + sizing)
+                    ] + sizing
+                    // A launch ends by its own boot timeout; the runner's limit only guards against a hung cmk.
+                    let result = await Self.runCMK(executable, arguments, timeout: .seconds(bootTimeout + 600))
                     let outcome = (try? JSONSerialization.jsonObject(with: Data(result.output.utf8))) as? [String: Any]
                     let measurement = outcome?["measurement"] as? String
                     let error = (outcome?["error"] as? [String: Any])?["reason"] as? String
@@ -114,7 +116,7 @@ extension CMK {
                     return (false, why)
                 },
                 stopper: { name in
-                    let result = await Self.runCMK(executable, ["stop", name, "--state-dir", statePath])
+                    let result = await Self.runCMK(executable, ["stop", name, "--state-dir", statePath], timeout: .seconds(300))
                     return result.status == 0 ? nil : "cmk stop exited \(result.status): \(result.error.suffix(300))"
                 },
                 progress: { event in
@@ -145,49 +147,20 @@ extension CMK {
             }
         }
 
-        /// Runs cmk itself (launch, stop) and collects its output.
-        static func runCMK(_ executable: String, _ arguments: [String]) async -> (status: Int32, output: String, error: String) {
-            await withCheckedContinuation { continuation in
-                Thread.detachNewThread {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: executable)
-                    process.arguments = arguments
-                    let out = Pipe()
-                    let err = Pipe()
-                    process.standardOutput = out
-                    process.standardError = err
-                    process.standardInput = FileHandle.nullDevice
-                    do { try process.run() } catch {
-                        continuation.resume(returning: (-1, "", "\(error)"))
-                        return
-                    }
-                    let errData = DataSlot()
-                    Thread.detachNewThread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-                    let output = out.fileHandleForReading.readDataToEndOfFile()
-                    process.waitUntilExit()
-                    continuation.resume(
-                        returning: (process.terminationStatus, String(decoding: output, as: UTF8.self),
-                                    String(decoding: errData.get(), as: UTF8.self)))
+        /// Runs cmk itself (launch, stop) and collects its output; past `timeout` it is stopped (SIGTERM, then
+        /// SIGKILL) and the result says so.
+        static func runCMK(
+            _ executable: String, _ arguments: [String], timeout: Duration
+        ) async -> (status: Int32, output: String, error: String) {
+            do {
+                let result = try await CommandRunner.run(executable, arguments, timeout: timeout)
+                if result.timedOut {
+                    return (-1, result.standardOutputText, "cmk \(arguments.first ?? "") ran past \(timeout) and was stopped")
                 }
+                return (result.exitCode, result.standardOutputText, result.standardErrorText)
+            } catch {
+                return (-1, "", "\(error)")
             }
         }
-    }
-}
-
-/// A Data slot filled by one thread and read by another once it is done.
-final class DataSlot: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var data: Data?
-    func set(_ value: Data) {
-        condition.lock()
-        data = value
-        condition.broadcast()
-        condition.unlock()
-    }
-    func get() -> Data {
-        condition.lock()
-        defer { condition.unlock() }
-        while data == nil { condition.wait() }
-        return data!
     }
 }
