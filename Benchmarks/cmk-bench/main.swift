@@ -19,7 +19,11 @@
 // channel: sealed-channel records (seal on one end, open on the other; 64 B, 1 KiB and 16 KiB bodies) against raw
 //          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body; and seal alone against
 //          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run. Then the
-//          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift).
+//          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift), then the relay round trip.
+// relay:   round trip of a 64-byte message between two real agents through the coordinator's relay (ChannelRelay,
+//          RelayLink, the supervisor's watch loop, real UNIX sockets), p50/p99/mean, against a plain 64-byte socket
+//          ping-pong, the same ping-pong carrying sealed records, and the two agents joined without the relay, all in
+//          the same run (RelayBenchmark.swift).
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
 //          (ServeBenchmark.swift). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
@@ -42,14 +46,14 @@ struct Options {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "tdx", "measure", "channel", "handshake", "launch", "serve", "all": suite = argument
+            case "verify", "tdx", "measure", "channel", "handshake", "relay", "launch", "serve", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -388,6 +392,7 @@ enum OpenSSLSpeed {
 if options.suite == "verify" || options.suite == "all" { try benchmarkVerification() }
 if options.suite == "channel" || options.suite == "all" { try benchmarkChannel() }
 if options.suite == "channel" || options.suite == "handshake" || options.suite == "all" { try benchmarkHandshake() }
+if options.suite == "channel" || options.suite == "relay" || options.suite == "all" { try benchmarkRelay() }
 if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
 // Not part of "all": it boots QEMU twice per run (about 20 s a run under TCG).
