@@ -103,10 +103,11 @@ let package = Package(
             ]),
 
         // MARK: Sealed channels: Noise XX with attestation evidence as payload, and the record layer (no Foundation, so
-        // cmk-guest can link it); the peer verifier over the appraisal pipeline lives apart.
+        // cmk-guest can link it; records go through OpenSSL's EVP AEAD, libcrypto linked statically into cmk-guest);
+        // the peer verifier over the appraisal pipeline lives apart.
         .target(
             name: "SealedChannel",
-            dependencies: ["BinaryFormat", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["BinaryFormat", "GuestProtocol", "COpenSSL", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "SealedChannelAttestation",
             dependencies: [

@@ -402,7 +402,88 @@ struct RelayBenchChildren {
             relayed.percentile(0.5) / agents.percentile(0.5), relayed.mean / agents.mean,
             relayed.percentile(0.5) / records.percentile(0.5), relayed.percentile(0.5) / plain.percentile(0.5)))
     }
+    if options.qemu { try benchmarkRelayUnderQEMU(inProcess: results.last ?? [:]) }
     try? directControlA.send(.shutdown)
     try? directControlB.send(.shutdown)
     try? relayControlA.send(.shutdown)
+}
+
+/// `relay --qemu`: the same round trip between two real children under QEMU (TCG), through their real supervisors,
+/// driven by the `cmk` beside this benchmark (or `$CMK_BENCH_CMK`) in a state folder of its own: two `cmk launch`es
+/// of the development policy handing each other over as channel peers, `cmk channel open`, then `cmk channel send
+/// --size 64 --count N --echo --json` (each round trip measured inside the sending child). The children carry
+/// `$CMK_GUEST_AGENT` (scripts/build-guest-agent) as `cmk launch` does. Set beside the in-process figures of the same
+/// run (`inProcess`); not alternated with them (two boots take a minute under TCG).
+@MainActor func benchmarkRelayUnderQEMU(inProcess: [String: Any]) throws {
+    let cmk = ProcessInfo.processInfo.environment["CMK_BENCH_CMK"]
+        ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("cmk").path
+    guard FileManager.default.isExecutableFile(atPath: cmk) else {
+        throw RelayBenchmarkError("relay --qemu needs cmk beside cmk-bench or in $CMK_BENCH_CMK (not found: \(cmk))")
+    }
+    let folder = URL(fileURLWithPath: "/tmp").appendingPathComponent("cmkrq-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    var environment = ProcessInfo.processInfo.environment
+    environment["CMK_STATE_DIR"] = folder.path
+    environment["CMK_IMAGES"] = folder.appendingPathComponent("images").path
+    func run(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: cmk)
+        process.arguments = arguments
+        process.environment = environment
+        let output = Pipe()
+        // Standard error to a file: a second pipe could fill and block the command while standard output is read.
+        let errorFile = folder.appendingPathComponent("cmk-\(arguments[0]).stderr")
+        guard FileManager.default.createFile(atPath: errorFile.path, contents: nil) else {
+            throw RelayBenchmarkError("cannot create \(errorFile.path)")
+        }
+        let errors = try FileHandle(forWritingTo: errorFile)
+        defer { try? errors.close() }
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let stderr = (try? String(contentsOf: errorFile, encoding: .utf8)) ?? ""
+            throw RelayBenchmarkError(
+                "cmk \(arguments.prefix(2).joined(separator: " ")) exited \(process.terminationStatus): \(stderr.suffix(800))")
+        }
+        return text
+    }
+    let policyText = try String(contentsOf: URL(fileURLWithPath: "policies/development.yaml"), encoding: .utf8)
+    var launched: [String] = []
+    defer {
+        for name in launched { _ = try? run(["stop", name]) }
+        try? FileManager.default.removeItem(at: folder)
+    }
+    for (name, peer) in [("rtt-a", "rtt-b"), ("rtt-b", "rtt-a")] {
+        let policy = folder.appendingPathComponent("\(name).yaml")
+        try (policyText + "handover:\n  channel-peers: [\(peer)]\n").write(to: policy, atomically: true, encoding: .utf8)
+        if !options.json { FileHandle.standardError.write(Data("relay --qemu: launching \(name) (TCG)...\n".utf8)) }
+        launched.append(name)
+        _ = try run(["launch", "--name", name, "--policy", policy.path, "--allow-shared-cores"])
+    }
+    _ = try run(["channel", "open", "rtt-a", "rtt-b", "--name", "rtt", "--json"])
+    let messages = max(20, options.rounds * 40)
+    let sent = try run(["channel", "send", "rtt", "--size", "64", "--count", "\(messages)", "--echo", "--json", "--timeout", "120"])
+    guard let object = try JSONSerialization.jsonObject(with: Data(sent.utf8)) as? [String: Any],
+        let micros = object["roundTripMicros"] as? [Int], !micros.isEmpty, (object["changed"] as? Int) == 0
+    else { throw RelayBenchmarkError("cmk channel send gave no round trips: \(sent.prefix(400))") }
+    var trips = RoundTrips()
+    trips.samples = micros.map(Double.init)
+    let relayP50 = (inProcess["relay"] as? [String: Any])?["p50_us"] as? Double ?? .nan
+    let plainP50 = (inProcess["plain"] as? [String: Any])?["p50_us"] as? Double ?? .nan
+    results.append([
+        "benchmark": "channel-relay-round-trip-64-qemu", "message_bytes": 64,
+        "baseline": "the in-process relay and plain socket figures of the same run",
+        "qemu": ["p50_us": trips.percentile(0.5), "p99_us": trips.percentile(0.99), "mean_us": trips.mean, "samples": micros.count],
+        "ratio_to_in_process_relay_p50": trips.percentile(0.5) / relayP50,
+        "ratio_to_plain_p50": trips.percentile(0.5) / plainP50,
+    ])
+    if !options.json {
+        print(
+            "  " + "two QEMU children ⇄ their supervisors".padding(toLength: 42, withPad: " ", startingAt: 0)
+                + String(format: " %9.1f  %9.1f  %9.1f  %8d", trips.percentile(0.5), trips.percentile(0.99), trips.mean, micros.count))
+        print(String(format: "  under QEMU / in-process relay %.1f× (p50); under QEMU / plain %.0f× (p50)", trips.percentile(0.5) / relayP50, trips.percentile(0.5) / plainP50))
+    }
 }
