@@ -76,7 +76,7 @@ public final class ChannelEndpoint: Sendable {
         try state.withLock { state throws(SealedChannelError) in
             let frame = try state.seal(.close, [0] + Self.clipped(reason), descriptor: descriptor)
             state.sendClosed = true
-            state.sending.cipher.erase()
+            state.sending.erase()
             return frame
         }
     }
@@ -91,7 +91,7 @@ public final class ChannelEndpoint: Sendable {
             let frame = try? state.seal(
                 .close, [code] + Self.clipped(failure.reason), descriptor: descriptor, ignoreFailure: true)
             state.sendClosed = true
-            state.sending.cipher.erase()
+            state.sending.erase()
             return frame
         }
     }
@@ -210,6 +210,12 @@ struct Direction: Sendable {
         engine = RecordCipher(cipher.cipher, encrypting: encrypting)
     }
 
+    /// Drops the key, and the key schedule OpenSSL derived from it: nothing is sealed or opened this way again.
+    mutating func erase() {
+        cipher.erase()
+        engine?.cleanse()
+    }
+
     func requireEngine() throws(SealedChannelError) -> RecordCipher {
         guard let engine else {
             throw SealedChannelError(.unsupported, "OpenSSL offers no \(cipher.cipher.rawValue) context for the records")
@@ -247,7 +253,7 @@ struct RecordState: Sendable {
     /// Records the first failure, drops both keys, and returns the error to throw.
     mutating func fail(_ error: SealedChannelError) -> SealedChannelError {
         if failure == nil { failure = error }
-        receiving.cipher.erase()
+        receiving.erase()
         return error
     }
 
@@ -277,7 +283,7 @@ struct RecordState: Sendable {
             try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
-            sending.cipher.erase()
+            sending.erase()
             throw fail(error)
         }
         return frame
@@ -321,7 +327,7 @@ struct RecordState: Sendable {
                 throw fail(SealedChannelError(.recordMalformed, "record \(counter) is a close record without a code"))
             }
             receiveClosed = true
-            receiving.cipher.erase()
+            receiving.erase()
             if opened.body[0] == 0 { return .closed(reason: text) }
             let code = SealedChannelError.Code.fromWire(opened.body[0])
             let peerError = SealedChannelError(

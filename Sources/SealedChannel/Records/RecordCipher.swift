@@ -40,6 +40,12 @@ final class RecordCipher: @unchecked Sendable {
     /// EVP_CIPHER_CTX_free cleanses the key schedule before it frees the context.
     deinit { EVP_CIPHER_CTX_free(context) }
 
+    /// Cleanses the context's key schedule now (the direction is closed or torn down); every later record through
+    /// this context fails, as it has no cipher any more.
+    func cleanse() {
+        _ = EVP_CIPHER_CTX_reset(context)
+    }
+
     /// Sets the key and the 96-bit nonce of one record (Noise's layout: 32 zero bits, then the counter little-endian
     /// for ChaChaPoly, big-endian for AESGCM) and feeds the associated data.
     private func begin(key: SymmetricKey, nonce: UInt64, ad: [UInt8]) -> Bool {
