@@ -279,7 +279,8 @@ struct RecordState: Sendable {
         let frame: [UInt8]
         do throws(SealedChannelError) {
             // type ‖ body is sealed straight into the frame (RecordCipher): no plaintext copy to make or wipe.
-            frame = try sending.cipher.sealRecord(ad: ad, type: type.rawValue, body: body, engine: try sending.requireEngine())
+            frame = try sending.cipher.sealRecord(
+                ad: ad, type: type.rawValue, body: body, engine: try sending.requireEngine(), keyEpoch: sending.epoch)
             try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
@@ -297,7 +298,8 @@ struct RecordState: Sendable {
             descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
         var opened: (type: UInt8, body: [UInt8])
         do throws(SealedChannelError) {
-            opened = try receiving.cipher.openRecord(ad: ad, slice: ciphertext, engine: try receiving.requireEngine())
+            opened = try receiving.cipher.openRecord(
+                ad: ad, slice: ciphertext, engine: try receiving.requireEngine(), keyEpoch: receiving.epoch)
         } catch  where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(

@@ -18,6 +18,10 @@ final class RecordCipher: @unchecked Sendable {
     private let algorithm: OpaquePointer
     private let encrypting: Bool
     let cipher: NoiseCipher
+    /// The key epoch (the direction's rekey count) whose key schedule the context holds; nil when it holds none.
+    /// While it stays the same, a record sets only its nonce, as `openssl speed` does: setting the key again costs
+    /// more than sealing a small record.
+    private var keyedEpoch: Int?
 
     /// Nil when OpenSSL cannot allocate a context or does not offer the cipher.
     init?(_ cipher: NoiseCipher, encrypting: Bool) {
@@ -44,11 +48,13 @@ final class RecordCipher: @unchecked Sendable {
     /// this context fails, as it has no cipher any more.
     func cleanse() {
         _ = EVP_CIPHER_CTX_reset(context)
+        keyedEpoch = nil
     }
 
-    /// Sets the key and the 96-bit nonce of one record (Noise's layout: 32 zero bits, then the counter little-endian
-    /// for ChaChaPoly, big-endian for AESGCM) and feeds the associated data.
-    private func begin(key: SymmetricKey, nonce: UInt64, ad: [UInt8]) -> Bool {
+    /// Sets the 96-bit nonce of one record (Noise's layout: 32 zero bits, then the counter little-endian for
+    /// ChaChaPoly, big-endian for AESGCM), and the key when `epoch` is not the one the context holds, and feeds the
+    /// associated data.
+    private func begin(key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8]) -> Bool {
         var iv: (UInt64, UInt32) = (0, 0)
         let started = withUnsafeMutableBytes(of: &iv) { ivBytes -> Bool in
             for index in 0..<8 {
@@ -59,19 +65,29 @@ final class RecordCipher: @unchecked Sendable {
                 }
             }
             let ivPointer = ivBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            if keyedEpoch == epoch {
+                return EVP_CipherInit_ex(context, nil, nil, nil, ivPointer, encrypting ? 1 : 0) == 1
+            }
+            keyedEpoch = nil
             return key.withUnsafeBytes { keyBytes in
                 EVP_CipherInit_ex(
                     context, nil, nil, keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self), ivPointer,
                     encrypting ? 1 : 0) == 1
             }
         }
-        guard started else { return false }
+        guard started else {
+            keyedEpoch = nil
+            return false
+        }
+        keyedEpoch = epoch
         var written: Int32 = 0
         return ad.withUnsafeBufferPointer { EVP_CipherUpdate(context, nil, &written, $0.baseAddress, Int32($0.count)) } == 1
     }
 
     /// `u32be length ‖ ENCRYPT(k, n, ad, type ‖ body)`, the ciphertext followed by the 16-byte tag.
-    func sealFrame(key: SymmetricKey, nonce: UInt64, ad: [UInt8], type: UInt8, body: [UInt8]) throws(SealedChannelError)
+    func sealFrame(
+        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], type: UInt8, body: [UInt8]
+    ) throws(SealedChannelError)
         -> [UInt8]
     {
         let length = 1 + body.count + NoiseCipher.tagLength
@@ -85,7 +101,7 @@ final class RecordCipher: @unchecked Sendable {
             let out = buffer.baseAddress! + 4
             var written: Int32 = 0
             var typeByte = type
-            guard begin(key: key, nonce: nonce, ad: ad),
+            guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
                 EVP_CipherUpdate(context, out, &written, &typeByte, 1) == 1, written == 1,
                 body.withUnsafeBufferPointer({
                     $0.isEmpty
@@ -106,7 +122,9 @@ final class RecordCipher: @unchecked Sendable {
 
     /// DECRYPT(k, n, ad, ciphertext ‖ tag) of a record: its type byte and body, or nil when the tag does not
     /// authenticate (nothing decrypted is returned then: the body is wiped before it is dropped).
-    func openRecord(key: SymmetricKey, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>) -> (type: UInt8, body: [UInt8])? {
+    func openRecord(
+        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>
+    ) -> (type: UInt8, body: [UInt8])? {
         let bodyLength = ciphertext.count - 1 - NoiseCipher.tagLength
         guard bodyLength >= 0 else { return nil }
         var type: UInt8 = 0
@@ -121,7 +139,7 @@ final class RecordCipher: @unchecked Sendable {
                 withUnsafeMutableBytes(of: &tag) {
                     $0.copyMemory(from: UnsafeRawBufferPointer(start: inputBase + 1 + bodyLength, count: NoiseCipher.tagLength))
                 }
-                guard begin(key: key, nonce: nonce, ad: ad),
+                guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
                     EVP_CipherUpdate(context, &type, &written, inputBase, 1) == 1, written == 1,
                     bodyLength == 0
                         || (EVP_CipherUpdate(context, buffer.baseAddress, &written, inputBase + 1, Int32(bodyLength)) == 1
