@@ -4,7 +4,8 @@
 // Modules follow the data flow and depend one way (docs/architecture.md):
 //   BinaryFormat -> Firmware, SEVSNP, TPM2 (formats, pure values) -> Attestation (chains, verifiers, claims)
 //   -> Coordinator -> cmk (thin executable); AttestationResults (COSE/EAR) beside Attestation.
-//   C libraries stay in their boxes: COpenSSL (Attestation), CTSS2 (TPM2), CCBOR (AttestationResults).
+//   C libraries stay in their boxes: COpenSSL (Attestation, SealedChannel's records), CTSS2 (TPM2), CCBOR
+//   (AttestationResults).
 import PackageDescription
 
 let package = Package(
