@@ -273,16 +273,22 @@ struct RelayBenchChildren {
         cpus: (0..<4).map { HostInventory.CPU(id: $0, node: 0, core: $0, siblings: [$0]) }, memoryTotalKiB: 16 << 20,
         memoryAvailableKiB: 16 << 20)
     let relayInbox = EventInbox()
-    var stand_ins: [Process] = []
+    var standIns: [Process] = []
     var relays: [ChannelRelay] = []
     var relayControlA: FramedConnection?
+    // Set up before the first stand-in starts, so a failure half-way leaves no `sleep` behind.
+    defer {
+        stopping.store(true, ordering: .releasing)
+        for relay in relays { relay.stop() }
+        for sleeper in standIns { sleeper.terminate() }
+    }
     for (name, peer) in [("bench-a", "bench-b"), ("bench-b", "bench-a")] {
         let (manifest, provider) = try children.child(name, peer: peer)
         let sleeper = Process()
         sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
         sleeper.arguments = ["3600"]
         try sleeper.run()
-        stand_ins.append(sleeper)
+        standIns.append(sleeper)
         guard let identity = ProcessIdentity.of(pid: sleeper.processIdentifier) else {
             throw RelayBenchmarkError("cannot read the stand-in process's identity")
         }
@@ -316,11 +322,6 @@ struct RelayBenchChildren {
         }
     }
     store.close()
-    defer {
-        stopping.store(true, ordering: .releasing)
-        for relay in relays { relay.stop() }
-        for sleeper in stand_ins { sleeper.terminate() }
-    }
     let link = try RelayLink.connect(path: ChannelFiles.relaySocket(state, instance: "bench-a"))
     let opened = try link.request(RelayMessage(.open, channel: "bench", responder: "bench-b"), timeout: .seconds(60))
     link.close()
