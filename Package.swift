@@ -4,7 +4,8 @@
 // Modules follow the data flow and depend one way (docs/architecture.md):
 //   BinaryFormat -> Firmware, SEVSNP, TPM2 (formats, pure values) -> Attestation (chains, verifiers, claims)
 //   -> Coordinator -> cmk (thin executable); AttestationResults (COSE/EAR) beside Attestation.
-//   C libraries stay in their boxes: COpenSSL (Attestation), CTSS2 (TPM2), CCBOR (AttestationResults).
+//   C libraries stay in their boxes: COpenSSL (Attestation, SealedChannel's records), CTSS2 (TPM2), CCBOR
+//   (AttestationResults).
 import PackageDescription
 
 let package = Package(
@@ -105,10 +106,11 @@ let package = Package(
             ]),
 
         // MARK: Sealed channels: Noise XX with attestation evidence as payload, and the record layer (no Foundation, so
-        // cmk-guest can link it); the peer verifier over the appraisal pipeline lives apart.
+        // cmk-guest can link it; records go through OpenSSL's EVP AEAD, libcrypto linked statically into cmk-guest);
+        // the peer verifier over the appraisal pipeline lives apart.
         .target(
             name: "SealedChannel",
-            dependencies: ["BinaryFormat", "GuestProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["BinaryFormat", "GuestProtocol", "COpenSSL", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "SealedChannelAttestation",
             dependencies: [

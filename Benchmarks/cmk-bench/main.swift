@@ -18,8 +18,14 @@
 //          0.0.13 (.cache/venv, installed by scripts/setup) on the same inputs, wall time per run.
 // channel: sealed-channel records (seal on one end, open on the other; 64 B, 1 KiB and 16 KiB bodies) against raw
 //          swift-crypto ChaChaPoly seal + open of the same bodies, in MB/s of body; and seal alone against
-//          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run. Then the
-//          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift).
+//          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run, beside raw
+//          swift-crypto ChaChaPoly sealing alone (`records` runs only this part). Records are timed in this thread's
+//          CPU time, as `openssl speed` times itself (`-elapsed`, the wall clock, is printed beside it). Then the
+//          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift), then the relay round trip.
+// relay:   round trip of a 64-byte message between two real agents through the coordinator's relay (ChannelRelay,
+//          RelayLink, the supervisor's watch loop, real UNIX sockets), p50/p99/mean, against a plain 64-byte socket
+//          ping-pong, the same ping-pong carrying sealed records, and the two agents joined without the relay, all in
+//          the same run (RelayBenchmark.swift).
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
 //          (ServeBenchmark.swift). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
@@ -37,19 +43,22 @@ struct Options {
     var seconds = 2.0
     var json = false
     var rounds = 5
+    /// relay: also two children under QEMU (RelayBenchmark.swift).
+    var qemu = false
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
         while let argument = iterator.next() {
             switch argument {
-            case "verify", "tdx", "measure", "channel", "handshake", "launch", "serve", "all": suite = argument
+            case "verify", "tdx", "measure", "channel", "records", "handshake", "relay", "launch", "serve", "all": suite = argument
             case "--vectors": vectors = URL(fileURLWithPath: iterator.next() ?? ".")
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
+            case "--qemu": qemu = true
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu]\n".utf8))
                 exit(2)
             }
         }
@@ -69,6 +78,29 @@ func rate(seconds: Double, _ body: () throws -> Void) rethrows -> Double {
         elapsed = clock.now - start
     }
     return Double(operations) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+}
+
+/// Like ``rate(seconds:_:)``, but in operations per second of this thread's CPU time: the unit `openssl speed`
+/// reports in (it times its own CPU use unless given `-elapsed`), so a host busy with other work lowers neither
+/// figure. Stops after `seconds` of CPU time or four times that of wall time (the clocks read every 16 operations).
+func cpuRate(seconds: Double, _ body: () throws -> Void) rethrows -> Double {
+    func cpuSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+    let wallLimit = ContinuousClock.now + .milliseconds(Int64(seconds * 4000))
+    let start = cpuSeconds()
+    var operations = 0
+    var used = 0.0
+    // The thread CPU clock is a system call, not a vDSO read: looked at every 16 operations so it does not weigh on
+    // small ones (a 64-byte record seals in well under a microsecond).
+    while used < seconds, ContinuousClock.now < wallLimit {
+        for _ in 0..<16 { try body() }
+        operations += 16
+        used = cpuSeconds() - start
+    }
+    return Double(operations) / used
 }
 
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
@@ -239,6 +271,8 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
     }
 }
 
+/// Records are timed in this thread's CPU time (``cpuRate``), the unit `openssl speed` uses: on the shared 2-core host
+/// the wall clock measured other engineers' builds as much as the record layer.
 @MainActor func benchmarkChannel() throws {
     // A fresh pair of endpoints for each measurement: sealing alone moves the sender's counter past what its peer has
     // opened, so the seal-only figure must not share endpoints with the seal + open one.
@@ -259,117 +293,102 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
         let body = [UInt8](repeating: 0x5A, count: size)
         let (a, b) = try pair()
         let (raw, records) = try alternate(rounds: options.rounds, label: "channel \(size)", quiet: options.json, {
-            try rate(seconds: options.seconds) {
+            try cpuRate(seconds: options.seconds) {
                 let box = try ChaChaPoly.seal(body, using: key, nonce: nonce, authenticating: [0, 1, 2])
                 _ = try ChaChaPoly.open(box, using: key, authenticating: [0, 1, 2])
             } * Double(size) / 1e6
         }, {
-            try rate(seconds: options.seconds) {
+            try cpuRate(seconds: options.seconds) {
                 _ = try b.open(frame: try a.seal(body))
             } * Double(size) / 1e6
         })
-        // The record layer's per-record work beyond the AEAD, each piece alone on the same body (µs per record): where
-        // the difference between the two figures above goes.
-        let profile = try recordProfile(body: body, key: key)
         // One direction only, as `openssl speed` measures: seal (the sender's cost) against OpenSSL's encryption.
+        // Raw swift-crypto sealing alone beside it: what the AEAD library itself reaches against OpenSSL. Both timed
+        // in this thread's CPU time, as `openssl speed` times itself.
         let (sender, _) = try pair()
-        let sealOnly = try median((0..<options.rounds).map { _ in
-            try rate(seconds: options.seconds) { _ = try sender.seal(body) } * Double(size) / 1e6
+        let (rawSeal, sealOnly) = try alternate(rounds: options.rounds, label: "seal \(size)", quiet: options.json, {
+            try cpuRate(seconds: options.seconds) {
+                _ = try ChaChaPoly.seal(body, using: key, nonce: nonce, authenticating: [0, 1, 2])
+            } * Double(size) / 1e6
+        }, {
+            try cpuRate(seconds: options.seconds) { _ = try sender.seal(body) } * Double(size) / 1e6
         })
-        let chacha = OpenSSLSpeed.megabytesPerSecond(cipher: "chacha20-poly1305", bytes: size, seconds: options.seconds)
+        // Channel sealing against `openssl speed -evp chacha20-poly1305`, alternated round by round like the pairs
+        // above (a single openssl run beside a median measured minutes apart caught whatever the other hyperthread
+        // was doing at that moment). NaN: openssl did not run.
+        let (chachaMedian, sealPaired) = try alternate(
+            rounds: options.rounds, label: "openssl \(size)", quiet: options.json,
+            {
+                OpenSSLSpeed.megabytesPerSecond(cipher: "chacha20-poly1305", bytes: size, seconds: options.seconds)
+                    ?? .nan
+            },
+            { try cpuRate(seconds: options.seconds) { _ = try sender.seal(body) } * Double(size) / 1e6 })
+        let chacha: Double? = chachaMedian.isNaN ? nil : chachaMedian
+        // The same cipher in openssl's TLS-like AEAD sequence (-aead: nonce, 13 bytes of associated data, update,
+        // final and tag per message), the work a record does; for reference.
+        let chachaAEAD = OpenSSLSpeed.megabytesPerSecond(
+            cipher: "chacha20-poly1305", bytes: size, seconds: options.seconds, aead: true)
         let gcm = OpenSSLSpeed.megabytesPerSecond(cipher: "aes-256-gcm", bytes: size, seconds: options.seconds)
+        let chachaElapsed = OpenSSLSpeed.megabytesPerSecond(
+            cipher: "chacha20-poly1305", bytes: size, seconds: options.seconds, elapsed: true)
         results.append([
             "benchmark": "channel-records-\(size)", "baseline": "raw ChaChaPoly seal + open", "baseline_mb_per_second": raw,
             "cmk_mb_per_second": records, "ratio": records / raw, "cmk_seal_mb_per_second": sealOnly,
+            "raw_seal_mb_per_second": rawSeal, "seal_timing": "thread CPU time",
+            "openssl_chacha20_poly1305_elapsed_mb_per_second": chachaElapsed ?? -1, "seal_ratio_to_raw_seal": sealOnly / rawSeal,
+            "seal_ratio_to_openssl_chacha20_poly1305": chacha.map { sealPaired / $0 } ?? -1,
+            "cmk_seal_paired_with_openssl_mb_per_second": sealPaired,
+            "openssl_chacha20_poly1305_aead_mb_per_second": chachaAEAD ?? -1,
+            "seal_ratio_to_openssl_chacha20_poly1305_aead": chachaAEAD.map { sealPaired / $0 } ?? -1,
+            "raw_seal_ratio_to_openssl_chacha20_poly1305": chacha.map { rawSeal / $0 } ?? -1,
             "openssl_chacha20_poly1305_mb_per_second": chacha ?? -1, "openssl_aes_256_gcm_mb_per_second": gcm ?? -1,
             "raw_us_per_record": Double(size) / raw, "channel_us_per_record": Double(size) / records,
-            "profile_us": Dictionary(uniqueKeysWithValues: profile.map { ($0.name, $0.microseconds) }),
         ])
         if !options.json {
             print("Sealed-channel records of \(size) bytes, one core, median of \(options.rounds) rounds:")
             print(String(format: "  raw ChaChaPoly seal + open   %8.1f MB/s   (baseline, same bodies)", raw))
             print(String(format: "  channel seal + open          %8.1f MB/s   %.1f %% of the baseline", records, records / raw * 100))
-            print(String(format: "  channel seal only            %8.1f MB/s", sealOnly))
-            print(String(format: "  per record: raw %.2f µs, channel %.2f µs; pieces of the difference:", Double(size) / raw, Double(size) / records))
-            for piece in profile { print(String(format: "    %-44@ %6.2f µs", piece.name as NSString, piece.microseconds)) }
-            for (name, value) in [("openssl chacha20-poly1305", chacha), ("openssl aes-256-gcm", gcm)] {
+            print(String(format: "  raw ChaChaPoly seal only     %8.1f MB/s   (CPU time, as openssl speed)", rawSeal))
+            print(String(format: "  channel seal only            %8.1f MB/s   %.1f %% of raw seal only", sealOnly, sealOnly / rawSeal * 100))
+            print(String(format: "  per record: raw %.2f µs, channel %.2f µs", Double(size) / raw, Double(size) / records))
+            if let chacha {
+                print(
+                    String(
+                        format: "  openssl chacha20-poly1305    %8.1f MB/s   channel seal %.1f MB/s alternated with it: %.1f %%",
+                        chacha, sealPaired, sealPaired / chacha * 100))
+            } else {
+                print("  openssl chacha20-poly1305: openssl speed did not run")
+            }
+            for (name, value) in [("openssl chacha20-poly1305 -aead", chachaAEAD), ("openssl aes-256-gcm", gcm)] {
                 if let value {
                     print(
                         "  " + name.padding(toLength: 28, withPad: " ", startingAt: 0)
-                            + String(format: " %8.1f MB/s   channel seal is %.1f %% of it", value, sealOnly / value * 100))
+                            + String(format: " %8.1f MB/s   channel seal is %.1f %% of it", value, sealPaired / value * 100))
                 } else {
                     print("  \(name): openssl speed did not run")
                 }
+            }
+            if let chachaElapsed {
+                print(String(format: "  (openssl chacha20-poly1305 timed by the wall clock, -elapsed: %.1f MB/s)", chachaElapsed))
             }
         }
     }
 }
 
-/// The record layer's per-record steps outside the AEAD itself, each timed alone in a loop (median of the rounds), in
-/// µs per record: what a seal + open costs beyond `ChaChaPoly.seal` + `open` of the same body.
-@MainActor func recordProfile(body: [UInt8], key: SymmetricKey) throws -> [(name: String, microseconds: Double)] {
-    let descriptor = try ChannelDescriptor(channelID: "bench", initiator: "a", responder: "b")
-    let sealed = try ChaChaPoly.seal([1] + body, using: key, nonce: ChaChaPoly.Nonce(), authenticating: [0])
-    let frame = [0, 0, 0, 0] + Array(sealed.ciphertext) + Array(sealed.tag)
-    let opened = Data([1] + body)
-    var scratch = Data(count: 1 + body.count)
-    func micro(_ name: String, _ work: () throws -> Void) rethrows -> (name: String, microseconds: Double) {
-        let perSecond = try median((0..<options.rounds).map { _ in try rate(seconds: options.seconds / 2, work) })
-        return (name, 1e6 / perSecond)
-    }
-    return try [
-        micro("associated data (label, id, role, counter, length)") {
-            _ = ChannelEndpoint.associatedData(descriptor: descriptor, sender: .initiator, counter: 7, length: frame.count - 4)
-        },
-        micro("seal: type ‖ body into a new buffer, then wipe it") {
-            var plaintext = [UInt8](unsafeUninitializedCapacity: 1 + body.count) { buffer, initialized in
-                buffer[0] = 1
-                body.withUnsafeBytes {
-                    UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[1...])).copyMemory(from: $0)
-                }
-                initialized = 1 + body.count
-            }
-            plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
-        },
-        micro("seal: frame = length ‖ ciphertext ‖ tag from the box") {
-            let combined = sealed.combined
-            _ = [UInt8](unsafeUninitializedCapacity: 4 + combined.count - 12) { buffer, initialized in
-                combined.withUnsafeBytes { raw in
-                    UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[4...])).copyMemory(
-                        from: UnsafeRawBufferPointer(rebasing: raw[12...]))
-                }
-                initialized = 4 + combined.count - 12
-            }
-        },
-        micro("open: SealedBox(nonce:ciphertext:tag:) (the old way)") {
-            let slice = frame[4...]
-            _ = try ChaChaPoly.SealedBox(
-                nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)), ciphertext: slice[..<(slice.endIndex - 16)],
-                tag: slice[(slice.endIndex - 16)...])
-        },
-        micro("open: SealedBox(combined:) of nonce ‖ frame body (now)") {
-            let slice = frame[4...]
-            let nonceBytes = [UInt8](repeating: 0, count: 12)
-            let combined = [UInt8](unsafeUninitializedCapacity: 12 + slice.count) { buffer, initialized in
-                let raw = UnsafeMutableRawBufferPointer(buffer)
-                nonceBytes.withUnsafeBytes { raw.copyMemory(from: $0) }
-                slice.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: raw[12...]).copyMemory(from: $0) }
-                initialized = 12 + slice.count
-            }
-            _ = try ChaChaPoly.SealedBox(combined: combined)
-        },
-        micro("open: body out of the plaintext (copy)") { _ = opened.withUnsafeBytes { Array($0[1...]) } },
-        micro("open: wipe the plaintext (memset)") { scratch.resetBytes(in: scratch.startIndex..<scratch.endIndex) },
-    ]
-}
-
 /// `openssl speed -evp CIPHER -bytes N -seconds S`, run now (the same run as the figures it is set beside): encryption
-/// only, in MB/s; nil when openssl is missing or its output cannot be read.
+/// only, in MB/s of openssl's own CPU time (or of the wall clock with `elapsed`); nil when openssl is missing or its
+/// output cannot be read.
 enum OpenSSLSpeed {
-    static func megabytesPerSecond(cipher: String, bytes: Int, seconds: Double) -> Double? {
+    /// `elapsed`: time by the wall clock (`-elapsed`) instead of openssl's own CPU time (its default).
+    /// `aead`: openssl's TLS-like AEAD sequence per message (`-aead`) instead of one long encryption stream.
+    static func megabytesPerSecond(
+        cipher: String, bytes: Int, seconds: Double, elapsed: Bool = false, aead: Bool = false
+    ) -> Double? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl", "speed", "-evp", cipher, "-bytes", "\(bytes)", "-seconds", "\(max(1, Int(seconds)))"]
+        process.arguments = ["openssl", "speed"] + (elapsed ? ["-elapsed"] : []) + (aead ? ["-aead"] : []) + [
+            "-evp", cipher, "-bytes", "\(bytes)", "-seconds", "\(max(1, Int(seconds)))",
+        ]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
@@ -386,8 +405,9 @@ enum OpenSSLSpeed {
 }
 
 if options.suite == "verify" || options.suite == "all" { try benchmarkVerification() }
-if options.suite == "channel" || options.suite == "all" { try benchmarkChannel() }
+if options.suite == "channel" || options.suite == "records" || options.suite == "all" { try benchmarkChannel() }
 if options.suite == "channel" || options.suite == "handshake" || options.suite == "all" { try benchmarkHandshake() }
+if options.suite == "channel" || options.suite == "relay" || options.suite == "all" { try benchmarkRelay() }
 if options.suite == "tdx" || options.suite == "all" { try benchmarkTDX() }
 if options.suite == "measure" || options.suite == "all" { try benchmarkMeasurement() }
 // Not part of "all": it boots QEMU twice per run (about 20 s a run under TCG).

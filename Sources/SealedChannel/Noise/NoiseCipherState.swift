@@ -42,28 +42,34 @@ public struct NoiseCipherState: Sendable {
         return sealed
     }
 
-    /// EncryptWithAd(ad, plaintext) into a record frame (`u32be length ‖ ciphertext ‖ tag`); only with a key.
-    mutating func encryptFrame(ad: [UInt8], _ plaintext: [UInt8]) throws(SealedChannelError) -> [UInt8] {
+    /// EncryptWithAd(ad, type ‖ body) of a record, written by `engine` straight into its frame
+    /// (`u32be length ‖ ciphertext ‖ tag`); only with a key. `keyEpoch` changes whenever the key does (a rekey).
+    mutating func sealRecord(
+        ad: [UInt8], type: UInt8, body: [UInt8], engine: RecordCipher, keyEpoch: Int
+    ) throws(SealedChannelError) -> [UInt8] {
         guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
         guard nonce < UInt64.max else {
             throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
         }
-        let frame = try cipher.sealFrame(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
+        let frame = try engine.sealFrame(key: key, epoch: keyEpoch, nonce: nonce, ad: ad, type: type, body: body)
         nonce += 1
         return frame
     }
 
-    /// DecryptWithAd(ad, ciphertext) of a record, as swift-crypto's `Data` (see ``NoiseCipher/openRecord``).
-    mutating func decryptRecord(ad: [UInt8], slice ciphertext: ArraySlice<UInt8>) throws(SealedChannelError) -> Data {
+    /// DecryptWithAd(ad, ciphertext) of a record by `engine`: its type byte and body. The nonce moves on only when
+    /// the ciphertext authenticates.
+    mutating func openRecord(
+        ad: [UInt8], slice ciphertext: ArraySlice<UInt8>, engine: RecordCipher, keyEpoch: Int
+    ) throws(SealedChannelError) -> (type: UInt8, body: [UInt8]) {
         guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
         guard nonce < UInt64.max else {
             throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
         }
-        guard let plaintext = cipher.openRecord(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
+        guard let opened = engine.openRecord(key: key, epoch: keyEpoch, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
             throw SealedChannelError(.handshakeAuthentication, "a ciphertext did not authenticate under nonce \(nonce)")
         }
         nonce += 1
-        return plaintext
+        return opened
     }
 
     /// DecryptWithAd(ad, ciphertext): the nonce moves on only when the ciphertext authenticates.

@@ -53,8 +53,8 @@ public final class ChannelEndpoint: Sendable {
         self.handshakeHash = transport.handshakeHash
         state = Mutex(
             RecordState(
-                sending: Direction(cipher: transport.sending, role: role),
-                receiving: Direction(cipher: transport.receiving, role: role.peer),
+                sending: Direction(cipher: transport.sending, role: role, encrypting: true),
+                receiving: Direction(cipher: transport.receiving, role: role.peer, encrypting: false),
                 decoder: SealedFrameDecoder(maximumCiphertext: descriptor.limits.maximumCiphertext)))
     }
 
@@ -76,7 +76,7 @@ public final class ChannelEndpoint: Sendable {
         try state.withLock { state throws(SealedChannelError) in
             let frame = try state.seal(.close, [0] + Self.clipped(reason), descriptor: descriptor)
             state.sendClosed = true
-            state.sending.cipher.erase()
+            state.sending.erase()
             return frame
         }
     }
@@ -91,7 +91,7 @@ public final class ChannelEndpoint: Sendable {
             let frame = try? state.seal(
                 .close, [code] + Self.clipped(failure.reason), descriptor: descriptor, ignoreFailure: true)
             state.sendClosed = true
-            state.sending.cipher.erase()
+            state.sending.erase()
             return frame
         }
     }
@@ -193,18 +193,34 @@ public final class ChannelEndpoint: Sendable {
     }
 }
 
-/// One direction's key, counter and rekey budget.
+/// One direction's key, counter and rekey budget, and the OpenSSL context its records go through.
 struct Direction: Sendable {
     var cipher: NoiseCipherState
     /// The role whose frames go this way.
     let role: ChannelRole
+    /// Nil only when OpenSSL could not allocate a context: every record then fails with `unsupported`.
+    let engine: RecordCipher?
     var recordsSinceRekey: UInt64 = 0
     var bytesSinceRekey: UInt64 = 0
     var epoch = 0
 
-    init(cipher: NoiseCipherState, role: ChannelRole) {
+    init(cipher: NoiseCipherState, role: ChannelRole, encrypting: Bool) {
         self.cipher = cipher
         self.role = role
+        engine = RecordCipher(cipher.cipher, encrypting: encrypting)
+    }
+
+    /// Drops the key, and the key schedule OpenSSL derived from it: nothing is sealed or opened this way again.
+    mutating func erase() {
+        cipher.erase()
+        engine?.cleanse()
+    }
+
+    func requireEngine() throws(SealedChannelError) -> RecordCipher {
+        guard let engine else {
+            throw SealedChannelError(.unsupported, "OpenSSL offers no \(cipher.cipher.rawValue) context for the records")
+        }
+        return engine
     }
 
     /// Counts one frame and rekeys when a budget is spent; both ends do the same for the same frames.
@@ -237,7 +253,7 @@ struct RecordState: Sendable {
     /// Records the first failure, drops both keys, and returns the error to throw.
     mutating func fail(_ error: SealedChannelError) -> SealedChannelError {
         if failure == nil { failure = error }
-        receiving.cipher.erase()
+        receiving.erase()
         return error
     }
 
@@ -262,17 +278,13 @@ struct RecordState: Sendable {
             descriptor: descriptor, sender: sending.role, counter: sending.cipher.nonce, length: length)
         let frame: [UInt8]
         do throws(SealedChannelError) {
-            var plaintext = [UInt8](unsafeUninitializedCapacity: 1 + body.count) { buffer, initialized in
-                buffer[0] = type.rawValue
-                body.withUnsafeBytes { UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[1...])).copyMemory(from: $0) }
-                initialized = 1 + body.count
-            }
-            defer { wipe(&plaintext) }
-            frame = try sending.cipher.encryptFrame(ad: ad, plaintext)
+            // type ‖ body is sealed straight into the frame (RecordCipher): no plaintext copy to make or wipe.
+            frame = try sending.cipher.sealRecord(
+                ad: ad, type: type.rawValue, body: body, engine: try sending.requireEngine(), keyEpoch: sending.epoch)
             try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
-            sending.cipher.erase()
+            sending.erase()
             throw fail(error)
         }
         return frame
@@ -284,9 +296,10 @@ struct RecordState: Sendable {
         let counter = receiving.cipher.nonce
         let ad = ChannelEndpoint.associatedData(
             descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
-        var opened: Data
+        var opened: (type: UInt8, body: [UInt8])
         do throws(SealedChannelError) {
-            opened = try receiving.cipher.decryptRecord(ad: ad, slice: ciphertext)
+            opened = try receiving.cipher.openRecord(
+                ad: ad, slice: ciphertext, engine: try receiving.requireEngine(), keyEpoch: receiving.epoch)
         } catch  where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(
@@ -296,35 +309,32 @@ struct RecordState: Sendable {
         } catch {
             throw fail(error)
         }
-        defer { wipe(&opened) }
         do throws(SealedChannelError) {
             try receiving.account(ciphertextLength: ciphertext.count, limits: descriptor.limits)
         } catch {
+            wipe(&opened.body)
             throw fail(error)
         }
-        guard let typeByte = opened.first else {
-            throw fail(SealedChannelError(.recordMalformed, "record \(counter) is empty"))
-        }
-        if ChannelEndpoint.RecordType(rawValue: typeByte) == .data {
-            // One copy out of swift-crypto's buffer: the body without the type byte.
-            return .data(opened.withUnsafeBytes { Array($0[1...]) })
-        }
-        var plaintext = Array(opened)
-        defer { wipe(&plaintext) }
+        let typeByte = opened.type
+        // A data record's body is returned as it came out of the cipher: no copy.
+        if ChannelEndpoint.RecordType(rawValue: typeByte) == .data { return .data(opened.body) }
+        // A close record's plaintext is wiped once read (no copy of it is made: a copy would escape the wipe).
+        defer { wipe(&opened.body) }
         switch ChannelEndpoint.RecordType(rawValue: typeByte) {
         case .data?:
-            return .data(Array(plaintext[1...]))
+            return .data(Array(opened.body))
         case .close?:
-            guard plaintext.count >= 2, let text = String(validating: plaintext[2...], as: UTF8.self) else {
+            // The close record's body: u8 code (0 for an orderly close) ‖ reason (UTF-8).
+            guard opened.body.count >= 1, let text = String(validating: opened.body[1...], as: UTF8.self) else {
                 throw fail(SealedChannelError(.recordMalformed, "record \(counter) is a close record without a code"))
             }
             receiveClosed = true
-            receiving.cipher.erase()
-            if plaintext[1] == 0 { return .closed(reason: text) }
-            let code = SealedChannelError.Code.fromWire(plaintext[1])
+            receiving.erase()
+            if opened.body[0] == 0 { return .closed(reason: text) }
+            let code = SealedChannelError.Code.fromWire(opened.body[0])
             let peerError = SealedChannelError(
                 .peerAborted,
-                "the \(receiving.role) tore the channel down: \(text) [\(code?.name ?? "code \(plaintext[1])")]",
+                "the \(receiving.role) tore the channel down: \(text) [\(code?.name ?? "code \(opened.body[0])")]",
                 peerCode: code)
             throw fail(peerError)
         case nil:

@@ -1,0 +1,164 @@
+internal import COpenSSL
+internal import Crypto
+
+/// The record layer's AEAD: OpenSSL's EVP interface (libcrypto), one context per direction, sealing `type ‖ body`
+/// straight into the frame and opening the frame's ciphertext straight into the body it returns.
+///
+/// swift-crypto's `ChaChaPoly`/`AES.GCM` take whole contiguous plaintexts and hand back `Data`: a record then costs a
+/// copy to put the type byte before the body, the sealed box's own buffer, and a copy into the frame; opening costs a
+/// copy to build the box, swift-crypto's copy of it, and a copy of the body out of the plaintext. Here the type byte
+/// and the body go through the cipher as two updates of one message and the output lands where it stays: one pass
+/// over the bytes each way. The algorithm, nonce layout and bytes on the wire are the same (the vectors and the
+/// Python interop tests check them), so a peer using swift-crypto reads these records and the other way round.
+///
+/// Used only under the endpoint's lock (``ChannelEndpoint`` serialises every seal and open), so one context is never
+/// used by two threads at once; key and nonce are set for every record.
+final class RecordCipher: @unchecked Sendable {
+    private let context: OpaquePointer
+    private let algorithm: OpaquePointer
+    private let encrypting: Bool
+    let cipher: NoiseCipher
+    /// The key epoch (the direction's rekey count) whose key schedule the context holds; nil when it holds none.
+    /// While it stays the same, a record sets only its nonce, as `openssl speed` does: setting the key again costs
+    /// more than sealing a small record.
+    private var keyedEpoch: Int?
+
+    /// Nil when OpenSSL cannot allocate a context or does not offer the cipher.
+    init?(_ cipher: NoiseCipher, encrypting: Bool) {
+        let algorithm: OpaquePointer? =
+            switch cipher {
+            case .chaChaPoly: EVP_chacha20_poly1305()
+            case .aesGCM: EVP_aes_256_gcm()
+            }
+        guard let algorithm, let context = EVP_CIPHER_CTX_new() else { return nil }
+        guard EVP_CipherInit_ex(context, algorithm, nil, nil, nil, encrypting ? 1 : 0) == 1 else {
+            EVP_CIPHER_CTX_free(context)
+            return nil
+        }
+        self.context = context
+        self.algorithm = algorithm
+        self.encrypting = encrypting
+        self.cipher = cipher
+    }
+
+    /// EVP_CIPHER_CTX_free cleanses the key schedule before it frees the context.
+    deinit { EVP_CIPHER_CTX_free(context) }
+
+    /// Cleanses the context's key schedule now (the direction is closed or torn down); every later record through
+    /// this context fails, as it has no cipher any more.
+    func cleanse() {
+        _ = EVP_CIPHER_CTX_reset(context)
+        keyedEpoch = nil
+    }
+
+    /// Sets the 96-bit nonce of one record (Noise's layout: 32 zero bits, then the counter little-endian for
+    /// ChaChaPoly, big-endian for AESGCM), and the key when `epoch` is not the one the context holds, and feeds the
+    /// associated data.
+    private func begin(key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8]) -> Bool {
+        var iv: (UInt64, UInt32) = (0, 0)
+        let started = withUnsafeMutableBytes(of: &iv) { ivBytes -> Bool in
+            for index in 0..<8 {
+                let byte = UInt8(truncatingIfNeeded: nonce >> (8 * UInt64(index)))
+                switch cipher {
+                case .chaChaPoly: ivBytes[4 + index] = byte
+                case .aesGCM: ivBytes[11 - index] = byte
+                }
+            }
+            let ivPointer = ivBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            if keyedEpoch == epoch {
+                return EVP_CipherInit_ex(context, nil, nil, nil, ivPointer, encrypting ? 1 : 0) == 1
+            }
+            keyedEpoch = nil
+            return key.withUnsafeBytes { keyBytes in
+                EVP_CipherInit_ex(
+                    context, nil, nil, keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self), ivPointer,
+                    encrypting ? 1 : 0) == 1
+            }
+        }
+        guard started else {
+            keyedEpoch = nil
+            return false
+        }
+        keyedEpoch = epoch
+        var written: Int32 = 0
+        return ad.withUnsafeBufferPointer { EVP_CipherUpdate(context, nil, &written, $0.baseAddress, Int32($0.count)) } == 1
+    }
+
+    /// `u32be length ‖ ENCRYPT(k, n, ad, type ‖ body)`, the ciphertext followed by the 16-byte tag.
+    func sealFrame(
+        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], type: UInt8, body: [UInt8]
+    ) throws(SealedChannelError)
+        -> [UInt8]
+    {
+        let length = 1 + body.count + NoiseCipher.tagLength
+        var sealed = true
+        let frame = [UInt8](unsafeUninitializedCapacity: 4 + length) { buffer, initialized in
+            buffer[0] = UInt8(truncatingIfNeeded: length >> 24)
+            buffer[1] = UInt8(truncatingIfNeeded: length >> 16)
+            buffer[2] = UInt8(truncatingIfNeeded: length >> 8)
+            buffer[3] = UInt8(truncatingIfNeeded: length)
+            initialized = 4 + length
+            let out = buffer.baseAddress! + 4
+            var written: Int32 = 0
+            var typeByte = type
+            guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
+                EVP_CipherUpdate(context, out, &written, &typeByte, 1) == 1, written == 1,
+                body.withUnsafeBufferPointer({
+                    $0.isEmpty
+                        || (EVP_CipherUpdate(context, out + 1, &written, $0.baseAddress, Int32($0.count)) == 1
+                            && written == Int32($0.count))
+                }),
+                EVP_CipherFinal_ex(context, out + 1 + body.count, &written) == 1, written == 0,
+                EVP_CIPHER_CTX_ctrl(
+                    context, EVP_CTRL_AEAD_GET_TAG, Int32(NoiseCipher.tagLength), out + 1 + body.count) == 1
+            else {
+                sealed = false
+                return
+            }
+        }
+        guard sealed else { throw SealedChannelError(.unsupported, "OpenSSL refused to seal a record") }
+        return frame
+    }
+
+    /// DECRYPT(k, n, ad, ciphertext ‖ tag) of a record: its type byte and body, or nil when the tag does not
+    /// authenticate (nothing decrypted is returned then: the body is wiped before it is dropped).
+    func openRecord(
+        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>
+    ) -> (type: UInt8, body: [UInt8])? {
+        let bodyLength = ciphertext.count - 1 - NoiseCipher.tagLength
+        guard bodyLength >= 0 else { return nil }
+        var type: UInt8 = 0
+        var authentic = false
+        var body = [UInt8](unsafeUninitializedCapacity: bodyLength) { buffer, initialized in
+            initialized = bodyLength
+            ciphertext.withUnsafeBufferPointer { input in
+                let inputBase = input.baseAddress!
+                var written: Int32 = 0
+                // The tag goes in before Final; OpenSSL keeps its own copy.
+                var tag = (UInt64(0), UInt64(0))
+                withUnsafeMutableBytes(of: &tag) {
+                    $0.copyMemory(from: UnsafeRawBufferPointer(start: inputBase + 1 + bodyLength, count: NoiseCipher.tagLength))
+                }
+                guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
+                    EVP_CipherUpdate(context, &type, &written, inputBase, 1) == 1, written == 1,
+                    bodyLength == 0
+                        || (EVP_CipherUpdate(context, buffer.baseAddress, &written, inputBase + 1, Int32(bodyLength)) == 1
+                            && written == Int32(bodyLength)),
+                    withUnsafeMutableBytes(of: &tag, {
+                        EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_TAG, Int32(NoiseCipher.tagLength), $0.baseAddress)
+                    }) == 1
+                else { return }
+                // An AEAD's Final writes nothing; it checks the tag. A byte of its own keeps the pointer valid.
+                var finalWritten: Int32 = 0
+                var scratch: UInt8 = 0
+                authentic = EVP_CipherFinal_ex(context, &scratch, &finalWritten) == 1 && finalWritten == 0
+            }
+        }
+        guard authentic else {
+            wipe(&body)
+            type = 0
+            return nil
+        }
+        return (type, body)
+    }
+}
