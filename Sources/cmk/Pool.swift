@@ -360,7 +360,10 @@ extension CMK.PoolCommand {
             let actions = CommandPoolInstanceActions(cmk: CMKExecutable.url, state: stateDirectory) { member in
                 await PoolEndpoint.backendAddress(of: member, state: stateDirectory)
             }
-            let controller = PoolController(spec: spec, state: stateDirectory, traffic: traffic, actions: actions, log: log)
+            let capacity = PoolHostCapacity.request(for: spec).map { PoolHostCapacity(state: stateDirectory, request: $0) }
+            if capacity == nil { log("cannot read profile \(spec.profile): only the launches' reservations check the host") }
+            let controller = PoolController(
+                spec: spec, state: stateDirectory, traffic: traffic, actions: actions, capacity: capacity, log: log)
             await controller.run { stop.requested }
         }
     }

@@ -11,44 +11,16 @@ import Testing
 extension RealBoots {
 @Suite("cmk update between real children", .serialized)
 struct UpdateCommandTests {
-    let state: URL
-    let environment: [String: String]
-
-    init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-update-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        environment["CMK_IMAGES"] = state.appendingPathComponent("images").path
-        self.environment = environment
-    }
+    let sandbox = RealChildState(prefix: "cmk-update")
+    var state: URL { sandbox.state }
 
     func cmk(_ arguments: [String], timeout: TimeInterval = 900) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
+        try await sandbox.cmk(arguments, timeout: timeout)
     }
 
-    /// The development policy plus `extra` (appended: indented lines continue its sev-snp section).
-    func policy(_ name: String, _ extra: String) throws -> String {
-        let development = try String(
-            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8)
-        let url = state.appendingPathComponent("\(name).yaml")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try (development + extra).write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
+    func policy(_ name: String, _ extra: String) throws -> String { try sandbox.policy(name, extra) }
 
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
+    func object(_ output: BuiltCMK.Output) throws -> [String: Any] { try sandbox.object(output) }
 
     /// The backends the endpoint `kv` records in the state folder.
     func backends() throws -> [String] {
@@ -64,90 +36,6 @@ struct UpdateCommandTests {
                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let pid = object["pid"] as? Int {
                 kill(Int32(pid), SIGTERM)
             }
-        }
-    }
-
-    /// A client on its own thread: `INCR counter` in a loop over one TCP connection (reconnecting if it drops),
-    /// recording failed requests, the longest gap between two answers, and whether every answer is the previous + 1.
-    final class LoopingClient: @unchecked Sendable {
-        let port: Int
-        private let lock = NSLock()
-        private var running = true
-        private(set) var answers = 0
-        private(set) var failures: [String] = []
-        private(set) var longestGap = 0.0
-        private(set) var last: Int64?
-        private(set) var outOfOrder: [String] = []
-        private let done = DispatchSemaphore(value: 0)
-
-        init(port: Int) { self.port = port }
-
-        func start() { Thread.detachNewThread { self.loop() } }
-
-        func stop() -> (answers: Int, failures: [String], longestGap: Double, last: Int64?, outOfOrder: [String]) {
-            lock.withLock { running = false }
-            done.wait()
-            return lock.withLock { (answers, failures, longestGap, last, outOfOrder) }
-        }
-
-        private func connectSocket() -> Int32 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var timeout = timeval(tv_sec: 120, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if result != 0 {
-                close(fd)
-                return -1
-            }
-            return fd
-        }
-
-        private func loop() {
-            defer { done.signal() }
-            var fd = connectSocket()
-            var previous = Date()
-            while lock.withLock({ running }) {
-                if fd < 0 {
-                    lock.withLock { failures.append("cannot connect") }
-                    Thread.sleep(forTimeInterval: 0.05)
-                    fd = connectSocket()
-                    continue
-                }
-                let request = Array("INCR counter\n".utf8)
-                var line: [UInt8] = []
-                var ok = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count
-                var byte: UInt8 = 0
-                while ok {
-                    let n = read(fd, &byte, 1)
-                    if n != 1 { ok = false; break }
-                    if byte == 0x0A { break }
-                    line.append(byte)
-                }
-                let now = Date()
-                let answer = String(decoding: line, as: UTF8.self)
-                lock.withLock {
-                    longestGap = max(longestGap, now.timeIntervalSince(previous))
-                    if !ok || !answer.hasPrefix("OK ") {
-                        failures.append(ok ? answer : "connection lost")
-                    } else if let value = Int64(answer.dropFirst(3)) {
-                        answers += 1
-                        if let last, value != last + 1 { outOfOrder.append("\(last) → \(value)") }
-                        last = value
-                    }
-                }
-                previous = now
-                if !ok {
-                    close(fd)
-                    fd = connectSocket()
-                }
-            }
-            if fd >= 0 { close(fd) }
         }
     }
 

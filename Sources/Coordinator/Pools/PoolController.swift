@@ -73,6 +73,8 @@ public final class PoolController: @unchecked Sendable {
     let files: PoolFiles
     let traffic: any PoolTraffic
     let actions: any PoolInstanceActions
+    /// Asked before every scale-out (nil: only the launches' own reservations decide).
+    let capacity: PoolHostCapacity?
     let log: @Sendable (String) -> Void
     let clock: @Sendable () -> Date
 
@@ -86,9 +88,11 @@ public final class PoolController: @unchecked Sendable {
 
     public init(
         spec: PoolSpec, state: CMKStateDirectory, traffic: any PoolTraffic, actions: any PoolInstanceActions,
-        clock: @escaping @Sendable () -> Date = { Date() }, log: @escaping @Sendable (String) -> Void
+        capacity: PoolHostCapacity? = nil, clock: @escaping @Sendable () -> Date = { Date() },
+        log: @escaping @Sendable (String) -> Void
     ) {
         self.spec = spec
+        self.capacity = capacity
         self.files = PoolFiles(state: state, name: spec.name)
         self.traffic = traffic
         self.actions = actions
@@ -155,12 +159,21 @@ public final class PoolController: @unchecked Sendable {
 
         switch decision.action {
         case .scaleOut:
-            setCondition(.scaling, decision.reason)
-            let sequence = audit(["event": "scale-out", "from": String(decision.from), "to": String(decision.to),
+            // The host's partitions first: launch only what fits, say host-full for the rest (never exceed the host).
+            var to = decision.to
+            let pending = status.members.filter { $0.phase == .starting }.map(\.name)
+            if let room = capacity?.room(wanted: decision.to - decision.from, pending: pending), room.fits < room.wanted {
+                to = decision.from + room.fits
+                hostFull(wanted: room.wanted, fits: room.fits, refusal: room.refusal ?? "no room", decision: decision, now: now)
+                if room.fits == 0 { break }
+            } else {
+                setCondition(.scaling, decision.reason)
+            }
+            let sequence = audit(["event": "scale-out", "from": String(decision.from), "to": String(to),
                                   "reason": decision.reason, "load": String(format: "%.2f", load)])
-            record(event: "scale-out", detail: "\(decision.from) → \(decision.to): \(decision.reason)", auditSequence: sequence,
+            record(event: "scale-out", detail: "\(decision.from) → \(to): \(decision.reason)", auditSequence: sequence,
                    audited: false)
-            for _ in decision.from..<decision.to { startMember(decidedAt: now) }
+            for _ in decision.from..<to { startMember(decidedAt: now) }
         case .scaleIn:
             setCondition(.scaling, decision.reason)
             let sequence = audit(["event": "scale-in", "from": String(decision.from), "to": String(decision.to),
@@ -190,6 +203,19 @@ public final class PoolController: @unchecked Sendable {
             }
             lastHoldReason = kind ?? (condition == .hostFull ? "host-full" : nil)
         }
+    }
+
+    /// The host's partitions cannot hold every member the rule wants: a state (condition `host-full`, one audit
+    /// record per refusal, the next scale-out after the cool-down), never an error loop.
+    func hostFull(wanted: Int, fits: Int, refusal: String, decision: ScalingDecision, now: Date) {
+        lock.withLock { status.memory = PoolScaling.hostFull(status.memory, at: now) }
+        let reason = "the rule wants \(decision.from) → \(decision.to) (\(decision.reason)); the host's partitions hold "
+            + "\(fits) more: \(refusal)"
+        setCondition(.hostFull, reason)
+        let sequence = audit(["event": "cannot-grow", "why": "host-full", "wanted": String(wanted), "fits": String(fits),
+                              "size": String(decision.from), "reason": refusal])
+        record(event: "cannot-grow", detail: "host full: \(reason)", auditSequence: sequence, audited: false)
+        lastHoldReason = "host-full"
     }
 
     func reactionDetail(_ member: PoolMember, now: Date) -> String {
