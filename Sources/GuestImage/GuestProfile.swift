@@ -26,7 +26,7 @@ public struct GuestProfile: Sendable, Hashable {
 
     public let name: String
     public let summary: String
-    public let kernel: KernelSource
+    public private(set) var kernel: KernelSource
     /// Modules to load (their dependencies are added and ordered by ``KernelModuleTree/resolve(_:)``).
     public let modules: [String]
     public let vcpus: Int
@@ -68,6 +68,38 @@ public struct GuestProfile: Sendable, Hashable {
         kernelConfigFragment = String(decoding: try read(Self.fragmentFile), as: UTF8.self)
     }
 
+    /// This profile with another kernel (`cmk launch --kernel`, `cmk update --kernel`): the command line, init, modules
+    /// and sizes stay the profile's. `image` must be an x86 bzImage; `modules` is its `lib/modules/<release>` folder,
+    /// and when it is nil and the profile loads modules, the cache kernel's modules are used if, and only if, the
+    /// image's own release string (the setup header's `kernel_version`) names the cache kernel's release.
+    public func replacingKernel(
+        image: URL, modules: URL?, cacheDirectory: URL
+    ) throws(GuestImageError) -> GuestProfile {
+        let release = try GuestKernel.release(ofImage: image)
+        var folder = modules?.standardizedFileURL
+        if let given = folder {
+            guard given.lastPathComponent == release else {
+                throw GuestImageError(
+                    .badModule,
+                    "the modules folder \(given.path) is for release \(given.lastPathComponent), but \(image.path) is "
+                        + "release \(release)")
+            }
+        } else if !self.modules.isEmpty {
+            let cached = cacheDirectory.appendingPathComponent("guest-kernel/lib/modules").appendingPathComponent(release)
+            guard FileManager.default.fileExists(atPath: cached.path) else {
+                throw GuestImageError(
+                    .missingInput,
+                    "profile '\(name)' loads modules and \(image.path) is release \(release), which has no modules in "
+                        + "\(cached.deletingLastPathComponent().path); name its lib/modules/\(release) folder with "
+                        + "--kernel-modules")
+            }
+            folder = cached
+        }
+        var copy = self
+        copy.kernel = .path(image: image.standardizedFileURL.path, modules: folder?.path)
+        return copy
+    }
+
     /// Joins the parameters of a `cmdline` file: blank lines and lines starting with `#` are dropped, the rest are
     /// split on whitespace and joined with single spaces.
     public static func commandLine(from text: String, profile: String) throws(GuestImageError) -> String {
@@ -100,6 +132,34 @@ public struct GuestKernel: Sendable, Hashable {
         self.image = image
         self.release = release
         self.modulesDirectory = modulesDirectory
+    }
+
+    /// The release an x86 bzImage names in its setup header (Linux boot protocol ≥ 2.00: "HdrS" at 0x202, the
+    /// `kernel_version` pointer at 0x20E, the string at pointer + 0x200), up to its first space, e.g.
+    /// `6.1.0-56-cloud-amd64`. Anything else is refused: QEMU would not boot it as a direct kernel either.
+    public static func release(ofImage image: URL) throws(GuestImageError) -> String {
+        guard let handle = FileHandle(forReadingAtPath: image.path) else {
+            throw GuestImageError(.missingInput, "the kernel image \(image.path) is not readable")
+        }
+        defer { try? handle.close() }
+        let head = [UInt8]((try? handle.read(upToCount: 64 * 1024)) ?? Data())
+        func fail(_ why: String) -> GuestImageError {
+            GuestImageError(.badProfile, "\(image.path) is not an x86 bzImage kernel: \(why)")
+        }
+        guard head.count >= 0x210 else { throw fail("it is \(head.count) bytes long") }
+        guard head[0x1FE] == 0x55, head[0x1FF] == 0xAA, Array(head[0x202..<0x206]) == Array("HdrS".utf8) else {
+            throw fail("no Linux boot-protocol header (0x55AA and HdrS)")
+        }
+        let pointer = Int(head[0x20E]) | Int(head[0x20F]) << 8
+        let start = pointer + 0x200
+        guard pointer != 0, start < head.count else { throw fail("its kernel_version pointer 0x\(String(pointer, radix: 16)) is out of range") }
+        var end = start
+        while end < head.count, end - start < 256, head[end] != 0, head[end] != 0x20 { end += 1 }
+        let text = head[start..<end]
+        guard !text.isEmpty, text.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != 0x2F }) else {
+            throw fail("its kernel_version string is not a release name")
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Finds the kernel of `source`: for ``GuestProfile/KernelSource/cache`` the last `boot/vmlinuz-*` in

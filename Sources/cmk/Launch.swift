@@ -3,6 +3,7 @@ import AttestationPolicy
 import Coordinator
 import Dispatch
 import Foundation
+import GuestImage
 
 /// Exit statuses of the instance commands (docs/cli.md, "Exit status of the instance commands").
 enum InstanceExit {
@@ -198,6 +199,12 @@ extension CMK {
         @Flag(help: "Attach a software TPM (swtpm, EK certificate from this installation's local CA) so the firmware measures the boot into it.")
         var vtpm = false
 
+        @Option(help: "Another kernel image (an x86 bzImage) for the profile: its command line, init and modules stay. The measurement changes, so the policy must allow it.")
+        var kernel: String?
+
+        @Option(help: "The --kernel's lib/modules/<release> folder (default: the cache kernel's, when the release is the same).")
+        var kernelModules: String?
+
         @Option(help: .hidden) var updateOf: String?
 
         @OptionGroup var reserve: ReserveOptions
@@ -216,6 +223,7 @@ extension CMK {
             if let agent, !FileManager.default.isExecutableFile(atPath: agent) {
                 throw ValidationError("--agent '\(agent)' is not an executable file")
             }
+            try KernelOption.validate(kernel: kernel, modules: kernelModules)
             if !(10...10_000).contains(heartbeatInterval) {
                 throw ValidationError("--heartbeat-interval must be 10 to 10000 ms")
             }
@@ -306,6 +314,10 @@ extension CMK {
             if kvm { arguments.append("--kvm") }
             if vtpm { arguments.append("--vtpm") }
             if let updateOf { arguments += ["--update-of", updateOf] }
+            if let kernel { arguments += ["--kernel", URL(fileURLWithPath: kernel).standardizedFileURL.path] }
+            if let kernelModules {
+                arguments += ["--kernel-modules", URL(fileURLWithPath: kernelModules).standardizedFileURL.path]
+            }
             if let agent { arguments += ["--agent", URL(fileURLWithPath: agent).standardizedFileURL.path] }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
@@ -411,6 +423,8 @@ extension CMK {
                 reserve: reserve.reserve)
             request.vtpm = vtpm
             request.updateOf = updateOf
+            request.kernel = kernel.map { URL(fileURLWithPath: $0) }
+            request.kernelModules = kernelModules.map { URL(fileURLWithPath: $0) }
             let supervisor = InstanceSupervisor(state: stateDirectory, paths: CMKPaths.resolve(), request: request) { event in
                 var text = LaunchEventLine.encode(event) + "\n"
                 switch event {
@@ -611,4 +625,25 @@ final class StopSignal: @unchecked Sendable {
     }
 
     var requested: Bool { lock.withLock { flag } }
+}
+
+/// `--kernel` and `--kernel-modules` (cmk launch, cmk update): checked before anything is reserved.
+enum KernelOption {
+    static func validate(kernel: String?, modules: String?) throws {
+        guard let kernel else {
+            if modules != nil { throw ValidationError("--kernel-modules needs --kernel") }
+            return
+        }
+        do {
+            _ = try GuestKernel.release(ofImage: URL(fileURLWithPath: kernel))
+        } catch {
+            throw ValidationError("--kernel: \(error.description)")
+        }
+        if let modules {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: modules, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--kernel-modules '\(modules)' is not a folder")
+            }
+        }
+    }
 }

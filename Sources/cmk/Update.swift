@@ -3,12 +3,13 @@ import Coordinator
 import Foundation
 
 extension CMK {
-    /// `cmk update NAME --profile P2`: replace an instance by an attested successor without downtime (docs/updates.md).
+    /// `cmk update NAME --profile P2 | --kernel K2`: replace an instance by an attested successor without downtime (docs/updates.md).
     struct Update: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Replace an admitted instance by an attested successor with a new kernel profile, moving its workload state over a sealed channel.",
+            abstract: "Replace an admitted instance by an attested successor with a new kernel (a profile or a kernel image), moving its workload state over a sealed channel.",
             discussion: """
-                Launches the successor NAME.uN on a fresh partition (shared cores when too few are free), attests it \
+                Launches the successor NAME.uN (--profile, else the instance's own profile, with --kernel's image when \
+                given) on a fresh partition (shared cores when too few are free), attests it \
                 against --policy (which must declare an update path from the instance, or be the instance's own \
                 policy), opens a sealed channel between the two children, holds the instance's endpoints while the \
                 predecessor seals its whole state to the successor (the host relays ciphertext only), switches the \
@@ -22,11 +23,14 @@ extension CMK {
         @Argument(help: "The instance to replace (or an endpoint whose one backend it is).")
         var name: String
 
-        @Option(help: "The successor's guest-kernels/ profile.")
+        @Option(help: "The successor's guest-kernels/ profile (default: the instance's).")
         var profile: String?
 
-        @Option(help: "A kernel image for the successor (not supported yet: use a profile).")
+        @Option(help: "A kernel image (an x86 bzImage) for the successor, booted with the profile's command line, init and modules.")
         var kernel: String?
+
+        @Option(help: "The --kernel's lib/modules/<release> folder (default: the cache kernel's, when the release is the same).")
+        var kernelModules: String?
 
         @Option(help: "The successor's policy (default: policies/development.yaml).")
         var policy: String?
@@ -49,10 +53,8 @@ extension CMK {
         @OptionGroup var state: StateOptions
 
         func validate() throws {
-            if kernel != nil {
-                throw ValidationError("--kernel is not supported yet; build a profile with the kernel and use --profile")
-            }
-            guard profile != nil else { throw ValidationError("name the successor's --profile") }
+            guard profile != nil || kernel != nil else { throw ValidationError("name the successor's --profile or --kernel") }
+            try KernelOption.validate(kernel: kernel, modules: kernelModules)
             if let vcpus, !(1...64).contains(vcpus) { throw ValidationError("--vcpus must be 1 to 64") }
             if let memory, !(128...262_144).contains(memory) { throw ValidationError("--memory must be 128 to 262144 MiB") }
             if !(5...3600).contains(timeout) { throw ValidationError("--timeout must be 5 to 3600 seconds") }
@@ -90,14 +92,19 @@ extension CMK {
             let terminal = isatty(STDERR_FILENO) == 1
             let json = json
             let sizing: [String] = (vcpus.map { ["--vcpus", String($0)] } ?? []) + (memory.map { ["--memory", String($0)] } ?? [])
+                + (kernel.map { ["--kernel", URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? [])
+                + (kernelModules.map { ["--kernel-modules", URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? [])
             let update = InstanceUpdate(
-                state: state, predecessor: instance, profile: profile!, policyPath: try policyPath(),
+                state: state, predecessor: instance, profile: profile,
+                kernel: kernel.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, policyPath: try policyPath(),
                 timeout: .seconds(timeout),
                 launcher: { successor, profile, policy, predecessor in
-                    let result = await Self.runCMK(executable, [
+                    let arguments = [
                         "launch", "--name", successor, "--profile", profile, "--policy", policy, "--allow-shared-cores",
                         "--update-of", predecessor, "--boot-timeout", String(bootTimeout), "--state-dir", statePath, "--json",
-                    ] + sizing)
+                    ] + sizing
+                    // A launch ends by its own boot timeout; the runner's limit only guards against a hung cmk.
+                    let result = await Self.runCMK(executable, arguments, timeout: .seconds(bootTimeout + 600))
                     let outcome = (try? JSONSerialization.jsonObject(with: Data(result.output.utf8))) as? [String: Any]
                     let measurement = outcome?["measurement"] as? String
                     let error = (outcome?["error"] as? [String: Any])?["reason"] as? String
@@ -109,7 +116,7 @@ extension CMK {
                     return (false, why)
                 },
                 stopper: { name in
-                    let result = await Self.runCMK(executable, ["stop", name, "--state-dir", statePath])
+                    let result = await Self.runCMK(executable, ["stop", name, "--state-dir", statePath], timeout: .seconds(300))
                     return result.status == 0 ? nil : "cmk stop exited \(result.status): \(result.error.suffix(300))"
                 },
                 progress: { event in
@@ -140,49 +147,20 @@ extension CMK {
             }
         }
 
-        /// Runs cmk itself (launch, stop) and collects its output.
-        static func runCMK(_ executable: String, _ arguments: [String]) async -> (status: Int32, output: String, error: String) {
-            await withCheckedContinuation { continuation in
-                Thread.detachNewThread {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: executable)
-                    process.arguments = arguments
-                    let out = Pipe()
-                    let err = Pipe()
-                    process.standardOutput = out
-                    process.standardError = err
-                    process.standardInput = FileHandle.nullDevice
-                    do { try process.run() } catch {
-                        continuation.resume(returning: (-1, "", "\(error)"))
-                        return
-                    }
-                    let errData = DataSlot()
-                    Thread.detachNewThread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-                    let output = out.fileHandleForReading.readDataToEndOfFile()
-                    process.waitUntilExit()
-                    continuation.resume(
-                        returning: (process.terminationStatus, String(decoding: output, as: UTF8.self),
-                                    String(decoding: errData.get(), as: UTF8.self)))
+        /// Runs cmk itself (launch, stop) and collects its output; past `timeout` it is stopped (SIGTERM, then
+        /// SIGKILL) and the result says so.
+        static func runCMK(
+            _ executable: String, _ arguments: [String], timeout: Duration
+        ) async -> (status: Int32, output: String, error: String) {
+            do {
+                let result = try await CommandRunner.run(executable, arguments, timeout: timeout)
+                if result.timedOut {
+                    return (-1, result.standardOutputText, "cmk \(arguments.first ?? "") ran past \(timeout) and was stopped")
                 }
+                return (result.exitCode, result.standardOutputText, result.standardErrorText)
+            } catch {
+                return (-1, "", "\(error)")
             }
         }
-    }
-}
-
-/// A Data slot filled by one thread and read by another once it is done.
-final class DataSlot: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var data: Data?
-    func set(_ value: Data) {
-        condition.lock()
-        data = value
-        condition.broadcast()
-        condition.unlock()
-    }
-    func get() -> Data {
-        condition.lock()
-        defer { condition.unlock() }
-        while data == nil { condition.wait() }
-        return data!
     }
 }

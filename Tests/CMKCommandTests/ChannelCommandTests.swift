@@ -8,39 +8,18 @@ import Testing
 /// check (a boot costs 12 to 17 s under TCG).
 extension RealBoots {
 @Suite("cmk channel between real children", .serialized)
-struct ChannelCommandTests {
+struct ChannelCommandTests: CommandSuite {
     let state: URL
     let environment: [String: String]
 
     init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-chan-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        environment["CMK_IMAGES"] = state.appendingPathComponent("images").path
-        self.environment = environment
+        (state, environment) = Self.sandbox("cmk-chan")
     }
 
-    func cmk(_ arguments: [String], timeout: TimeInterval = 600) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
-    }
 
     /// The development policy, handing over the given channel peers.
     func policy(_ name: String, peers: [String]) throws -> String {
-        let development = try String(
-            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8)
-        let url = state.appendingPathComponent("\(name).yaml")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try (development + "handover:\n  channel-peers: [\(peers.joined(separator: ", "))]\n")
-            .write(to: url, atomically: true, encoding: .utf8)
-        return url.path
+        try developmentPolicy(name, "handover:\n  channel-peers: [\(peers.joined(separator: ", "))]\n")
     }
 
     func launch(_ name: String, peers: [String]) async throws {
@@ -48,12 +27,6 @@ struct ChannelCommandTests {
             "launch", "--name", name, "--policy", try policy(name, peers: peers), "--allow-shared-cores",
         ])
         try #require(launch.status == 0, "\(launch.standardError)")
-    }
-
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
     }
 
     /// Everything the host wrote about channels, as text.

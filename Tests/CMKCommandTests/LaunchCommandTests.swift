@@ -26,46 +26,20 @@ extension RealBoots {
 /// answers with simulated SEV-SNP evidence, and the coordinator admits or rejects it. Every run of `cmk` waits on
 /// its own thread, never on a concurrency thread.
 @Suite("cmk launch, ps and stop, booting for real", .serialized)
-struct LaunchCommandTests {
+struct LaunchCommandTests: CommandSuite {
     let state: URL
     let environment: [String: String]
 
     init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-launch-test-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        // Images of this run only: the shared cache's images are rebuilt by other checkouts with other agents.
-        environment["CMK_IMAGES"] = state.appendingPathComponent("images").path
-        self.environment = environment
+        (state, environment) = Self.sandbox("cmk-launch-test")
     }
 
-    func cmk(_ arguments: [String]) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: 600)
-                })
-            }
-        }
-    }
-
-
-    func json(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-                     "\(output.standardOutput)\n\(output.standardError)")
-    }
+    func json(_ output: BuiltCMK.Output) throws -> [String: Any] { try object(output) }
 
     /// The development policy with a handover: one secret, one volume, one channel peer.
     func handoverPolicy() throws -> String {
-        let development = try String(
-            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8)
-        let policy = state.appendingPathComponent("development-handover.yaml")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try (development + "handover:\n  secrets: [vault:app/token]\n  volumes: [data]\n  channel-peers: [peer-a]\n")
-            .write(to: policy, atomically: true, encoding: .utf8)
-        return policy.path
+        try developmentPolicy(
+            "development-handover", "handover:\n  secrets: [vault:app/token]\n  volumes: [data]\n  channel-peers: [peer-a]\n")
     }
 
     /// Stores the secret and creates the volume the handover policy names; returns the secret's text.

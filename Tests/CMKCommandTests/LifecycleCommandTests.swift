@@ -8,35 +8,14 @@ import Testing
 /// threads.
 extension RealBoots {
 @Suite("cmk instance life cycle, booting for real", .serialized)
-struct LifecycleCommandTests {
+struct LifecycleCommandTests: CommandSuite {
     let state: URL
     let environment: [String: String]
 
     init() throws {
-        state = URL(fileURLWithPath: "/tmp/cmk-life-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        self.environment = environment
+        (state, environment) = Self.sandbox("cmk-life", ownImages: false)
     }
 
-    /// Runs `cmk arguments...` on a dedicated thread.
-    func cmk(_ arguments: [String], timeout: TimeInterval = 600) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
-    }
-
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
 
     /// `cmk ps --all --json`, by name.
     func instances() async throws -> [String: [String: Any]] {
@@ -403,6 +382,14 @@ struct LifecycleCommandTests {
         #expect((snpError["reason"] as? String)?.contains("/dev/sev") == true, "names the missing capability")
         #expect(try await cmk(["launch", "--tee", "sev"]).status == 2)
         #expect(try await cmk(["launch", "--heartbeat-interval", "100", "--heartbeat-timeout", "50"]).status == 2)
+        // --kernel must be a bzImage (checked before anything is reserved); --kernel-modules needs --kernel.
+        let notKernel = try await cmk(["launch", "--name", "nokernel", "--kernel", policies.appendingPathComponent("development.yaml").path])
+        #expect(notKernel.status == 2 && notKernel.standardError.contains("not an x86 bzImage"), "\(notKernel.standardError)")
+        let absent = try await cmk(["update", "nobody", "--kernel", "/nonexistent/vmlinuz"])
+        #expect(absent.status == 2 && absent.standardError.contains("not readable"), "\(absent.standardError)")
+        #expect(try await cmk(["launch", "--kernel-modules", "/tmp"]).status == 2)
+        #expect(try await cmk(["update", "nobody"]).status == 2, "neither --profile nor --kernel")
+        #expect(try await instances()["nokernel"] == nil, "nothing was reserved")
 
         for command in [["inspect", "nobody"], ["logs", "nobody"], ["stop", "nobody"]] {
             #expect(try await cmk(command).status == 6, "\(command)")

@@ -10,12 +10,21 @@ import Testing
 /// Two boots in all; the reaction times are printed (`POOL-FIGURES`), never asserted.
 extension RealBoots {
 @Suite("cmk pool with real children", .serialized)
-struct PoolCommandTests {
-    let sandbox = RealChildState(prefix: "cmk-pool")
-    var state: URL { sandbox.state }
+struct PoolCommandTests: CommandSuite {
+    let state: URL
+    let environment: [String: String]
 
-    func cmk(_ arguments: [String], timeout: TimeInterval = 900) async throws -> BuiltCMK.Output {
-        try await sandbox.cmk(arguments, timeout: timeout)
+    static let commandTimeout: TimeInterval = 900
+
+    init() {
+        (state, environment) = Self.sandbox("cmk-pool")
+    }
+
+    /// The JSON array `cmk --json` printed.
+    func array(_ output: BuiltCMK.Output) throws -> [[String: Any]] {
+        try #require(
+            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [[String: Any]],
+            "\(output.standardOutput)\n\(output.standardError)")
     }
 
     /// The pool's `status.json` as the controller last wrote it (milliseconds in its times), or nil.
@@ -77,7 +86,7 @@ struct PoolCommandTests {
             stopControllers()
             RealBoots.stopSupervisors(state)
         }
-        let hostBefore = try sandbox.object(try await cmk(["host", "--json"]))
+        let hostBefore = try object(try await cmk(["host", "--json"]))
         let policy = SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml").path
         let createStart = Date()
         let created = try await cmk([
@@ -86,7 +95,7 @@ struct PoolCommandTests {
             "--allow-shared-cores", "--json",
         ])
         try #require(created.status == 0, "\(created.standardOutput)\n\(created.standardError)")
-        let createdStatus = try sandbox.object(created)
+        let createdStatus = try object(created)
         let endpoint = try #require(createdStatus["endpoint"] as? String)
         let port = try #require(Int(endpoint.split(separator: ":").last ?? ""))
         #expect(Self.serving(createdStatus) == ["web-1"], "\(createdStatus)")
@@ -139,14 +148,14 @@ struct PoolCommandTests {
                 }
         }
         let shrunkStatus = try #require(shrunk, "the pool did not shrink back to web-1: \(status("web") ?? [:])")
-        let inspect = try sandbox.object(try await cmk(["pool", "inspect", "web", "--json"]))
+        let inspect = try object(try await cmk(["pool", "inspect", "web", "--json"]))
         #expect(inspect["controllerRunning"] as? Bool == true)
         let ls = try await cmk(["pool", "ls", "--json"])
         #expect(ls.standardOutput.contains("\"web\""), "\(ls.standardOutput)")
 
         // The order in the audit log: web-2's admission (an appraisal that admits) before it joined the endpoint
         // (member-serving), before the first request the endpoint routed to it (first-request).
-        let audit = try sandbox.object(try await cmk(["audit", "log", "--json", "--limit", "1000"]))
+        let audit = try object(try await cmk(["audit", "log", "--json", "--limit", "1000"]))
         let records = (audit["records"] as? [[String: Any]] ?? []).sorted {
             ($0["sequence"] as? Int ?? 0) < ($1["sequence"] as? Int ?? 0)
         }
@@ -227,10 +236,10 @@ struct PoolCommandTests {
 
         // The controller dies (SIGKILL: no chance to clean up). web-1 keeps running; ls and inspect say the controller
         // is lost; resume starts a new one that adopts web-1 — no new launch — on the same endpoint port.
-        let web1Before = try sandbox.array(try await cmk(["ps", "--json"])).first { $0["name"] as? String == "web-1" }
+        let web1Before = try array(try await cmk(["ps", "--json"])).first { $0["name"] as? String == "web-1" }
         kill(controllerPID, SIGKILL)
         for _ in 0..<100 where Self.isRunning(controllerPID) { try await Task.sleep(for: .milliseconds(100)) }
-        let lost = try sandbox.array(try await cmk(["pool", "ls", "--json"])).first
+        let lost = try array(try await cmk(["pool", "ls", "--json"])).first
         #expect(lost?["controllerRunning"] as? Bool == false, "\(lost ?? [:])")
         #expect(lost?["controllerLost"] as? Bool == true, "\(lost ?? [:])")
         let lostText = try await cmk(["pool", "inspect", "web"])
@@ -239,7 +248,7 @@ struct PoolCommandTests {
         let resumed = try await cmk(["pool", "resume", "web", "--json"])
         try #require(resumed.status == 0, "\(resumed.standardOutput)\n\(resumed.standardError)")
         let resumeSeconds = Date().timeIntervalSince(resumeStart)
-        let resumedStatus = try sandbox.object(resumed)
+        let resumedStatus = try object(resumed)
         #expect(Self.serving(resumedStatus) == ["web-1"], "\(resumedStatus)")
         #expect(resumedStatus["endpoint"] as? String == endpoint)
         let newPID = try #require((resumedStatus["controllerPID"] as? NSNumber)?.int32Value)
@@ -249,10 +258,10 @@ struct PoolCommandTests {
         #expect(again.status == 7, "a running controller is not resumed twice: \(again.standardError)")
         let count = try await cmk(["endpoint", "call", "pool-web", "COUNT"])
         #expect(count.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "OK 1", "web-1 serves, its state intact")
-        let web1After = try sandbox.array(try await cmk(["ps", "--json"])).first { $0["name"] as? String == "web-1" }
+        let web1After = try array(try await cmk(["ps", "--json"])).first { $0["name"] as? String == "web-1" }
         #expect(web1After?["id"] as? String == web1Before?["id"] as? String)
         #expect(web1After?["state"] as? String == "admitted")
-        let afterResume = try sandbox.object(try await cmk(["audit", "log", "--json", "--limit", "1000"]))
+        let afterResume = try object(try await cmk(["audit", "log", "--json", "--limit", "1000"]))
         let adoptedRecords = (afterResume["records"] as? [[String: Any]] ?? []).filter {
             ($0["details"] as? [String: String])?["event"] == "adopted"
         }
@@ -271,7 +280,7 @@ struct PoolCommandTests {
         print("POOL-FIGURES: delete (drain and stop web-1) \(String(format: "%.2f s", Date().timeIntervalSince(deleteStart)))")
         #expect(!Self.isRunning(controllerPID))
         #expect(!FileManager.default.fileExists(atPath: state.appendingPathComponent("pools/web").path))
-        let ps = try sandbox.array(try await cmk(["ps", "--all", "--json"]))
+        let ps = try array(try await cmk(["ps", "--all", "--json"]))
         #expect(Set(ps.compactMap { $0["name"] as? String }) == ["web-1", "web-2"], "\(ps)")
         for row in ps {
             #expect(row["state"] as? String == "stopped", "\(row)")
@@ -283,7 +292,7 @@ struct PoolCommandTests {
                 #expect(!Self.isRunning(pid), "the supervisor of \(row["name"] ?? "?") still runs")
             }
         }
-        let hostAfter = try sandbox.object(try await cmk(["host", "--json"]))
+        let hostAfter = try object(try await cmk(["host", "--json"]))
         #expect(hostAfter["partitionCount"] as? Int == 0)
         #expect(
             (hostAfter["freeForSharing"] as? NSDictionary) == (hostBefore["freeForSharing"] as? NSDictionary),

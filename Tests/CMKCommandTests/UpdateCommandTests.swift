@@ -1,4 +1,5 @@
 import CMKTesting
+import Crypto
 import Foundation
 import Glibc
 import Testing
@@ -6,21 +7,24 @@ import Testing
 /// `cmk update` for real: a child under QEMU (TCG, simulated SEV-SNP) serves the demo key-value workload through a
 /// stable endpoint while a client increments a counter in a loop. An update whose successor fails attestation rolls
 /// back with the old instance serving; an update to the realtime profile moves the state over the sealed channel and
-/// switches the endpoint with zero failed requests and the counter continuing exactly where it was. One predecessor
+/// switches the endpoint with zero failed requests and the counter continuing exactly where it was; that successor
+/// boots another kernel image (`--kernel`) the update path pins by digest. One predecessor
 /// boot serves both updates (a boot costs 12 to 17 s under TCG on a quiet host, several times that under load).
 extension RealBoots {
 @Suite("cmk update between real children", .serialized)
-struct UpdateCommandTests {
-    let sandbox = RealChildState(prefix: "cmk-update")
-    var state: URL { sandbox.state }
+struct UpdateCommandTests: CommandSuite {
+    let state: URL
+    let environment: [String: String]
 
-    func cmk(_ arguments: [String], timeout: TimeInterval = 900) async throws -> BuiltCMK.Output {
-        try await sandbox.cmk(arguments, timeout: timeout)
+    static let commandTimeout: TimeInterval = 900
+
+    init() throws {
+        (state, environment) = Self.sandbox("cmk-update")
     }
 
-    func policy(_ name: String, _ extra: String) throws -> String { try sandbox.policy(name, extra) }
 
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] { try sandbox.object(output) }
+    /// The development policy plus `extra` (appended: indented lines continue its sev-snp section).
+    func policy(_ name: String, _ extra: String) throws -> String { try developmentPolicy(name, extra) }
 
     /// The backends the endpoint `kv` records in the state folder.
     func backends() throws -> [String] {
@@ -104,20 +108,34 @@ struct UpdateCommandTests {
         let ps1 = try await cmk(["ps", "--json"])
         #expect(!ps1.standardOutput.contains("\"kv.u1\"") || ps1.standardOutput.contains("stopped"), "\(ps1.standardOutput)")
 
-        // 2. The good update, general → realtime, under load.
+        // 2. The good update, under load, to the realtime profile with another kernel image (--kernel): Debian's
+        //    kernel with 4 KiB appended (another image and digest; the EFI stub still boots it). The policy's update
+        //    path names that kernel's SHA-256, so only this kernel is allowed as the successor.
+        let boot = SharedVectors.cacheDirectory.appendingPathComponent("guest-kernel/boot")
+        let cached = try #require(
+            ((try? FileManager.default.contentsOfDirectory(atPath: boot.path)) ?? []).filter { $0.hasPrefix("vmlinuz-") }.sorted().last)
+        let newKernel = state.appendingPathComponent("vmlinuz-next")
+        let kernelBytes = try Data(contentsOf: boot.appendingPathComponent(cached)) + Data(count: 4096)
+        try kernelBytes.write(to: newKernel)
+        let newKernelSHA256 = SHA256.hash(data: kernelBytes).map { String(format: "%02x", $0) }.joined()
         let upgrade = try policy(
             "upgrade",
-            "update:\n  from:\n    - profile: general\n      policy: development\n  to:\n    - profile: realtime\n")
+            "update:\n  from:\n    - profile: general\n      policy: development\n  to:\n    - profile: realtime\n"
+                + "      kernel-sha256: \(newKernelSHA256)\n")
         let client2 = LoopingClient(port: port)
         client2.start()
         try await Task.sleep(for: .seconds(2))
-        let updated = try await cmk(["update", "kv", "--profile", "realtime", "--vcpus", "1", "--policy", upgrade, "--json"])
+        let updated = try await cmk([
+            "update", "kv", "--profile", "realtime", "--kernel", newKernel.path, "--vcpus", "1", "--policy", upgrade, "--json",
+        ])
         try await Task.sleep(for: .seconds(2))
         let result2 = client2.stop()
         #expect(updated.status == 0, "\(updated.standardOutput)\n\(updated.standardError)")
         let outcome = try object(updated)
         #expect(outcome["result"] as? String == "updated", "\(outcome)")
         #expect(outcome["successor"] as? String == "kv.u1")
+        #expect(outcome["successorProfile"] as? String == "realtime")
+        #expect(outcome["successorKernelSHA256"] as? String == newKernelSHA256, "the successor booted --kernel's image")
         #expect(outcome["stateEntries"] as? Int == 202, "\(outcome)")
         #expect(result2.failures.isEmpty, "\(result2.failures.prefix(5))")
         #expect(result2.outOfOrder.isEmpty, "\(result2.outOfOrder.prefix(5))")

@@ -136,4 +136,75 @@ struct GuestProfileTests {
             #expect(throws: GuestImageError.self, "\(label)") { try GuestProfile(directory: directory) }
         }
     }
+
+    /// A minimal x86 bzImage header: the 0x55AA signature, "HdrS" and a kernel_version string at `pointer` + 0x200.
+    static func fakeKernel(release: String, pointer: Int = 0x100, length: Int = 0x1000) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: length)
+        bytes[0x1FE] = 0x55
+        bytes[0x1FF] = 0xAA
+        bytes.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        bytes[0x20E] = UInt8(pointer & 0xFF)
+        bytes[0x20F] = UInt8(pointer >> 8)
+        let text = Array("\(release) (builder@example) #1 SMP".utf8) + [0]
+        if pointer != 0, pointer + 0x200 + text.count <= length { bytes.replaceSubrange((pointer + 0x200)..<(pointer + 0x200 + text.count), with: text) }
+        return bytes
+    }
+
+    @Test("--kernel: the release is read from the bzImage header; files that are not one are refused, each saying why")
+    func kernelRelease() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-kernel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func write(_ name: String, _ bytes: [UInt8]) throws -> URL {
+            let url = folder.appendingPathComponent(name)
+            try Data(bytes).write(to: url)
+            return url
+        }
+        #expect(try GuestKernel.release(ofImage: try write("good", Self.fakeKernel(release: "9.9.9-test"))) == "9.9.9-test")
+        let cases: [(String, [UInt8], String)] = [
+            ("short", [UInt8](repeating: 0, count: 100), "100 bytes long"),
+            ("elf", Array("\u{7F}ELF".utf8) + [UInt8](repeating: 0, count: 0x1000), "no Linux boot-protocol header"),
+            ("pointer", Self.fakeKernel(release: "x", pointer: 0xFF00), "out of range"),
+            ("zero", Self.fakeKernel(release: "x", pointer: 0), "out of range"),
+            ("slash", Self.fakeKernel(release: "../../etc"), "not a release name"),
+        ]
+        for (name, bytes, reason) in cases {
+            #expect { try GuestKernel.release(ofImage: try write(name, bytes)) } throws: { error in
+                "\(error)".contains(reason)
+            }
+        }
+        #expect { try GuestKernel.release(ofImage: folder.appendingPathComponent("absent")) } throws: { error in
+            "\(error)".contains("not readable")
+        }
+        // Debian's cached kernel, when scripts/setup has unpacked it: the header agrees with the file name.
+        let boot = SharedVectors.cacheDirectory.appendingPathComponent("guest-kernel/boot")
+        if let image = ((try? FileManager.default.contentsOfDirectory(atPath: boot.path)) ?? []).filter({ $0.hasPrefix("vmlinuz-") }).sorted().last {
+            #expect(try GuestKernel.release(ofImage: boot.appendingPathComponent(image)) == String(image.dropFirst(8)))
+        }
+    }
+
+    @Test("--kernel keeps the profile's command line and modules; a modules folder of another release, or none, is refused")
+    func replacingKernel() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-kernel-\(UUID().uuidString)")
+        let cache = folder.appendingPathComponent("cache")
+        let modules = cache.appendingPathComponent("guest-kernel/lib/modules/9.9.9-test")
+        try FileManager.default.createDirectory(at: modules, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let image = folder.appendingPathComponent("vmlinuz")
+        try Data(Self.fakeKernel(release: "9.9.9-test")).write(to: image)
+        let general = try catalog.profile(named: "general")
+        let replaced = try general.replacingKernel(image: image, modules: nil, cacheDirectory: cache)
+        #expect(replaced.kernel == .path(image: image.path, modules: modules.path))
+        #expect(replaced.commandLine == general.commandLine && replaced.modules == general.modules)
+        #expect(replaced.name == general.name && replaced.initScript == general.initScript)
+        #expect(try GuestKernel.locate(replaced.kernel, cacheDirectory: cache).release == "9.9.9-test")
+        let other = folder.appendingPathComponent("modules/1.2.3")
+        #expect { try general.replacingKernel(image: image, modules: other, cacheDirectory: cache) } throws: { error in
+            "\(error)".contains("for release 1.2.3") && "\(error)".contains("release 9.9.9-test")
+        }
+        let emptyCache = folder.appendingPathComponent("empty")
+        #expect { try general.replacingKernel(image: image, modules: nil, cacheDirectory: emptyCache) } throws: { error in
+            "\(error)".contains("--kernel-modules")
+        }
+    }
 }

@@ -55,6 +55,11 @@ public struct LaunchRequest: Sendable {
     /// The instance this launch succeeds (`cmk update`): named in the manifest's `updatePeers`, so the two children
     /// accept a state-transfer channel with each other (docs/updates.md).
     public var updateOf: String?
+    /// Another kernel image for the profile (`--kernel`): the profile's command line, init and modules stay.
+    public var kernel: URL?
+    /// That kernel's `lib/modules/<release>` folder (`--kernel-modules`); nil: the cache kernel's, if the release is
+    /// the same (``GuestProfile/replacingKernel(image:modules:cacheDirectory:)``).
+    public var kernelModules: URL?
     /// For `snp` and `tdx`: what the host offers a real launch; nil probes the host (``HardwareTEEHost/probe``).
     /// Tests inject a host that can, to check the command and verifier a real launch would use.
     public var hardwareHost: HardwareTEEHost?
@@ -345,7 +350,11 @@ public final class InstanceSupervisor: @unchecked Sendable {
         guard let profilesFolder = GuestProfileCatalog.locate() else {
             throw CoordinatorError(.launch, "cannot find guest-kernels/ (set CMK_GUEST_KERNELS)")
         }
-        let profile = try GuestProfileCatalog(directory: profilesFolder).profile(named: request.profile)
+        var profile = try GuestProfileCatalog(directory: profilesFolder).profile(named: request.profile)
+        if let kernel = request.kernel {
+            profile = try profile.replacingKernel(
+                image: kernel, modules: request.kernelModules, cacheDirectory: paths.cacheDirectory)
+        }
         let vcpus = request.vcpus ?? profile.vcpus
         let memory = request.memoryMiB ?? profile.memoryMiB
 
@@ -492,7 +501,7 @@ public final class InstanceSupervisor: @unchecked Sendable {
             }
             let image = try await GuestImage.build(
                 profile: profile, cacheDirectory: paths.cacheDirectory, agent: agent,
-                output: Self.imagesDirectory(paths).appendingPathComponent(profile.name))
+                output: Self.imagesDirectory(paths).appendingPathComponent(Self.imageFolderName(profile)))
             let policy = try PolicyLoader(environment: Self.policyEnvironment(paths)).load(path: request.policyPath)
             guard policy.evidence == request.tee.evidence else {
                 throw CoordinatorError(
@@ -1087,6 +1096,14 @@ public final class InstanceSupervisor: @unchecked Sendable {
             }
         }
         instanceID = nil
+    }
+
+    /// The image folder of `profile`: its name, or for a profile given another kernel (`--kernel`) its name and the
+    /// first 16 hex digits of that kernel's SHA-256, so a running child's image is never rebuilt under it.
+    static func imageFolderName(_ profile: GuestProfile) -> String {
+        guard case .path(let image, _) = profile.kernel,
+              let bytes = FileManager.default.contents(atPath: image) else { return profile.name }
+        return "\(profile.name)-kernel-\(Hex.encode(SHA256.hash(data: bytes)).prefix(16))"
     }
 
     /// Where launches build their images, one folder per profile (reproducible bytes, so launches can share them).

@@ -54,6 +54,9 @@ public final class InstanceUpdate: @unchecked Sendable {
         /// The sealed transfer as the receiving child measured it (first record to checked summary), in µs.
         public var transferMicros: UInt64?
         public var channel: String?
+        /// The successor's profile and kernel (SHA-256 of the image it booted, from its manifest).
+        public var successorProfile: String?
+        public var successorKernelSHA256: String?
     }
 
     /// Launches the successor (name, profile, policy path, predecessor) and says whether it was admitted (and why not).
@@ -63,7 +66,10 @@ public final class InstanceUpdate: @unchecked Sendable {
 
     let state: CMKStateDirectory
     let predecessor: String
-    let profile: String
+    /// The successor's profile; nil: the predecessor's (read from its manifest).
+    let profile: String?
+    /// Another kernel image for the successor (`--kernel`), or nil; only recorded here, the launcher passes it on.
+    let kernel: String?
     let policyPath: String
     let timeout: Duration
     let launcher: Launcher
@@ -71,12 +77,14 @@ public final class InstanceUpdate: @unchecked Sendable {
     let progress: @Sendable (Event) -> Void
 
     public init(
-        state: CMKStateDirectory, predecessor: String, profile: String, policyPath: String, timeout: Duration,
+        state: CMKStateDirectory, predecessor: String, profile: String?, kernel: String? = nil, policyPath: String,
+        timeout: Duration,
         launcher: @escaping Launcher, stopper: @escaping Stopper, progress: @escaping @Sendable (Event) -> Void
     ) {
         self.state = state
         self.predecessor = predecessor
         self.profile = profile
+        self.kernel = kernel
         self.policyPath = policyPath
         self.timeout = timeout
         self.launcher = launcher
@@ -204,11 +212,15 @@ public final class InstanceUpdate: @unchecked Sendable {
             }
             let endpoints = EndpointFiles.serving(state, instance: predecessor)
             outcome.endpoints = endpoints.map(\.name)
-            audit("update-started", [
+            let profile = profile ?? old.image.profile
+            var started = [
                 "predecessor": predecessor, "successor": successor, "profile": profile, "policy": policyPath,
                 "endpoints": outcome.endpoints.joined(separator: ","),
-            ])
-            end("\(predecessor) (profile \(old.image.profile)) → \(successor) (profile \(profile)); endpoints: "
+            ]
+            if let kernel { started["kernel"] = kernel }
+            audit("update-started", started)
+            let kernelText = kernel.map { ", kernel \($0)" } ?? ""
+            end("\(predecessor) (profile \(old.image.profile)) → \(successor) (profile \(profile)\(kernelText)); endpoints: "
                 + (endpoints.isEmpty ? "none" : outcome.endpoints.joined(separator: ", ")))
 
             // 2. launch
@@ -218,6 +230,8 @@ public final class InstanceUpdate: @unchecked Sendable {
             guard launch.admitted else { throw Failure(phase: .launch, reason: "the successor was not admitted: \(launch.detail)") }
             do throws(CoordinatorError) {
                 let new = try manifest(of: successor)
+                outcome.successorProfile = new.image.profile
+                outcome.successorKernelSHA256 = new.image.kernelSHA256
                 if let path = try UpdatePath.load(policyPath: policyPath), let reason = path.allows(successor: new) {
                     throw CoordinatorError(.updateRefused, reason)
                 }

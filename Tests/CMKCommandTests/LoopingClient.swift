@@ -1,63 +1,11 @@
-import CMKTesting
 import Foundation
 import Glibc
-import Testing
 
-/// What the suites that drive real children through `cmk` share (UpdateCommandTests, PoolCommandTests): a state
-/// folder of their own with images of their own (the shared cache's images are rebuilt by other checkouts with other
-/// agents), `cmk` run on a thread of its own (never on a concurrency thread), policies derived from the development
-/// one, and JSON output read as objects.
-struct RealChildState: Sendable {
-    let state: URL
-    let environment: [String: String]
-
-    init(prefix: String) {
-        state = URL(fileURLWithPath: "/tmp/\(prefix)-\(UUID().uuidString.prefix(8))")
-        var environment = ProcessInfo.processInfo.environment
-        environment["CMK_STATE_DIR"] = state.path
-        environment["CMK_IMAGES"] = state.appendingPathComponent("images").path
-        self.environment = environment
-    }
-
-    func cmk(_ arguments: [String], timeout: TimeInterval = 900) async throws -> BuiltCMK.Output {
-        let environment = environment
-        let executable = try BuiltCMK.executable()
-        return try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try ExternalTool.run(executable, arguments, environment: environment, timeout: timeout)
-                })
-            }
-        }
-    }
-
-    /// The development policy plus `extra` (appended: indented lines continue its sev-snp section).
-    func policy(_ name: String, _ extra: String) throws -> String {
-        let development = try String(
-            contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8)
-        let url = state.appendingPathComponent("\(name).yaml")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        try (development + extra).write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
-
-    func object(_ output: BuiltCMK.Output) throws -> [String: Any] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
-
-    func array(_ output: BuiltCMK.Output) throws -> [[String: Any]] {
-        try #require(
-            try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [[String: Any]],
-            "\(output.standardOutput)\n\(output.standardError)")
-    }
-}
-
-/// A client of a stable endpoint on its own thread: one request line in a loop over one TCP connection (reconnecting
-/// if it drops), recording failed requests, the longest gap between two answers, and — for `INCR` of one counter
-/// behind one instance — whether every answer is the previous + 1; otherwise how often each answer came and when first
-/// (for `WHO`: which instance served, and when it first did).
+/// A client of a stable endpoint on its own thread, the load generator of UpdateCommandTests and PoolCommandTests: one
+/// request line in a loop over one TCP connection (reconnecting if it drops), recording failed requests and the
+/// longest gap between two answers; for `INCR` of one counter behind one instance, whether every answer is the
+/// previous + 1; otherwise how often each answer came and when first (which instance answered, when the answers tell
+/// the instances apart).
 final class LoopingClient: @unchecked Sendable {
     let port: Int
     let request: [UInt8]
