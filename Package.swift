@@ -241,7 +241,7 @@ let package = Package(
             name: "CoordinatorTests",
             dependencies: [
                 "Coordinator", "GuestImage", "GuestProtocol", "CMKTesting", "PlatformSimulator", "Attestation", "TDX",
-                "BinaryFormat", "AttestationPolicy",
+                "BinaryFormat", "AttestationPolicy", "AuditLog",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "GuestImageTests", dependencies: ["GuestImage", "BinaryFormat", "CMKTesting"]),

@@ -13,7 +13,7 @@ extension CMK {
                 Exit status: 0 done, 2 usage error or unreadable state, 3 the host cannot fit the pool's --min, \
                 4 the pool did not reach --min (a launch failed or was rejected), 6 no such pool, 7 the pool exists.
                 """,
-            subcommands: [Create.self, List.self, InspectPool.self, Delete.self, Run.self])
+            subcommands: [Create.self, List.self, InspectPool.self, Resume.self, Delete.self, Run.self])
     }
 }
 
@@ -168,15 +168,7 @@ extension CMK.PoolCommand {
             try? FileManager.default.removeItem(at: files.folder)
             try files.writeSpec(spec)
             FileManager.default.createFile(atPath: files.log.path, contents: nil)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-            process.arguments = [CMKExecutable.url.path, "pool", "run", name, "--state-dir", stateDirectory.url.path]
-            let handle = try FileHandle(forWritingTo: files.log)
-            process.standardOutput = handle
-            process.standardError = handle
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            try? handle.close()
+            try PoolControllerProcess.start(files: files)
             try await follow(files: files, spec: spec)
         }
 
@@ -199,6 +191,7 @@ extension CMK.PoolCommand {
                     }
                     if status.condition == .hostFull {
                         report(status)
+                        FileHandle.standardError.write(Data("cmk pool: host-full: \(status.reason); the controller retries every \(String(format: "%g", spec.rule.scaleOutCooldown)) s (cmk pool inspect \(name), cmk pool delete \(name))\n".utf8))
                         throw ExitCode(PoolExit.hostFull)
                     }
                     if let failed = status.events.last(where: { $0.event == "launch-failed" || $0.event == "rejected" }) {
@@ -335,6 +328,63 @@ extension CMK.PoolCommand {
         }
     }
 
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a new controller for a pool whose controller died; it adopts the running members.",
+            discussion: """
+                The members of a pool keep running when its controller dies (each has its own supervisor). `resume` \
+                starts a new controller (`cmk pool run NAME`, detached) that takes them over without launching new \
+                ones: admitted members serve again at once (on the same endpoint port when it is free), launches \
+                still in progress join when admitted, members that were being drained are stopped. \
+                Exit status: 0 the controller runs, 6 no such pool, 7 its controller is running.
+                """)
+
+        @Argument(help: "The pool name.")
+        var name: String
+
+        @Flag(help: "Print the pool's status as JSON.")
+        var json = false
+
+        @OptionGroup var state: StateOptions
+
+        func run() async throws {
+            let stateDirectory = state.state
+            let files = PoolFiles(state: stateDirectory, name: name)
+            guard FileManager.default.fileExists(atPath: files.spec.path) else {
+                throw PoolExit.fail("unknown-pool", "no pool named \(name)", status: PoolExit.unknownPool, json: json)
+            }
+            if let pid = files.runningController() {
+                throw PoolExit.fail("controller-running", "the controller of pool \(name) runs (pid \(pid)); nothing to resume",
+                                    status: PoolExit.exists, json: json)
+            }
+            let hadMembers = !(files.readStatus()?.members.isEmpty ?? true)
+            let started = Date().addingTimeInterval(-1)
+            try PoolControllerProcess.start(files: files)
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                if let status = files.readStatus(), let pid = files.runningController(), status.controllerPID == pid {
+                    let new = status.events.filter { $0.time >= started }
+                    if new.contains(where: { $0.event == "adopted" })
+                        || (!hadMembers && new.contains(where: { $0.event == "controller-started" }))
+                    {
+                        if json {
+                            print((try? JSONOutput.encode(status)) ?? "{}")
+                        } else {
+                            for event in new {
+                                FileHandle.standardError.write(Data("  \(PoolText.time(event.time))  \(event.event)\(event.instance.map { " \($0)" } ?? ""): \(event.detail)\n".utf8))
+                            }
+                            print(PoolText.summary(status))
+                        }
+                        return
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let log = (try? String(contentsOf: files.log, encoding: .utf8)) ?? ""
+            throw PoolExit.fail("launch", "the pool controller did not start: \(log.suffix(600))", status: PoolExit.notReady, json: json)
+        }
+    }
+
     /// The controller itself, started detached by `cmk pool create`.
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -356,13 +406,45 @@ extension CMK.PoolCommand {
             let log: @Sendable (String) -> Void = { line in
                 FileHandle.standardError.write(Data("\(PoolText.time(Date())) cmk pool \(spec.name): \(line)\n".utf8))
             }
-            let traffic = try await PoolEndpoint.open(spec: spec, state: stateDirectory)
+            // A resumed pool keeps its endpoint's port when it is free (clients keep their address).
+            var traffic: (any PoolTraffic)?
+            if spec.port == 0, let previous = files.readStatus()?.endpoint,
+               let port = Int(previous.split(separator: ":").last ?? ""), (1...65535).contains(port)
+            {
+                var again = spec
+                again.port = port
+                traffic = try? await PoolEndpoint.open(spec: again, state: stateDirectory)
+            }
+            if traffic == nil { traffic = try await PoolEndpoint.open(spec: spec, state: stateDirectory) }
+            guard let endpoint = traffic else { return }
             let actions = CommandPoolInstanceActions(cmk: CMKExecutable.url, state: stateDirectory) { member in
                 await PoolEndpoint.backendAddress(of: member, state: stateDirectory)
             }
-            let controller = PoolController(spec: spec, state: stateDirectory, traffic: traffic, actions: actions, log: log)
+            let capacity = PoolHostCapacity.request(for: spec).map { PoolHostCapacity(state: stateDirectory, request: $0) }
+            if capacity == nil { log("cannot read profile \(spec.profile): only the launches' reservations check the host") }
+            let controller = PoolController(
+                spec: spec, state: stateDirectory, traffic: endpoint, actions: actions, capacity: capacity, log: log)
             await controller.run { stop.requested }
         }
+    }
+}
+
+/// Starting a pool's controller detached: `setsid cmk pool run NAME`, its output appended to controller.log.
+enum PoolControllerProcess {
+    static func start(files: PoolFiles) throws {
+        if !FileManager.default.fileExists(atPath: files.log.path) {
+            FileManager.default.createFile(atPath: files.log.path, contents: nil)
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        process.arguments = [CMKExecutable.url.path, "pool", "run", files.name, "--state-dir", files.state.url.path]
+        let handle = try FileHandle(forWritingTo: files.log)
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try? handle.close()
     }
 }
 
@@ -371,6 +453,22 @@ struct PoolListing: Encodable {
     let spec: PoolSpec
     let status: PoolStatus?
     let controllerRunning: Bool
+    /// The controller is not running, but the pool was not deleted: it died (its members still run, each with its
+    /// own supervisor); `cmk pool resume` adopts them.
+    let controllerLost: Bool
+
+    init(spec: PoolSpec, status: PoolStatus?, controllerRunning: Bool) {
+        self.spec = spec
+        self.status = status
+        self.controllerRunning = controllerRunning
+        controllerLost = !controllerRunning && status.map { $0.condition != .stopped } ?? false
+    }
+
+    var controllerText: String {
+        if controllerRunning { return "running" }
+        if controllerLost { return "lost (pid \(status?.controllerPID ?? 0) is gone)" }
+        return "stopped"
+    }
 }
 
 enum PoolText {
@@ -395,7 +493,7 @@ enum PoolText {
                           String(status?.starting ?? 0), "\(row.spec.rule.minimum)-\(row.spec.rule.maximum)",
                           row.spec.rule.metric.rawValue, String(format: "%g", row.spec.rule.target),
                           String(format: "%.1f", status?.load ?? 0), status?.endpoint ?? "-",
-                          row.controllerRunning ? "running" : "stopped"].joined(separator: "  "))
+                          row.controllerRunning ? "running" : row.controllerLost ? "lost" : "stopped"].joined(separator: "  "))
         }
         return lines.joined(separator: "\n")
     }
@@ -409,7 +507,7 @@ enum PoolText {
             "  policy       \(spec.policyPath)",
             "  rule         \(rule.metric.rawValue): target \(String(format: "%g", rule.target)) \(rule.metric.unit); min \(rule.minimum), max \(rule.maximum); scale in under \(String(format: "%g", rule.scaleInFraction)) × target; sustain \(String(format: "%g", rule.sustainSeconds)) s; cool-down out \(String(format: "%g", rule.scaleOutCooldown)) s, in \(String(format: "%g", rule.scaleInCooldown)) s",
             "  cores        \(spec.allowSharedCores ? "shared allowed" : "exclusive only")",
-            "  controller   \(listing.controllerRunning ? "running (pid \(listing.status?.controllerPID ?? 0))" : "not running")",
+            "  controller   \(listing.controllerRunning ? "running (pid \(listing.status?.controllerPID ?? 0))" : listing.controllerLost ? "lost: pid \(listing.status?.controllerPID ?? 0) is gone; its members keep running (cmk pool resume \(spec.name) adopts them)" : "not running")",
         ]
         guard let status = listing.status else { return lines.joined(separator: "\n") }
         lines.append("  condition    \(status.condition.rawValue): \(status.reason)")

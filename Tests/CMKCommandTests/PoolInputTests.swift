@@ -1,5 +1,6 @@
 import CMKTesting
 import Foundation
+import Glibc
 import Testing
 
 /// `cmk pool` refuses bad input with a clear message and the documented exit status, before anything starts.
@@ -85,6 +86,48 @@ struct PoolInputTests {
         #expect(listJSON.status == 0)
         #expect(listJSON.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]"
                 || listJSON.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "[]")
+    }
+
+    @Test(
+        "a pool whose members the host's partitions cannot hold says host-full (exit 3, inspect --json, audit record) without launching anything",
+        .timeLimit(.minutes(3)))
+    func hostTooSmall() async throws {
+        defer {
+            // A failed run leaves the controller running: stop it.
+            let pidFile = state.appendingPathComponent("pools/big/controller.pid")
+            if let text = try? String(contentsOfFile: pidFile.path, encoding: .utf8),
+               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                kill(pid, SIGTERM)
+            }
+        }
+        // More CPUs and memory per member than this host (and any CI host) has: not one member fits.
+        let created = try await cmk([
+            "pool", "create", "big", "--min", "1", "--max", "3", "--vcpus", "64", "--memory", "1048576",
+            "--scale-out-cooldown", "2", "--policy", policy, "--json",
+        ])
+        #expect(created.status == 3, "\(created.standardOutput)\(created.standardError)")
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(created.standardOutput.utf8)) as? [String: Any])
+        #expect(status["condition"] as? String == "host-full", "\(status)")
+        #expect((status["reason"] as? String ?? "").contains("asked for 64 CPUs and 1048576 MiB"), "\(status)")
+
+        let inspect = try await cmk(["pool", "inspect", "big", "--json"])
+        #expect(inspect.status == 0)
+        let listing = try #require(try JSONSerialization.jsonObject(with: Data(inspect.standardOutput.utf8)) as? [String: Any])
+        #expect(listing["controllerRunning"] as? Bool == true)
+        #expect((listing["status"] as? [String: Any])?["condition"] as? String == "host-full", "\(listing)")
+        let text = try await cmk(["pool", "inspect", "big"])
+        #expect(text.standardOutput.contains("condition    host-full"), "\(text.standardOutput)")
+
+        let audit = try await cmk(["audit", "log", "--json"])
+        #expect(audit.standardOutput.contains("\"why\" : \"host-full\"") || audit.standardOutput.contains("\"why\":\"host-full\""),
+                "\(audit.standardOutput.prefix(2000))")
+        let ps = try await cmk(["ps", "--all", "--json"])
+        #expect(!ps.standardOutput.contains("big-"), "nothing was launched: \(ps.standardOutput)")
+
+        let deleted = try await cmk(["pool", "delete", "big"])
+        #expect(deleted.status == 0, "\(deleted.standardError)")
+        #expect(PoolFilesCheck.noPools(state))
     }
 }
 

@@ -73,6 +73,8 @@ public final class PoolController: @unchecked Sendable {
     let files: PoolFiles
     let traffic: any PoolTraffic
     let actions: any PoolInstanceActions
+    /// Asked before every scale-out (nil: only the launches' own reservations decide).
+    let capacity: PoolHostCapacity?
     let log: @Sendable (String) -> Void
     let clock: @Sendable () -> Date
 
@@ -83,12 +85,16 @@ public final class PoolController: @unchecked Sendable {
     private var nextIndex = 1
     private var rate = CounterRate()
     private var lastHoldReason: String?
+    /// What a previous controller of this pool left (nil on a new pool).
+    private let previous: PoolStatus?
 
     public init(
         spec: PoolSpec, state: CMKStateDirectory, traffic: any PoolTraffic, actions: any PoolInstanceActions,
-        clock: @escaping @Sendable () -> Date = { Date() }, log: @escaping @Sendable (String) -> Void
+        capacity: PoolHostCapacity? = nil, clock: @escaping @Sendable () -> Date = { Date() },
+        log: @escaping @Sendable (String) -> Void
     ) {
         self.spec = spec
+        self.capacity = capacity
         self.files = PoolFiles(state: state, name: spec.name)
         self.traffic = traffic
         self.actions = actions
@@ -96,11 +102,16 @@ public final class PoolController: @unchecked Sendable {
         self.log = log
         var status = PoolStatus(name: spec.name, controllerPID: getpid(), updatedAt: clock())
         status.endpoint = traffic.endpoint
-        // Continue numbering after the members a previous controller made.
-        if let previous = files.readStatus() {
-            let used = previous.events.compactMap(\.instance).compactMap { Int($0.split(separator: "-").last ?? "") }
+        // Continue numbering after the members a previous controller made, and its memory (cool-downs) and events.
+        let previous = files.readStatus()
+        if let previous {
+            let used = (previous.events.compactMap(\.instance) + previous.members.map(\.name))
+                .compactMap { Int($0.split(separator: "-").last ?? "") }
             nextIndex = (used.max() ?? 0) + 1
+            status.memory = previous.memory
+            status.events = previous.events
         }
+        self.previous = previous
         self.status = status
     }
 
@@ -110,6 +121,7 @@ public final class PoolController: @unchecked Sendable {
     /// Runs until `stopRequested` returns true, then drains and stops every member and returns.
     public func run(stopRequested: @escaping @Sendable () -> Bool) async {
         record(event: "controller-started", detail: "endpoint \(traffic.endpoint); rule \(describe(spec.rule))")
+        await adoptPrevious()
         writeStatus()
         while !stopRequested() {
             await step()
@@ -118,6 +130,88 @@ public final class PoolController: @unchecked Sendable {
             while clock() < until, !stopRequested() { try? await Task.sleep(for: .milliseconds(50)) }
         }
         await shutdown()
+    }
+
+    /// Takes over the members a previous controller of this pool left when it died (its members keep running: each
+    /// has its own supervisor). Admitted ones serve again at once; launches still in progress (their `cmk launch`
+    /// outlives the controller) are followed to their verdict and join only if admitted; ones that were being drained
+    /// or stopped are stopped; ones that are gone are dropped. Nothing is launched in their place.
+    func adoptPrevious() async {
+        guard let previous, !previous.members.isEmpty else { return }
+        let store = try? InstanceStore.openForReading(files.state)
+        defer { store?.close() }
+        var adopted: [String] = []
+        var following: [(String, String)] = []
+        var stopping: [String] = []
+        var gone: [String] = []
+        for old in previous.members {
+            let record = (try? store?.instance(old.instanceID ?? old.name)) ?? nil
+            guard let record, [.requested, .reserved, .booting, .attesting, .admitted, .stopping].contains(record.state)
+            else {
+                gone.append(old.name)
+                continue
+            }
+            var member = old
+            member.instanceID = record.id
+            member.phaseSince = clock()
+            member.inFlight = 0
+            member.requests = 0
+            if record.state == .stopping || old.phase == .draining || old.phase == .stopping {
+                member.phase = .stopping
+                stopping.append(old.name)
+            } else if record.state == .admitted, let address = await actions.backendAddress(of: old.name) {
+                member.phase = .serving
+                member.backend = address
+                member.auditSequence = record.auditSequence ?? old.auditSequence
+                member.admittedAt = old.admittedAt ?? clock()
+                adopted.append(old.name)
+            } else if record.state == .admitted {
+                member.phase = .stopping
+                stopping.append(old.name)
+            } else {
+                member.phase = .starting
+                following.append((old.name, record.id))
+            }
+            lock.withLock { status.members.append(member) }
+        }
+        await publishBackends()
+        for name in stopping { stopInBackground(name) }
+        for (name, id) in following { followLaunch(name, id: id) }
+        let detail = "from the controller that stopped (pid \(previous.controllerPID)): serving \(adopted.joined(separator: ", ").ifEmpty("none")); "
+            + "launch followed \(following.map(\.0).joined(separator: ", ").ifEmpty("none")); stopping \(stopping.joined(separator: ", ").ifEmpty("none")); "
+            + "gone \(gone.joined(separator: ", ").ifEmpty("none"))"
+        let sequence = audit(["event": "adopted", "serving": adopted.joined(separator: ","),
+                              "following": following.map(\.0).joined(separator: ","),
+                              "stopping": stopping.joined(separator: ","), "gone": gone.joined(separator: ","),
+                              "previousController": String(previous.controllerPID)])
+        record(event: "adopted", detail: detail, auditSequence: sequence, audited: false)
+    }
+
+    /// Follows a launch a previous controller started (its `cmk launch` still runs) until the instance store has its
+    /// outcome: admitted, or not.
+    func followLaunch(_ name: String, id: String) {
+        let state = files.state
+        let deadline = clock().addingTimeInterval(Double(spec.bootTimeoutSeconds) + 300)
+        let clock = clock
+        Task.detached { [weak self] in
+            var result = PoolLaunchResult(admitted: false, errorCode: CoordinatorError.Code.launch.name,
+                                          reason: "the launch started by the previous controller did not end in time")
+            while clock() < deadline {
+                let store = try? InstanceStore.openForReading(state)
+                let record = (try? store?.instance(id)) ?? nil
+                store?.close()
+                if let record, ![.requested, .reserved, .booting, .attesting].contains(record.state) {
+                    let admitted = record.state == .admitted
+                    result = PoolLaunchResult(
+                        admitted: admitted, errorCode: admitted ? nil : CoordinatorError.Code.launch.name,
+                        reason: admitted ? "verdict admit" : "\(record.state.rawValue): \(record.reason)",
+                        instanceID: record.id, auditSequence: record.auditSequence)
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+            self?.lock.withLock { self?.finished.append((name, result)) }
+        }
     }
 
     func describe(_ rule: ScalingRule) -> String {
@@ -155,12 +249,21 @@ public final class PoolController: @unchecked Sendable {
 
         switch decision.action {
         case .scaleOut:
-            setCondition(.scaling, decision.reason)
-            let sequence = audit(["event": "scale-out", "from": String(decision.from), "to": String(decision.to),
+            // The host's partitions first: launch only what fits, say host-full for the rest (never exceed the host).
+            var to = decision.to
+            let pending = status.members.filter { $0.phase == .starting }.map(\.name)
+            if let room = capacity?.room(wanted: decision.to - decision.from, pending: pending), room.fits < room.wanted {
+                to = decision.from + room.fits
+                hostFull(wanted: room.wanted, fits: room.fits, refusal: room.refusal ?? "no room", decision: decision, now: now)
+                if room.fits == 0 { break }
+            } else {
+                setCondition(.scaling, decision.reason)
+            }
+            let sequence = audit(["event": "scale-out", "from": String(decision.from), "to": String(to),
                                   "reason": decision.reason, "load": String(format: "%.2f", load)])
-            record(event: "scale-out", detail: "\(decision.from) → \(decision.to): \(decision.reason)", auditSequence: sequence,
+            record(event: "scale-out", detail: "\(decision.from) → \(to): \(decision.reason)", auditSequence: sequence,
                    audited: false)
-            for _ in decision.from..<decision.to { startMember(decidedAt: now) }
+            for _ in decision.from..<to { startMember(decidedAt: now) }
         case .scaleIn:
             setCondition(.scaling, decision.reason)
             let sequence = audit(["event": "scale-in", "from": String(decision.from), "to": String(decision.to),
@@ -190,6 +293,19 @@ public final class PoolController: @unchecked Sendable {
             }
             lastHoldReason = kind ?? (condition == .hostFull ? "host-full" : nil)
         }
+    }
+
+    /// The host's partitions cannot hold every member the rule wants: a state (condition `host-full`, one audit
+    /// record per refusal, the next scale-out after the cool-down), never an error loop.
+    func hostFull(wanted: Int, fits: Int, refusal: String, decision: ScalingDecision, now: Date) {
+        lock.withLock { status.memory = PoolScaling.hostFull(status.memory, at: now) }
+        let reason = "the rule wants \(decision.from) → \(decision.to) (\(decision.reason)); the host's partitions hold "
+            + "\(fits) more: \(refusal)"
+        setCondition(.hostFull, reason)
+        let sequence = audit(["event": "cannot-grow", "why": "host-full", "wanted": String(wanted), "fits": String(fits),
+                              "size": String(decision.from), "reason": refusal])
+        record(event: "cannot-grow", detail: "host full: \(reason)", auditSequence: sequence, audited: false)
+        lastHoldReason = "host-full"
     }
 
     func reactionDetail(_ member: PoolMember, now: Date) -> String {
@@ -451,4 +567,8 @@ public final class PoolController: @unchecked Sendable {
         }
         do { try files.writeStatus(snapshot) } catch { log("cannot write \(files.status.path): \(error)") }
     }
+}
+
+extension String {
+    fileprivate func ifEmpty(_ replacement: String) -> String { isEmpty ? replacement : self }
 }

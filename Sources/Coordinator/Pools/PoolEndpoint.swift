@@ -1,9 +1,8 @@
-import Coordinator
-import Foundation
+public import Foundation
 
 /// The pool's endpoint: the coordinator's forwarder (shared with `cmk update`) behind a TCP listener on 127.0.0.1,
 /// one ``RelayBackend`` per serving member, wrapped to count the requests in flight on each (for the drain).
-final class PoolForwarderTraffic: PoolTraffic, @unchecked Sendable {
+public final class PoolForwarderTraffic: PoolTraffic, @unchecked Sendable {
     let server: EndpointServer
     let forwarder: EndpointForwarder
     let state: CMKStateDirectory
@@ -16,9 +15,9 @@ final class PoolForwarderTraffic: PoolTraffic, @unchecked Sendable {
         self.state = state
     }
 
-    var endpoint: String { "127.0.0.1:\(server.port)" }
+    public var endpoint: String { "127.0.0.1:\(server.port)" }
 
-    func setBackends(_ backends: [PoolBackendAddress]) async {
+    public func setBackends(_ backends: [PoolBackendAddress]) async {
         let list: [any EndpointBackend] = lock.withLock {
             backends.map { address in
                 if let existing = wrappers[address.name] { return existing }
@@ -31,7 +30,7 @@ final class PoolForwarderTraffic: PoolTraffic, @unchecked Sendable {
         try? server.persist()
     }
 
-    func counts() async -> [String: PoolBackendCount] {
+    public func counts() async -> [String: PoolBackendCount] {
         var result: [String: PoolBackendCount] = [:]
         for stats in forwarder.stats() {
             let inFlight = lock.withLock { wrappers[stats.name]?.inFlight ?? 0 }
@@ -40,7 +39,7 @@ final class PoolForwarderTraffic: PoolTraffic, @unchecked Sendable {
         return result
     }
 
-    func close() async {
+    public func close() async {
         forwarder.setBackends([])
         server.stop()
     }
@@ -66,8 +65,10 @@ final class CountingBackend: EndpointBackend, @unchecked Sendable {
     func close() { inner.close() }
 }
 
-enum PoolEndpoint {
-    static func open(spec: PoolSpec, state: CMKStateDirectory) async throws -> any PoolTraffic {
+/// Opening a pool's endpoint, and where a member's workload is reached.
+public enum PoolEndpoint {
+    /// Listens on 127.0.0.1:`spec.port` (0: any free port) and records the endpoint `pool-NAME` in the state folder.
+    public static func open(spec: PoolSpec, state: CMKStateDirectory) async throws -> any PoolTraffic {
         let forwarder = EndpointForwarder()
         let server = try EndpointServer(
             name: "pool-\(spec.name)", state: state, port: spec.port, forwarder: forwarder,
@@ -79,7 +80,7 @@ enum PoolEndpoint {
     }
 
     /// An admitted member's workload is reached through its supervisor's relay (by instance name).
-    static func backendAddress(of member: String, state: CMKStateDirectory) async -> String? {
+    public static func backendAddress(of member: String, state: CMKStateDirectory) async -> String? {
         guard let store = try? InstanceStore.openForReading(state), let record = try? store.instance(member) else {
             return nil
         }
