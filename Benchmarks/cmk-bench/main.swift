@@ -21,7 +21,8 @@
 //          `openssl speed -evp chacha20-poly1305` and `-evp aes-256-gcm`, run in the same process run. Then the
 //          attested handshake (also alone as `handshake`; HandshakeBenchmark.swift).
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
-//          (ServeBenchmark.swift). Not in "all".
+//          and the raw P-384 sign rate (the EAR's signature) (ServeBenchmark.swift); SQLite in a temporary folder, or
+//          PostgreSQL with --database URL (a fresh database). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
 import Attestation
 import BinaryFormat
@@ -37,6 +38,8 @@ struct Options {
     var seconds = 2.0
     var json = false
     var rounds = 5
+    /// `serve` only: a PostgreSQL URL; the server then keeps its nonces, policies and audit log there.
+    var database: String?
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -47,9 +50,10 @@ struct Options {
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
+            case "--database": database = iterator.next()
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|handshake|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--database postgres://...]\n".utf8))
                 exit(2)
             }
         }
