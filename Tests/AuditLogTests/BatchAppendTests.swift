@@ -22,7 +22,7 @@ import Testing
         #expect((first + second).map(\.hash) == expected.map(\.hash))
         #expect((first + second).map(\.sequence) == Array(1...12))
         #expect(first + second == expected)
-        let read = try other.records(matching: AuditQuery(limit: 100, order: .oldestFirst)).records
+        let read = try other.records(matching: AuditQuery(order: .oldestFirst, limit: 100)).records
         #expect(read == first + second)
         #expect(try other.checkpoints().map(\.sequence) == [5, 10])
         #expect(try other.verify().isIntact)
