@@ -27,7 +27,8 @@
 //          ping-pong, the same ping-pong carrying sealed records, and the two agents joined without the relay, all in
 //          the same run (RelayBenchmark.swift).
 // serve:   `cmk serve` POST /v1/attest on loopback, requests/s and p50/p99 latency, against the raw P-384 verify rate
-//          (ServeBenchmark.swift). Not in "all".
+//          and the raw P-384 sign rate (the EAR's signature) (ServeBenchmark.swift); SQLite in a temporary folder, or
+//          PostgreSQL with --database URL (a fresh database). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
 import Attestation
 import BinaryFormat
@@ -45,6 +46,8 @@ struct Options {
     var rounds = 5
     /// relay: also two children under QEMU (RelayBenchmark.swift).
     var qemu = false
+    /// `serve` only: a PostgreSQL URL; the server then keeps its nonces, policies and audit log there.
+    var database: String?
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -56,9 +59,10 @@ struct Options {
             case "--rounds": rounds = Int(iterator.next() ?? "") ?? rounds
             case "--json": json = true
             case "--qemu": qemu = true
+            case "--database": database = iterator.next()
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...]\n".utf8))
                 exit(2)
             }
         }

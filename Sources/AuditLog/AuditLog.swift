@@ -100,28 +100,87 @@ public final class AuditLog: Sendable {
     /// `append`, with a hook that runs inside the transaction after the insert: tests throw from it to show that
     /// a failure mid-append leaves no trace.
     func append(_ entry: AuditEntry, beforeCommit: () throws -> Void) throws -> AuditRecord {
-        guard let signingKey else {
+        let prepared = try prepare(entry)
+        return try Self.database("append to the audit log") {
+            try commit([prepared], beforeCommit: beforeCommit)[0]
+        }
+    }
+
+    /// Appends several records in one SQL transaction, in order (group commit: one durable commit for all), with
+    /// checkpoints where due, and returns each entry's outcome in the same order.
+    ///
+    /// An entry that is invalid on its own (no actor, a malformed digest, values that do not encode) is refused
+    /// alone: its result is the error and the others are appended. A database failure appends none and throws; then
+    /// no record of the batch exists, so no caller may report one as stored.
+    public func append(batch entries: [AuditEntry]) throws -> [Result<AuditRecord, AuditLogError>] {
+        var results: [Result<AuditRecord, AuditLogError>?] = Array(repeating: nil, count: entries.count)
+        var prepared: [(index: Int, entry: PreparedEntry)] = []
+        for (index, entry) in entries.enumerated() {
+            do {
+                prepared.append((index, try prepare(entry)))
+            } catch let error as AuditLogError {
+                results[index] = .failure(error)
+            } catch {
+                results[index] = .failure(AuditLogError(.encoding, "\(error)"))
+            }
+        }
+        if !prepared.isEmpty {
+            let records = try Self.database("append to the audit log") {
+                try commit(prepared.map { $0.entry }, beforeCommit: {})
+            }
+            for (item, record) in zip(prepared, records) { results[item.index] = .success(record) }
+        }
+        return results.map { $0! }
+    }
+
+    /// An entry checked and encoded outside the write lock; `appraisal` and `details` are decoded back from the very
+    /// texts the hash covers, so the returned record says what a later read says.
+    struct PreparedEntry {
+        let entry: AuditEntry
+        let appraisalJSON: String?
+        let detailsJSON: String?
+        let timeMilliseconds: Int64
+        let columns: IndexedAppraisalColumns
+        let decoded: AuditRecord.Decoded
+    }
+
+    func prepare(_ entry: AuditEntry) throws -> PreparedEntry {
+        guard signingKey != nil else {
             throw AuditLogError(.noSigningKey, "the audit log was opened without a signing key; it cannot append")
         }
         try Self.validate(entry)
         let appraisalJSON = try entry.appraisal.map { try CanonicalJSON.string($0) }
         let detailsJSON = entry.details.isEmpty ? nil : try CanonicalJSON.string(entry.details)
-        let timeMilliseconds = Timestamp.milliseconds(entry.time ?? options.clock())
-        let columns = IndexedAppraisalColumns(entry.appraisal)
+        return PreparedEntry(
+            entry: entry, appraisalJSON: appraisalJSON, detailsJSON: detailsJSON,
+            timeMilliseconds: Timestamp.milliseconds(entry.time ?? options.clock()),
+            columns: IndexedAppraisalColumns(entry.appraisal),
+            decoded: try AuditRecord.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: nil))
+    }
+
+    /// Inserts the prepared entries after the head in one `BEGIN IMMEDIATE` transaction; returns them as stored once
+    /// the transaction has committed.
+    private func commit(_ entries: [PreparedEntry], beforeCommit: () throws -> Void) throws -> [AuditRecord] {
+        guard let signingKey else {
+            throw AuditLogError(.noSigningKey, "the audit log was opened without a signing key; it cannot append")
+        }
         let interval = Int64(options.checkpointInterval)
         let clock = options.clock
-        return try Self.database("append to the audit log") {
-            try pool.writeWithoutTransaction { db in
-                var stored: AuditRecord?
-                try db.inTransaction(.immediate) {
-                    let head = try Self.head(db)
+        return try pool.writeWithoutTransaction { db in
+            var stored: [AuditRecord] = []
+            try db.inTransaction(.immediate) {
+                stored = []
+                var head = try Self.head(db)
+                for prepared in entries {
+                    let entry = prepared.entry
                     let sequence = head.sequence + 1
                     let encoding = AuditRecord.canonicalEncoding(
-                        sequence: sequence, timeMilliseconds: timeMilliseconds, actor: entry.actor,
+                        sequence: sequence, timeMilliseconds: prepared.timeMilliseconds, actor: entry.actor,
                         tenant: entry.tenant, instance: entry.instance, kind: entry.kind.rawValue,
-                        appraisalJSON: appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
-                        detailsJSON: detailsJSON, previousHash: head.hash)
+                        appraisalJSON: prepared.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
+                        detailsJSON: prepared.detailsJSON, previousHash: head.hash)
                     let hash = Digest.sha256Hex(encoding)
+                    let columns = prepared.columns
                     try db.execute(
                         sql: """
                             INSERT INTO audit_record (
@@ -131,25 +190,26 @@ public final class AuditLog: Sendable {
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """,
                         arguments: [
-                            sequence, timeMilliseconds, entry.actor, entry.tenant, entry.instance,
-                            entry.kind.rawValue, appraisalJSON, entry.resultTokenDigest, detailsJSON, head.hash,
-                            hash, columns.policyID, columns.policyVersion, columns.policyDigest, columns.verdict,
-                            columns.evidenceType, columns.simulated,
+                            sequence, prepared.timeMilliseconds, entry.actor, entry.tenant, entry.instance,
+                            entry.kind.rawValue, prepared.appraisalJSON, entry.resultTokenDigest, prepared.detailsJSON,
+                            head.hash, hash, columns.policyID, columns.policyVersion, columns.policyDigest,
+                            columns.verdict, columns.evidenceType, columns.simulated,
                         ])
                     if interval > 0, sequence % interval == 0 {
                         _ = try Self.insertCheckpoint(
                             db, head: AuditHead(sequence: sequence, hash: hash), time: clock(), key: signingKey)
                     }
-                    try beforeCommit()
-                    stored = try AuditRecord(
-                        sequence: sequence, time: Timestamp.date(milliseconds: timeMilliseconds), actor: entry.actor,
-                        tenant: entry.tenant, instance: entry.instance, kind: entry.kind,
-                        appraisalJSON: appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
-                        detailsJSON: detailsJSON, previousHash: head.hash, hash: hash)
-                    return .commit
+                    stored.append(AuditRecord(
+                        sequence: sequence, time: Timestamp.date(milliseconds: prepared.timeMilliseconds),
+                        actor: entry.actor, tenant: entry.tenant, instance: entry.instance, kind: entry.kind,
+                        appraisalJSON: prepared.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
+                        detailsJSON: prepared.detailsJSON, previousHash: head.hash, hash: hash, decoded: prepared.decoded))
+                    head = AuditHead(sequence: sequence, hash: hash)
                 }
-                return stored!
+                try beforeCommit()
+                return .commit
             }
+            return stored
         }
     }
 

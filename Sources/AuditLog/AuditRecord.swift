@@ -120,17 +120,50 @@ public struct AuditRecord: Sendable, Hashable, Encodable {
         self.detailsJSON = detailsJSON
         self.previousHash = previousHash
         self.hash = hash
+        let decoded = try Self.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: sequence)
+        self.appraisal = decoded.appraisal
+        self.details = decoded.details
+    }
+
+    /// The appraisal and details as decoded from their stored texts.
+    struct Decoded {
+        let appraisal: Appraisal?
+        let details: [String: String]
+    }
+
+    /// Decodes the stored texts; `sequence` names the record in the error (nil before it is stored).
+    static func decode(appraisalJSON: String?, detailsJSON: String?, sequence: Int64?) throws -> Decoded {
         do {
-            self.appraisal = try appraisalJSON.map {
-                try CanonicalJSON.decoder().decode(Appraisal.self, from: Data($0.utf8))
-            }
-            self.details = try detailsJSON.map {
-                try CanonicalJSON.decoder().decode([String: String].self, from: Data($0.utf8))
-            } ?? [:]
+            return Decoded(
+                appraisal: try appraisalJSON.map { try CanonicalJSON.decoder().decode(Appraisal.self, from: Data($0.utf8)) },
+                details: try detailsJSON.map { try CanonicalJSON.decoder().decode([String: String].self, from: Data($0.utf8)) }
+                    ?? [:])
         } catch {
             throw AuditLogError(
-                .malformedRecord, "record \(sequence) has a stored appraisal or details that do not decode: \(error)")
+                .malformedRecord,
+                "\(sequence.map { "record \($0)" } ?? "the new record") has a stored appraisal or details that do not decode: \(error)")
         }
+    }
+
+    /// A record whose texts were decoded already (by ``decode(appraisalJSON:detailsJSON:sequence:)``).
+    init(
+        sequence: Int64, time: Date, actor: String, tenant: String, instance: String?, kind: AuditKind,
+        appraisalJSON: String?, resultTokenDigest: String?, detailsJSON: String?, previousHash: String,
+        hash: String, decoded: Decoded
+    ) {
+        self.sequence = sequence
+        self.time = time
+        self.actor = actor
+        self.tenant = tenant
+        self.instance = instance
+        self.kind = kind
+        self.appraisalJSON = appraisalJSON
+        self.resultTokenDigest = resultTokenDigest
+        self.detailsJSON = detailsJSON
+        self.previousHash = previousHash
+        self.hash = hash
+        self.appraisal = decoded.appraisal
+        self.details = decoded.details
     }
 
     /// The bytes ``hash`` is the SHA-256 of (docs/audit.md, "Record hash").

@@ -122,6 +122,14 @@ enum JSONProblem {
 enum Field {
     /// Standard or URL-safe base64, padded or not.
     static func base64(_ text: String, _ name: String) throws(Problem) -> [UInt8] {
+        // ASCII text (every valid value) is normalized byte by byte; other text takes the character path below, which
+        // also drops Unicode whitespace, so both accept and refuse the same values.
+        if let bytes = asciiBase64(text) {
+            guard let data = Data(base64Encoded: bytes), !data.isEmpty else {
+                throw Problem.badRequest("bad-base64", text.isEmpty ? "'\(name)' is empty" : "'\(name)' is not base64")
+            }
+            return [UInt8](data)
+        }
         var normalized = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         normalized = normalized.filter { !$0.isWhitespace }
         while normalized.count % 4 != 0 { normalized += "=" }
@@ -130,6 +138,27 @@ enum Field {
         }
         guard !data.isEmpty else { throw Problem.badRequest("bad-base64", "'\(name)' is empty") }
         return [UInt8](data)
+    }
+
+    /// Standard padded base64 of ASCII `text`: URL-safe digits mapped, ASCII whitespace dropped, padding added; nil
+    /// when the text is not all ASCII.
+    static func asciiBase64(_ text: String) -> Data? {
+        var text = text
+        return text.withUTF8 { source -> Data? in
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(source.count + 3)
+            for byte in source {
+                switch byte {
+                case 0x80...: return nil
+                case UInt8(ascii: "-"): bytes.append(UInt8(ascii: "+"))
+                case UInt8(ascii: "_"): bytes.append(UInt8(ascii: "/"))
+                case 0x09...0x0D, 0x20: continue  // the ASCII characters Character.isWhitespace accepts
+                default: bytes.append(byte)
+                }
+            }
+            while bytes.count % 4 != 0 { bytes.append(UInt8(ascii: "=")) }
+            return Data(bytes)
+        }
     }
 
     static func optionalBase64(_ text: String?, _ name: String) throws(Problem) -> [UInt8]? {

@@ -52,12 +52,15 @@ public final class PostgresServiceStore: ServiceStore {
     let logger: Logger
     /// Sign a checkpoint after every this many records of a tenant's log (as ``AuditLog/Options/checkpointInterval``).
     let checkpointInterval: Int64
+    /// How long one operation may wait for the database (a connection, a lock, the answer) before it fails.
+    let operationLimit: Duration?
 
     /// Connects, waits until the database answers (up to `timeout`), and creates or checks the schema.
-    public static func connect(url: String, timeout: Duration = .seconds(30), checkpointInterval: Int = 100) async throws
-        -> PostgresServiceStore
-    {
-        let store = try PostgresServiceStore(location: Location(url: url), checkpointInterval: checkpointInterval)
+    public static func connect(
+        url: String, timeout: Duration = .seconds(30), checkpointInterval: Int = 100, operationLimit: Duration = .seconds(10)
+    ) async throws -> PostgresServiceStore {
+        let store = try PostgresServiceStore(
+            location: Location(url: url), checkpointInterval: checkpointInterval, operationLimit: operationLimit)
         do {
             try await store.waitUntilAnswering(timeout: timeout)
             try await store.migrate()
@@ -68,8 +71,9 @@ public final class PostgresServiceStore: ServiceStore {
         return store
     }
 
-    init(location: Location, checkpointInterval: Int) throws {
+    init(location: Location, checkpointInterval: Int, operationLimit: Duration?) throws {
         self.location = location
+        self.operationLimit = operationLimit
         self.checkpointInterval = Int64(max(0, checkpointInterval))
         var logger = Logger(label: "cmk.serve.postgres")
         logger.logLevel = .warning
@@ -112,7 +116,7 @@ public final class PostgresServiceStore: ServiceStore {
         let client = self.client
         let logger = self.logger
         let location = self.location
-        try await database("reach the database") {
+        try await database("reach the database") { [self] in
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
                     let rows = try await client.query("SELECT 1::BIGINT", logger: logger)
@@ -181,7 +185,8 @@ public final class PostgresServiceStore: ServiceStore {
     static let lockSpace: Int32 = 0x636D_6B00  // "cmk\0"
 
     private func migrate() async throws {
-        try await database("create the schema") {
+        // No limit: another replica may hold the schema lock while it migrates.
+        try await database("create the schema", bounded: false) { [self] in
             try await client.withConnection { connection in
                 try await connection.query("SELECT pg_advisory_lock(\(Self.lockSpace), 0)", logger: logger)
                 do {
@@ -206,8 +211,34 @@ public final class PostgresServiceStore: ServiceStore {
         }
     }
 
-    /// Runs `body`, turning PostgreSQL's errors into ``StoreError``s that say what was being done (never the password).
-    func database<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    /// Runs `body` within ``operationLimit`` (unless `bounded` is false: then it waits as long as it takes), turning
+    /// PostgreSQL's errors into ``StoreError``s that say what was being done (never the password).
+    ///
+    /// The limit matters when the server is gone: the connection pool keeps a query waiting for a connection it
+    /// retries to make (until its circuit breaker opens after 15 s), so without it a request would hang; with it the
+    /// request fails (a 503) and the pool reconnects by itself once the server is back.
+    func database<T: Sendable>(
+        _ what: String, bounded: Bool = true, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        guard bounded, let limit = operationLimit else { return try await mapped(what, body) }
+        let location = self.location
+        return try await mapped(what) {
+            try await withThrowingTaskGroup(of: T?.self, returning: T.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: limit)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else {
+                    throw StoreError(.database, "the database \(location) did not answer within \(limit) (trying to \(what))")
+                }
+                return value
+            }
+        }
+    }
+
+    private func mapped<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as StoreError {
@@ -237,7 +268,7 @@ public final class PostgresServiceStore: ServiceStore {
     // MARK: Nonces
 
     public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws {
-        try await database("store a nonce") {
+        try await database("store a nonce") { [self] in
             try await client.query(
                 """
                 INSERT INTO cmk_nonce (nonce, tenant, issued_at, expires_at)
@@ -248,7 +279,7 @@ public final class PostgresServiceStore: ServiceStore {
 
     public func consumeNonce(_ nonce: String, tenant: String, at time: Date) async throws -> NonceConsumption {
         let now = Self.milliseconds(time)
-        return try await database("spend a nonce") {
+        return try await database("spend a nonce") { [self] in
             // One statement: of several replicas presenting the same nonce at once, exactly one updates the row.
             // Spent even when expired, so an expired nonce is never "fresh" later by a clock step.
             var spent: (Int64, Int64)?
@@ -271,7 +302,7 @@ public final class PostgresServiceStore: ServiceStore {
     }
 
     public func purgeNonces(expiredBefore time: Date) async throws -> Int {
-        try await database("purge expired nonces") {
+        try await database("purge expired nonces") { [self] in
             var count: Int64 = 0
             for try await value in try await client.query(
                 """
@@ -294,7 +325,7 @@ public final class PostgresServiceStore: ServiceStore {
     }
 
     public func policies(tenant: String) async throws -> [StoredPolicy] {
-        try await database("read the policies") {
+        try await database("read the policies") { [self] in
             var result: [StoredPolicy] = []
             for try await row in try await client.query(
                 """
@@ -306,7 +337,7 @@ public final class PostgresServiceStore: ServiceStore {
     }
 
     public func policy(tenant: String, id: String, version: Int?) async throws -> StoredPolicy? {
-        try await database("read a policy") {
+        try await database("read a policy") { [self] in
             let rows: PostgresRowSequence
             if let version {
                 rows = try await client.query(
@@ -329,7 +360,7 @@ public final class PostgresServiceStore: ServiceStore {
 
     public func putPolicy(_ policy: StoredPolicy) async throws {
         let logger = self.logger
-        try await database("store a policy") {
+        try await database("store a policy") { [self] in
             try await client.withTransaction(logger: logger) { connection in
                 // Serialises puts of one policy across replicas: the check and the insert see the same newest version.
                 try await connection.query(

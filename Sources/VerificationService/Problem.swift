@@ -1,6 +1,8 @@
 public import Foundation
 public import HTTPTypes
 public import Hummingbird
+import AuditLog
+import GRDB
 import Logging
 
 /// An RFC 9457 problem: every 4xx (and the rare 5xx) the service answers is one of these, as
@@ -74,12 +76,29 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.problem(for: error.status, message: error.body).response()
         } catch let error as any HTTPResponseError {
             return Self.problem(for: error.status, message: nil).response()
+        } catch let error as StoreError where error.code == .database {
+            return Self.storeUnavailable(error.reason, context: context)
+        } catch let error as AuditLogError where error.code == .database {
+            return Self.storeUnavailable(error.reason, context: context)
+        } catch let error as DatabaseError {
+            return Self.storeUnavailable(error.message ?? error.description, context: context)
         } catch is CancellationError {
             return Problem(.serviceUnavailable, "cancelled", "the request was cancelled (the server is shutting down)").response()
         } catch {
             context.logger.error("unexpected error", metadata: ["type": "\(Swift.type(of: error))"])
             return Problem(.internalServerError, "internal", "the server failed to answer this request; see its log").response()
         }
+    }
+
+    /// The store (SQLite file, PostgreSQL server) failed or did not answer: a 503 the client may retry, and the
+    /// reason in the server's log (never in the answer: it names the database's location).
+    static func storeUnavailable(_ reason: String, context: Context) -> Response {
+        context.logger.error("the store is unavailable", metadata: ["reason": "\(reason)"])
+        return Problem(
+            .serviceUnavailable, "store-unavailable",
+            "the service's database did not answer, so no result was issued; ask for a new nonce and retry later (the server log says why)",
+            retryAfter: 5
+        ).response()
     }
 
     static func problem(for status: HTTPResponse.Status, message: String?) -> Problem {

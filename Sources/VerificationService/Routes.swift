@@ -145,8 +145,20 @@ extension VerificationServer {
                 "policy '\(policy.id)' appraises \(policy.evidence.rawValue) evidence; this request carries \(evidence.evidenceType)")
         }
         let now = configuration.clock()
+        // The nonce is spent (a durable commit, shared with other requests') while the evidence is verified: the
+        // verification is pure computation whose outcome is used only once the nonce proved fresh, and every error
+        // it raises waits for the nonce's answer, so a spent or unknown nonce is reported first, as before.
+        let store = self.store
+        let spentNonce = parsed.nonce.lowercased()
+        let tenantName = tenant.tenant.name
+        async let spending = store.consumeNonce(spentNonce, tenant: tenantName, at: now)
+        let verified = Result { () throws -> AppraisalInput in
+            try verifiedInput(
+                evidence, tpm: tpm, policy: policy,
+                context: AppraisalContext(evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest))
+        }
         let issuedAt: Date
-        switch try await store.consumeNonce(parsed.nonce.lowercased(), tenant: tenant.tenant.name, at: now) {
+        switch try await spending {
         case .fresh(let time): issuedAt = time
         case .expired:
             throw Problem.badRequest("nonce-expired", "the nonce has expired; ask POST /v1/challenge for a new one")
@@ -154,8 +166,30 @@ extension VerificationServer {
         case .unknown:
             throw Problem.badRequest("nonce-unknown", "this server did not issue the nonce to tenant '\(tenant.tenant.name)'")
         }
-        let appraisalContext = AppraisalContext(
-            evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest, collectedAt: issuedAt)
+        var input = try verified.get()
+        input.context.collectedAt = issuedAt
+        let appraisal = policy.evaluate(input)
+        let claims = try EARClaims(
+            appraisal: appraisal, verifierID: .cmk(version: configuration.verifierBuild), issuedAt: now,
+            expiresAt: now.addingTimeInterval(configuration.resultLifetime), issuer: "cmk serve", nonce: nonce)
+        let token = try EARJWT.sign(claims, with: tenant.signingKey)
+        let record = try await tenant.auditLog.append(.appraisal(
+            appraisal, actor: "api:\(context.client)",
+            tenant: tenant.tenant.name, instance: parsed.instance, resultToken: token, time: now))
+        metrics.verdict(
+            tenant: tenant.tenant.name, policy: policy.id, verdict: appraisal.verdict.rawValue,
+            reason: appraisal.failures.first?.rule ?? "admitted")
+        return try Self.encoded(AttestResponse(
+            verdict: appraisal.verdict.rawValue, ear: token, mediaType: EARJWT.mediaType, keyID: tenant.signingKey.keyID,
+            appraisal: appraisal, audit: .init(sequence: record.sequence, hash: record.hash)))
+    }
+
+    /// The verification half of an attestation: the evidence completed from the caches and verified, the vTPM quote
+    /// checked; a 422 for collateral missing from both the request and the cache.
+    func verifiedInput(
+        _ evidence: PresentedEvidence, tpm: TPMEvidence?, policy: Policy, context appraisalContext: AppraisalContext
+    ) throws -> AppraisalInput {
+        let nonce = appraisalContext.nonce ?? []
         let completed = try withCachedCollateral(evidence)
         if case .tdx(_, let collateral, _) = completed {
             // The TDX verifier reports absent collateral as failed checks; the API names it as a 422 instead, since
@@ -186,20 +220,7 @@ extension VerificationServer {
                 try TPMVerifier().verify(tpm, options: TPMVerificationOptions(nonce: nonce, teeReportData: reportData))
             }
         }
-        let appraisal = policy.evaluate(input)
-        let claims = try EARClaims(
-            appraisal: appraisal, verifierID: .cmk(version: configuration.verifierBuild), issuedAt: now,
-            expiresAt: now.addingTimeInterval(configuration.resultLifetime), issuer: "cmk serve", nonce: nonce)
-        let token = try EARJWT.sign(claims, with: tenant.signingKey)
-        let record = try await tenant.auditLog.append(.appraisal(
-            appraisal, actor: "api:\(context.client)",
-            tenant: tenant.tenant.name, instance: parsed.instance, resultToken: token, time: now))
-        metrics.verdict(
-            tenant: tenant.tenant.name, policy: policy.id, verdict: appraisal.verdict.rawValue,
-            reason: appraisal.failures.first?.rule ?? "admitted")
-        return try Self.encoded(AttestResponse(
-            verdict: appraisal.verdict.rawValue, ear: token, mediaType: EARJWT.mediaType, keyID: tenant.signingKey.keyID,
-            appraisal: appraisal, audit: .init(sequence: record.sequence, hash: record.hash)))
+        return input
     }
 
     /// SEV-SNP evidence without a VCEK or certificate table is completed from the offline cache by the verifier; TDX

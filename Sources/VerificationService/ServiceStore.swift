@@ -62,15 +62,29 @@ extension TenantAuditLog {
 }
 
 /// The SQLite audit log (`<state>/tenants/<name>/audit.sqlite`) as a ``TenantAuditLog``.
-struct SQLiteTenantAuditLog: TenantAuditLog {
+///
+/// Appends are group-committed: the entries waiting at one moment go into one transaction (``AuditLog/append(batch:)``,
+/// chained in order, checkpoints where due) with one sync, and each caller gets its record only after the commit.
+/// The chain is exactly what one-by-one appends would have made; only the number of syncs differs.
+final class SQLiteTenantAuditLog: TenantAuditLog {
     let log: AuditLog
     let tenant: String
+    private let appends: GroupCommitter<AuditEntry, AuditRecord>
+
+    init(log: AuditLog, tenant: String) {
+        self.log = log
+        self.tenant = tenant
+        appends = GroupCommitter(label: "cmk.serve.audit.\(tenant)") { batch in
+            try log.append(batch: batch).map { $0.mapError { $0 as any Error } }
+        }
+    }
+
     var checkpointKey: CheckpointKey? { log.checkpointKey }
     func append(_ entry: AuditEntry) async throws -> AuditRecord {
         guard entry.tenant == tenant else {
             throw AuditLogError(.invalidArgument, "an entry of tenant '\(entry.tenant)' cannot go into the log of '\(tenant)'")
         }
-        return try log.append(entry)
+        return try await appends.submit(entry)
     }
     func records(matching query: AuditQuery) async throws -> AuditPage { try log.records(matching: query) }
     func verify() async throws -> AuditVerification { try log.verify() }
@@ -123,15 +137,35 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 
 /// The embedded store: one SQLite file (WAL) through GRDB. Several processes on one host may share the file; replicas
 /// on several hosts need the PostgreSQL store.
+///
+/// Durability: WAL with `synchronous = FULL`, so a committed transaction survives a power loss, not only a crash.
+/// Nonce issues and spends are group-committed (``GroupCommitter``): the writes waiting at one moment share one
+/// transaction and one sync, and each caller learns its outcome only after that commit — a nonce handed out is
+/// stored, and a nonce reported fresh is durably spent.
 public final class SQLiteServiceStore: ServiceStore {
     let pool: DatabasePool
+    private let nonceWrites: GroupCommitter<NonceWrite, NonceConsumption?>
+
+    enum NonceWrite: Sendable {
+        case issue(nonce: String, tenant: String, issuedAt: Date, expiresAt: Date)
+        case spend(nonce: String, tenant: String, time: Date)
+    }
 
     public init(path: URL) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(30)
         configuration.label = "cmk.serve"
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
-        pool = try DatabasePool(path: path.path, configuration: configuration)
+        let pool = try DatabasePool(path: path.path, configuration: configuration)
+        self.pool = pool
+        nonceWrites = GroupCommitter(label: "cmk.serve.nonces") { batch in
+            // A statement that fails fails its own item only (SQLite undoes that statement, not the transaction);
+            // every item is answered only after the commit, and a failed commit fails them all.
+            try pool.write { db in
+                batch.map { write in Result { try SQLiteServiceStore.apply(write, db) } }
+            }
+        }
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """
@@ -178,26 +212,41 @@ public final class SQLiteServiceStore: ServiceStore {
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
     static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
 
-    public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) throws {
-        try pool.write { db in
+    public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws {
+        _ = try await nonceWrites.submit(.issue(nonce: nonce, tenant: tenant, issuedAt: issuedAt, expiresAt: expiresAt))
+    }
+
+    public func consumeNonce(_ nonce: String, tenant: String, at time: Date) async throws -> NonceConsumption {
+        guard let outcome = try await nonceWrites.submit(.spend(nonce: nonce, tenant: tenant, time: time)) else {
+            throw StoreError(.database, "the nonce store answered a spend without an outcome")
+        }
+        return outcome
+    }
+
+    static func apply(_ write: NonceWrite, _ db: Database) throws -> NonceConsumption? {
+        switch write {
+        case .issue(let nonce, let tenant, let issuedAt, let expiresAt):
             try db.execute(
                 sql: "INSERT INTO nonces (nonce, tenant, issued_at, expires_at) VALUES (?, ?, ?, ?)",
-                arguments: [nonce, tenant, Self.milliseconds(issuedAt), Self.milliseconds(expiresAt)])
+                arguments: [nonce, tenant, milliseconds(issuedAt), milliseconds(expiresAt)])
+            return nil
+        case .spend(let nonce, let tenant, let time):
+            return try consume(db, nonce: nonce, tenant: tenant, time: time)
         }
     }
 
-    public func consumeNonce(_ nonce: String, tenant: String, at time: Date) throws -> NonceConsumption {
-        try pool.write { db in
-            guard let row = try Row.fetchOne(
-                db, sql: "SELECT tenant, issued_at, expires_at, used_at FROM nonces WHERE nonce = ?", arguments: [nonce]),
-                (row["tenant"] as String) == tenant
-            else { return .unknown }
-            if (row["used_at"] as Int64?) != nil { return .reused }
-            // Spent even when expired, so an expired nonce is never "fresh" later by a clock step.
-            try db.execute(sql: "UPDATE nonces SET used_at = ? WHERE nonce = ?", arguments: [Self.milliseconds(time), nonce])
-            if Self.milliseconds(time) >= (row["expires_at"] as Int64) { return .expired }
-            return .fresh(issuedAt: Self.date(row["issued_at"]))
-        }
+    /// One spend inside the batch's transaction; a nonce presented twice in one batch is fresh once, then reused.
+    static func consume(_ db: Database, nonce: String, tenant: String, time: Date) throws -> NonceConsumption {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT tenant, issued_at, expires_at, used_at FROM nonces WHERE nonce = ?", arguments: [nonce]),
+            (row["tenant"] as String) == tenant
+        else { return .unknown }
+        if (row["used_at"] as Int64?) != nil { return .reused }
+        // Spent even when expired, so an expired nonce is never "fresh" later by a clock step.
+        let now = milliseconds(time)
+        try db.execute(sql: "UPDATE nonces SET used_at = ? WHERE nonce = ?", arguments: [now, nonce])
+        if now >= (row["expires_at"] as Int64) { return .expired }
+        return .fresh(issuedAt: date(row["issued_at"]))
     }
 
     public func purgeNonces(expiredBefore time: Date) throws -> Int {

@@ -81,8 +81,13 @@ public struct SNPCollateralStore: Sendable {
 
     /// The cached CRL, or nil.
     public func crl(product: AMDProduct, signer: SNPSignerInfo.SigningKey) throws(AttestationError) -> CertificateRevocationList? {
-        guard let data = FileManager.default.contents(atPath: crlPath(product: product, signer: signer).path) else { return nil }
-        return try CertificateRevocationList(der: [UInt8](data))
+        guard let der = crlBytes(product: product, signer: signer) else { return nil }
+        return try CertificateRevocationList(der: der)
+    }
+
+    /// The cached CRL's bytes, unparsed, or nil.
+    public func crlBytes(product: AMDProduct, signer: SNPSignerInfo.SigningKey) -> [UInt8]? {
+        FileManager.default.contents(atPath: crlPath(product: product, signer: signer).path).map { [UInt8]($0) }
     }
 
     /// Stores bytes at `url`, creating folders; written to a temporary name first and renamed, so a reader

@@ -313,11 +313,27 @@ public struct SNPVerifier: Sendable {
             }
             return .notChecked(reason)
         }
-        let crl: CertificateRevocationList?
-        do {
-            crl = try collateral.crl(product: product, signer: signer)
-        } catch {
-            throw AttestationError(.crlInvalid, "the cached \(product.rawValue) CRL cannot be read: \(error.reason)")
+        // The file is read every time (a refreshed CRL counts at once); parsing and the signature check are done
+        // once per distinct CRL and ARK, since neither depends on the time. Staleness and the listing are checked
+        // below on every call.
+        let der = collateral.crlBytes(product: product, signer: signer)
+        var crl: CertificateRevocationList?
+        if let der {
+            let key = Array(SHA256.hash(data: der)) + roots.ark.fingerprint
+            if let known = cache.verifiedCRL(key) {
+                crl = known
+            } else {
+                let parsed: CertificateRevocationList
+                do {
+                    parsed = try CertificateRevocationList(der: der)
+                } catch {
+                    throw AttestationError(.crlInvalid, "the cached \(product.rawValue) CRL cannot be read: \(error.reason)")
+                }
+                // The signature and parameters first: a forged CRL is never tolerated, in either mode.
+                try parsed.verify(issuedBy: roots.ark, at: nil, requiredAlgorithm: .rsaPSS(.amdSEV))
+                cache.storeVerifiedCRL(parsed, key)
+                crl = parsed
+            }
         }
         guard let crl else {
             let reason = "no \(product.rawValue) \(signer.name) CRL in the collateral cache (\(AMDKDS.crlURL(product: product, signer: signer)))"
@@ -326,8 +342,6 @@ public struct SNPVerifier: Sendable {
             }
             return .notChecked(reason)
         }
-        // The signature and parameters first: a forged CRL is never tolerated, in either mode.
-        try crl.verify(issuedBy: roots.ark, at: nil, requiredAlgorithm: .rsaPSS(.amdSEV))
         // A listed certificate is rejected even when the CRL is out of date: staleness can only hide revocations.
         // AMD's CRLs are the ARK's, so they list what the ARK issued: the ASK or ASVK.
         if crl.isRevoked(issuer) {
@@ -414,7 +428,18 @@ final class VerifiedChainCache: Sendable {
     private let entries = Mutex<[[UInt8]: Entry]>([:])
     private let facts = Mutex<[[UInt8]: Facts]>([:])
     private let verifiedRoots = Mutex<Set<[UInt8]>>([])
+    /// CRLs whose signature verified, by SHA-256 of the DER followed by the ARK's fingerprint.
+    private let verifiedCRLs = Mutex<[[UInt8]: CertificateRevocationList]>([:])
     static let capacity = 4096
+
+    func verifiedCRL(_ key: [UInt8]) -> CertificateRevocationList? { verifiedCRLs.withLock { $0[key] } }
+
+    func storeVerifiedCRL(_ crl: CertificateRevocationList, _ key: [UInt8]) {
+        verifiedCRLs.withLock { cache in
+            if cache.count >= 64 { cache.removeAll() }
+            cache[key] = crl
+        }
+    }
 
     func facts(for certificate: AttestationCertificate) -> Facts {
         if let known = facts.withLock({ $0[certificate.fingerprint] }) { return known }
