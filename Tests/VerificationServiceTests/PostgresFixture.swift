@@ -25,6 +25,12 @@ enum PostgresFixture {
         return Server(url: fields[1], folder: fields[0])
     }
 
+    /// The operation limit of the stores the concurrency tests open. Those tests queue dozens of writers on one
+    /// advisory lock while QEMU boots share the CI host's 2 cores, so the last writer can wait longer than the
+    /// production default (10 s) without anything being wrong; what that limit does when the server is gone is
+    /// StoreOutageTests' subject.
+    static let busyHostLimit: Duration = .seconds(120)
+
     static var script: URL { SharedVectors.repositoryRoot.appendingPathComponent("scripts/test-postgres") }
 
     static func stop() {
@@ -59,7 +65,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
         case .postgres:
             let url = try await PostgresFixture.freshDatabase()
             var stores: [any ServiceStore] = []
-            for _ in 0..<count { stores.append(try await PostgresServiceStore.connect(url: url, checkpointInterval: 10)) }
+            for _ in 0..<count { stores.append(try await PostgresServiceStore.connect(url: url, checkpointInterval: 10, operationLimit: PostgresFixture.busyHostLimit)) }
             return stores
         }
     }

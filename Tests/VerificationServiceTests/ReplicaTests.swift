@@ -15,8 +15,8 @@ struct ReplicaTests {
         let expected = try SharedVectors.json("snp/\(Self.vector)/expected.json")
         let time = try #require((expected["verify_at_time"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) })
         let url = try await PostgresFixture.freshDatabase()
-        let storeA = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2)
-        let storeB = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2)
+        let storeA = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2, operationLimit: PostgresFixture.busyHostLimit)
+        let storeB = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2, operationLimit: PostgresFixture.busyHostLimit)
         // Replicas share the tenants' signing keys (a Secret in deploy/); the rest of their state is in PostgreSQL.
         let shared = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-replicas-\(UUID().uuidString)")
         let a = try await LiveServer.start(at: time, store: storeA, stateDirectory: shared)

@@ -36,7 +36,7 @@ struct StoreOutageTests {
         let time = try #require((expected["verify_at_time"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) })
         let (folder, url) = try await Self.privateServer()
         do {
-            let store = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2, operationLimit: .seconds(3))
+            let store = try await PostgresServiceStore.connect(url: url, checkpointInterval: 2, operationLimit: .seconds(15))
             let server = try await LiveServer.start(at: time, store: store)
             let report = Data(try SharedVectors.bytes("snp/genoa-v5-oak/report.bin")).base64EncodedString()
             let vcek = Data(try SharedVectors.bytes("snp/genoa-v5-oak/vcek.der")).base64EncodedString()
