@@ -177,7 +177,7 @@ let package = Package(
             dependencies: [
                 "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", "Coordinator", "GuestImage", "GuestProtocol",
                 "GuestAgent", "PlatformSimulator",
-                "AttestationPolicy", "VerificationService", .product(name: "Crypto", package: "swift-crypto"),
+                "AttestationPolicy", "AttestationResults", "VerificationService", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -31,6 +31,7 @@
 //          PostgreSQL with --database URL (a fresh database). Not in "all".
 // Rounds alternate which side goes first, so drift hits both alike; figures are medians.
 import Attestation
+import AttestationResults
 import BinaryFormat
 import Crypto
 import Foundation
@@ -48,6 +49,8 @@ struct Options {
     var qemu = false
     /// `serve` only: a PostgreSQL URL; the server then keeps its nonces, policies and audit log there.
     var database: String?
+    /// `serve` only: the EAR signing key's algorithm (ES384 by default, as `cmk serve`'s).
+    var earAlgorithm = EARAlgorithm.es384
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -60,9 +63,15 @@ struct Options {
             case "--json": json = true
             case "--qemu": qemu = true
             case "--database": database = iterator.next()
+            case "--ear-algorithm":
+                guard let name = iterator.next(), let algorithm = EARAlgorithm(rawValue: name.uppercased()) else {
+                    FileHandle.standardError.write(Data("--ear-algorithm takes es256 or es384\n".utf8))
+                    exit(2)
+                }
+                earAlgorithm = algorithm
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...] [--ear-algorithm es256|es384]\n".utf8))
                 exit(2)
             }
         }

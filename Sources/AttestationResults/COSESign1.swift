@@ -107,13 +107,30 @@ public struct COSESign1: Sendable, Hashable {
     public static func sign(
         payload: [UInt8], key: P384.Signing.PrivateKey, keyID: [UInt8]? = nil, externalAAD: [UInt8] = []
     ) throws -> COSESign1 {
-        let protected = try CBORValue.map([CBORMapEntry(.int(HeaderLabel.algorithm), .int(Algorithm.es384.rawValue))]).encoded()
+        try sign(payload: payload, algorithm: .es384, keyID: keyID, externalAAD: externalAAD) {
+            Array(try key.signature(for: $0).rawRepresentation)
+        }
+    }
+
+    /// Signs `payload` with ES256 (ECDSA P-256, SHA-256).
+    public static func sign(
+        payload: [UInt8], key: P256.Signing.PrivateKey, keyID: [UInt8]? = nil, externalAAD: [UInt8] = []
+    ) throws -> COSESign1 {
+        try sign(payload: payload, algorithm: .es256, keyID: keyID, externalAAD: externalAAD) {
+            Array(try key.signature(for: $0).rawRepresentation)
+        }
+    }
+
+    static func sign(
+        payload: [UInt8], algorithm: Algorithm, keyID: [UInt8]?, externalAAD: [UInt8],
+        signer: ([UInt8]) throws -> [UInt8]
+    ) throws -> COSESign1 {
+        let protected = try CBORValue.map([CBORMapEntry(.int(HeaderLabel.algorithm), .int(algorithm.rawValue))]).encoded()
         let message = try toBeSigned(protectedHeader: protected, externalAAD: externalAAD, payload: payload)
-        let signature = try key.signature(for: message)
         return COSESign1(
             protectedHeader: protected,
             unprotectedHeader: keyID.map { [CBORMapEntry(.int(HeaderLabel.keyID), .bytes($0))] } ?? [],
-            payload: payload, signature: Array(signature.rawRepresentation))
+            payload: payload, signature: try signer(message))
     }
 
     /// Verifies the signature with an ECDSA public key of the algorithm the protected header names.

@@ -1,7 +1,7 @@
 public import Foundation
 
 /// EAR as a CWT (RFC 8392): the claims' CBOR map (``EARCBORKey``) in a COSE_Sign1 tagged 18, signed with ES384
-/// (COSE alg -35), the key id (the RFC 7638 thumbprint, as UTF-8 bytes) in the unprotected header.
+/// (COSE alg -35) or ES256 (-7) by the signing key's curve, the key id (the RFC 7638 thumbprint, as UTF-8 bytes) in the unprotected header.
 public enum EARCWT {
     /// The media type of the token (RFC 9782).
     public static let mediaType = "application/eat+cwt"
@@ -11,7 +11,11 @@ public enum EARCWT {
         let payload = try claims.cborEncoded()
         let message: COSESign1
         do {
-            message = try COSESign1.sign(payload: payload, key: key.privateKey, keyID: Array(key.keyID.utf8))
+            let keyID = Array(key.keyID.utf8)
+            switch key.privateKey {
+            case .p256(let privateKey): message = try COSESign1.sign(payload: payload, key: privateKey, keyID: keyID)
+            case .p384(let privateKey): message = try COSESign1.sign(payload: payload, key: privateKey, keyID: keyID)
+            }
         } catch let error as AttestationResultsError {
             throw error
         } catch {
@@ -23,8 +27,8 @@ public enum EARCWT {
     /// Verifies a CWT and returns its claims.
     ///
     /// Checks: the COSE_Sign1 structure (tagged 18 or untagged); that the protected header's algorithm is exactly
-    /// ES384 and no algorithm hides in the unprotected header; that the key id (protected or unprotected) names a key
-    /// in `keys` (none only when `keys` holds one key); the signature; the claims; and `iat`/`exp` against `now`.
+    /// ES384 or ES256 and no algorithm hides in the unprotected header; that the key id (protected or unprotected) names
+    /// a key in `keys` (none only when `keys` holds one key) whose algorithm is the header's; the signature; the claims; and `iat`/`exp` against `now`.
     public static func verify(
         _ bytes: [UInt8], keys: EARKeySet, now: Date, leeway: TimeInterval = 60
     ) throws(AttestationResultsError) -> EARClaims {
@@ -39,8 +43,11 @@ public enum EARCWT {
             throw AttestationResultsError(.algorithmNotAllowed, error.reason)
         }
         let algorithmLabel = CBORValue.int(COSESign1.HeaderLabel.algorithm)
-        guard algorithm == .es384, !message.unprotectedHeader.contains(where: { $0.key == algorithmLabel }) else {
-            throw AttestationResultsError(.algorithmNotAllowed, "the COSE algorithm is not ES384 (-35) alone")
+        guard algorithm == .es384 || algorithm == .es256,
+            !message.unprotectedHeader.contains(where: { $0.key == algorithmLabel })
+        else {
+            throw AttestationResultsError(
+                .algorithmNotAllowed, "the COSE algorithm is not ES384 (-35) or ES256 (-7) alone in the protected header")
         }
         let keyIDLabel = CBORValue.int(COSESign1.HeaderLabel.keyID)
         let keyIDValue =
@@ -54,7 +61,12 @@ public enum EARCWT {
             keyID = text
         }
         let key = try keys.key(named: keyID)
-        guard message.payload != nil, try message.isValidSignature(publicKey: .p384(key.key)) else {
+        guard key.algorithm.coseAlgorithm == algorithm else {
+            throw AttestationResultsError(
+                .algorithmNotAllowed,
+                "the CWT names COSE algorithm \(algorithm.rawValue) but key '\(key.keyID)' is for \(key.algorithm.rawValue)")
+        }
+        guard message.payload != nil, try message.isValidSignature(publicKey: key.coseKey) else {
             throw AttestationResultsError(.badSignature, "the CWT signature does not verify under key '\(key.keyID)'")
         }
         let claims = try EARClaims(cbor: message.payload!)

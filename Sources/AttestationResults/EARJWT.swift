@@ -1,36 +1,36 @@
 import Crypto
 public import Foundation
 
-/// EAR as a JWT: a compact JWS (RFC 7515) signed with ES384 (RFC 7518 §3.4), header
-/// `{"alg":"ES384","kid":<RFC 7638 thumbprint>,"typ":"JWT"}`, payload the claims' JSON.
+/// EAR as a JWT: a compact JWS (RFC 7515) signed with ES384 or ES256 (RFC 7518 §3.4) by the signing key's curve,
+/// header `{"alg":"ES384","kid":<RFC 7638 thumbprint>,"typ":"JWT"}`, payload the claims' JSON.
 public enum EARJWT {
-    /// The one JWS algorithm cmk signs with and accepts.
-    public static let algorithm = "ES384"
+    /// The JWS algorithm of cmk's default signing key.
+    public static let algorithm = EARAlgorithm.es384.rawValue
     /// The media type of the token (RFC 9782).
     public static let mediaType = "application/eat+jwt"
-    /// The size of an ES384 signature: r ‖ s, 48 bytes each.
-    static let signatureSize = 96
     /// The longest token read; an EAR with every rule outcome is a few kilobytes.
     public static let maximumTokenSize = 1 << 20
 
     /// Signs the claims: returns `base64url(header).base64url(payload).base64url(signature)`.
     public static func sign(_ claims: EARClaims, with key: EARSigningKey) throws(AttestationResultsError) -> String {
-        let header = JSONValue.object(["alg": .string(algorithm), "typ": .string("JWT"), "kid": .string(key.keyID)])
+        let header = JSONValue.object([
+            "alg": .string(key.algorithm.rawValue), "typ": .string("JWT"), "kid": .string(key.keyID),
+        ])
         let signingInput = Base64URL.encode(header.serialized) + "." + Base64URL.encode(claims.jsonEncoded())
-        let signature: P384.Signing.ECDSASignature
+        let signature: [UInt8]
         do {
-            signature = try key.privateKey.signature(for: Array(signingInput.utf8))
+            signature = try key.signature(for: Array(signingInput.utf8))
         } catch {
             throw AttestationResultsError(.badSignature, "signing failed: \(error)")
         }
-        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+        return signingInput + "." + Base64URL.encode(signature)
     }
 
     /// Verifies a token and returns its claims.
     ///
-    /// Checks, in order: the token's form; that the header's `alg` is exactly `ES384` (so `none`, HMAC and every other
-    /// algorithm are refused, whatever the key) and that it has no `crit`; that `kid` names a key in `keys` (a token
-    /// without `kid` only when `keys` holds one key); the signature; the claims (profile, status rule); and `iat` and
+    /// Checks, in order: the token's form; that the header's `alg` is exactly `ES384` or `ES256` (so `none`, HMAC and
+    /// every other algorithm are refused, whatever the key) and that it has no `crit`; that `kid` names a key in `keys`
+    /// (a token without `kid` only when `keys` holds one key) whose algorithm is the header's; the signature; the claims (profile, status rule); and `iat` and
     /// `exp` against `now` with `leeway` seconds of clock skew. Header keys such as `jwk`, `jku` and `x5u` are never
     /// used to find a key.
     public static func verify(
@@ -44,9 +44,9 @@ public enum EARJWT {
         guard let alg = header.members["alg"]?.stringValue else {
             throw AttestationResultsError(.malformedToken, "the JWT header names no algorithm")
         }
-        guard alg == algorithm else {
+        guard let headerAlgorithm = EARAlgorithm(jws: alg) else {
             throw AttestationResultsError(
-                .algorithmNotAllowed, "the JWT algorithm '\(alg)' is not accepted; only ES384 is")
+                .algorithmNotAllowed, "the JWT algorithm '\(alg)' is not accepted; only ES256 and ES384 are")
         }
         guard header.members["crit"] == nil else {
             throw AttestationResultsError(
@@ -63,10 +63,12 @@ public enum EARJWT {
             throw AttestationResultsError(.malformedToken, "the JWT header's kid is not a string")
         }
         let key = try keys.key(named: keyIDValue?.stringValue)
-        guard parts.signature.count == signatureSize,
-            let signature = try? P384.Signing.ECDSASignature(rawRepresentation: parts.signature),
-            key.key.isValidSignature(signature, for: parts.signingInput)
-        else {
+        guard key.algorithm == headerAlgorithm else {
+            throw AttestationResultsError(
+                .algorithmNotAllowed,
+                "the JWT names \(alg) but key '\(key.keyID)' is a \(key.algorithm.curve) key for \(key.algorithm.rawValue)")
+        }
+        guard key.isValidSignature(parts.signature, for: parts.signingInput) else {
             throw AttestationResultsError(.badSignature, "the JWT signature does not verify under key '\(key.keyID)'")
         }
         let claims = try EARClaims(json: parts.payload)

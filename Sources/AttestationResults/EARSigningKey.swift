@@ -7,13 +7,18 @@ import Glibc
 import Darwin
 #endif
 
-/// The installation's key for signing attestation results: ECDSA P-384 (ES384), kept as a PKCS#8 PEM file with
-/// mode 0600.
+/// The installation's key for signing attestation results: ECDSA P-384 (ES384, the default) or P-256 (ES256), kept
+/// as a PKCS#8 PEM file with mode 0600. The key's curve decides the algorithm: a stored key keeps its own.
 ///
 /// The private key never leaves this value except into a signature: `description`, `debugDescription` and `dump`
 /// show only the key id.
 public struct EARSigningKey: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    let privateKey: P384.Signing.PrivateKey
+    enum PrivateKey: Sendable {
+        case p256(P256.Signing.PrivateKey)
+        case p384(P384.Signing.PrivateKey)
+    }
+
+    let privateKey: PrivateKey
     /// The public half, with its key id.
     public let publicKey: EARPublicKey
 
@@ -25,32 +30,62 @@ public struct EARSigningKey: Sendable, CustomStringConvertible, CustomDebugStrin
     /// The largest key file read; a P-384 PKCS#8 PEM is about 300 bytes.
     static let maximumFileSize = 16 * 1024
 
-    /// Wraps an existing private key.
+    /// Wraps an existing P-384 private key (ES384).
     public init(privateKey: P384.Signing.PrivateKey) {
-        self.privateKey = privateKey
+        self.privateKey = .p384(privateKey)
         self.publicKey = EARPublicKey(privateKey.publicKey)
     }
 
+    /// Wraps an existing P-256 private key (ES256).
+    public init(privateKey: P256.Signing.PrivateKey) {
+        self.privateKey = .p256(privateKey)
+        self.publicKey = EARPublicKey(privateKey.publicKey)
+    }
+
+    /// The algorithm this key signs with.
+    public var algorithm: EARAlgorithm { publicKey.algorithm }
+
     /// A fresh random key, not stored anywhere (for tests and ephemeral verifiers).
-    public static func generate() -> EARSigningKey { EARSigningKey(privateKey: P384.Signing.PrivateKey()) }
+    public static func generate(_ algorithm: EARAlgorithm = .es384) -> EARSigningKey {
+        switch algorithm {
+        case .es256: EARSigningKey(privateKey: P256.Signing.PrivateKey())
+        case .es384: EARSigningKey(privateKey: P384.Signing.PrivateKey())
+        }
+    }
+
+    /// The signature (r ‖ s) of `message` under the key's algorithm.
+    func signature(for message: [UInt8]) throws -> [UInt8] {
+        switch privateKey {
+        case .p256(let key): Array(try key.signature(for: message).rawRepresentation)
+        case .p384(let key): Array(try key.signature(for: message).rawRepresentation)
+        }
+    }
+
+    var pemRepresentation: String {
+        switch privateKey {
+        case .p256(let key): key.pemRepresentation
+        case .p384(let key): key.pemRepresentation
+        }
+    }
 
     public var description: String { "EARSigningKey(kid: \(keyID))" }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["keyID": keyID], displayStyle: .struct) }
 
-    /// Loads the key from `directory/fileName`, or generates one and stores it there when the file does not exist.
+    /// Loads the key from `directory/fileName`, or generates one of `algorithm` and stores it there when the file does
+    /// not exist (a stored key keeps its own algorithm, whatever `algorithm` says).
     ///
     /// A folder that does not exist is created with mode 0700; the file is written with mode 0600, in full, before it
     /// appears under its name (written to a temporary file, then hard-linked, so a concurrent caller either sees no
     /// file or the whole key, and never overwrites one). An existing file readable or writable by group or others is
     /// refused with `insecureKeyFile`.
     public static func loadOrCreate(
-        directory: URL, fileName: String = defaultFileName
+        directory: URL, fileName: String = defaultFileName, algorithm: EARAlgorithm = .es384
     ) throws(AttestationResultsError) -> EARSigningKey {
         let file = directory.appendingPathComponent(fileName)
         if FileManager.default.fileExists(atPath: file.path) { return try load(file: file) }
         try createDirectory(directory)
-        let key = generate()
+        let key = generate(algorithm)
         if try store(key, at: file) { return key }
         // Another process stored a key first: use that one.
         return try load(file: file)
@@ -94,17 +129,21 @@ public struct EARSigningKey: Sendable, CustomStringConvertible, CustomDebugStrin
             if count == 0 { break }
             contents += buffer[0..<count]
             guard contents.count <= maximumFileSize else {
-                throw AttestationResultsError(.keyFile, "the key file \(file.path) is larger than a P-384 key")
+                throw AttestationResultsError(.keyFile, "the key file \(file.path) is larger than a signing key")
             }
         }
-        guard let pem = String(validating: contents, as: UTF8.self),
-            let privateKey = try? P384.Signing.PrivateKey(pemRepresentation: pem)
-        else {
-            // The reason names the file only: its contents are secret.
-            throw AttestationResultsError(
-                .keyFile, "the key file \(file.path) does not hold a P-384 private key in PEM")
+        guard let pem = String(validating: contents, as: UTF8.self) else {
+            throw AttestationResultsError(.keyFile, "the key file \(file.path) is not PEM text")
         }
-        return EARSigningKey(privateKey: privateKey)
+        if let privateKey = try? P384.Signing.PrivateKey(pemRepresentation: pem) {
+            return EARSigningKey(privateKey: privateKey)
+        }
+        if let privateKey = try? P256.Signing.PrivateKey(pemRepresentation: pem) {
+            return EARSigningKey(privateKey: privateKey)
+        }
+        // The reason names the file only: its contents are secret.
+        throw AttestationResultsError(
+            .keyFile, "the key file \(file.path) does not hold a P-384 or P-256 private key in PEM")
     }
 
     private static func createDirectory(_ directory: URL) throws(AttestationResultsError) {
@@ -144,7 +183,7 @@ public struct EARSigningKey: Sendable, CustomStringConvertible, CustomDebugStrin
                     + String(cString: strerror(code)), nativeCode: Int(code))
         }
         defer { unlink(temporary.path) }
-        let pem = Array(key.privateKey.pemRepresentation.utf8)
+        let pem = Array(key.pemRepresentation.utf8)
         var written = 0
         var failure: Int32? = fchmod(descriptor, 0o600) == 0 ? nil : errno
         while failure == nil, written < pem.count {

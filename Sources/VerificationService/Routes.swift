@@ -319,9 +319,14 @@ extension VerificationServer {
     func identity() throws -> Response {
         let id = EARVerifierID.cmk(version: configuration.verifierBuild)
         var keys: [String: String] = [:]
-        for (name, resources) in tenants.byName { keys[name] = resources.signingKey.keyID }
+        var algorithms: [String: String] = [:]
+        for (name, resources) in tenants.byName {
+            keys[name] = resources.signingKey.keyID
+            algorithms[name] = resources.signingKey.algorithm.rawValue
+        }
         return Self.json([
-            "developer": id.developer, "build": id.build, "issuer": "cmk serve", "algorithm": EARJWT.algorithm,
+            "developer": id.developer, "build": id.build, "issuer": "cmk serve",
+            "algorithm": configuration.earAlgorithm.rawValue, "tenant_algorithms": algorithms,
             "media_type": EARJWT.mediaType, "jwks_uri": "/.well-known/jwks.json", "tenant_keys": keys,
             "nonce_lifetime_seconds": Int(configuration.nonceLifetime),
             "result_lifetime_seconds": Int(configuration.resultLifetime),

@@ -1,6 +1,7 @@
 public import Attestation
 import BinaryFormat
 import Crypto
+public import AttestationResults
 public import Foundation
 
 /// A tenant: a name that scopes policies, nonces, audit records and the signing key, and the SHA-256 of its
@@ -77,6 +78,9 @@ public struct ServiceConfiguration: Sendable {
     public var requestTimeout: TimeInterval
     /// The verifier's build, in every EAR's `ear.verifier-id`.
     public var verifierBuild: String
+    /// The algorithm of a tenant's EAR signing key when the server creates it (a stored key keeps its own): ES384
+    /// (P-384, the default) or ES256 (P-256, whose signature costs about a fortieth of a P-384 one here).
+    public var earAlgorithm: EARAlgorithm
     /// The clock every time-based decision reads (nonce expiry, evaluation time, token times); tests pin it.
     public var clock: @Sendable () -> Date
 
@@ -85,7 +89,7 @@ public struct ServiceConfiguration: Sendable {
         snpCollateral: URL? = nil, tdxCollateral: URL? = nil, nonceLifetime: TimeInterval = 120,
         resultLifetime: TimeInterval = 300, maximumBodySize: Int = 256 * 1024,
         rateLimit: RateLimit = RateLimit(requestsPerSecond: 100, burst: 200), requestTimeout: TimeInterval = 30,
-        verifierBuild: String = "cmk", clock: @escaping @Sendable () -> Date = { Date() }
+        verifierBuild: String = "cmk", earAlgorithm: EARAlgorithm = .es384, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.host = host
         self.port = port
@@ -100,6 +104,7 @@ public struct ServiceConfiguration: Sendable {
         self.rateLimit = rateLimit
         self.requestTimeout = requestTimeout
         self.verifierBuild = verifierBuild
+        self.earAlgorithm = earAlgorithm
         self.clock = clock
     }
 }

@@ -14,14 +14,17 @@ final class TenantRegistry: Sendable {
 
     let byName: [String: Resources]
 
-    init(tenants: [Tenant], stateDirectory: URL, store: any ServiceStore, clock: @escaping @Sendable () -> Date) throws {
+    init(
+        tenants: [Tenant], stateDirectory: URL, store: any ServiceStore, earAlgorithm: EARAlgorithm = .es384,
+        clock: @escaping @Sendable () -> Date
+    ) throws {
         var byName: [String: Resources] = [:]
         for tenant in tenants {
             guard byName[tenant.name] == nil else { throw ServiceError("tenant '\(tenant.name)' is configured twice") }
             let folder = stateDirectory.appendingPathComponent("tenants/\(tenant.name)")
             let keys = folder.appendingPathComponent("keys")
             try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let key = try EARSigningKey.loadOrCreate(directory: keys)
+            let key = try EARSigningKey.loadOrCreate(directory: keys, algorithm: earAlgorithm)
             let log = try store.auditLog(
                 tenant: tenant.name, folder: folder, signingKey: try CheckpointSigningKey.loadOrCreate(in: keys), clock: clock)
             byName[tenant.name] = Resources(tenant: tenant, signingKey: key, auditLog: log)

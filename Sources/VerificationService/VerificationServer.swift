@@ -48,7 +48,7 @@ public final class VerificationServer: Sendable {
         self.store = try store ?? SQLiteServiceStore(path: configuration.stateDirectory.appendingPathComponent("serve.sqlite"))
         self.tenants = try TenantRegistry(
             tenants: configuration.tenants, stateDirectory: configuration.stateDirectory, store: self.store,
-            clock: configuration.clock)
+            earAlgorithm: configuration.earAlgorithm, clock: configuration.clock)
         self.appraiser = EvidenceAppraiser(
             trustAnchors: configuration.trustAnchors, snpCollateral: configuration.snpCollateral.map { SNPCollateralStore(directory: $0) })
         self.limiter = RateLimiter(configuration.rateLimit)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attestation
+import AttestationResults
 import Coordinator
 import Foundation
 import VerificationService
@@ -68,6 +69,9 @@ extension CMK {
         @Option(help: "The shared PostgreSQL store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: $CMK_SERVE_DATABASE_URL, else SQLite in --data-dir).")
         var database: String?
 
+        @Option(help: "The algorithm of the EAR signing keys this server creates: es384 (P-384) or es256 (P-256, a much cheaper signature). A tenant's stored key keeps its own.")
+        var earAlgorithm: EARAlgorithmOption = .es384
+
         @OptionGroup var state: StateOptions
 
         func validate() throws {
@@ -117,7 +121,8 @@ extension CMK {
                     nonceLifetime: TimeInterval(nonceLifetime), resultLifetime: TimeInterval(resultLifetime),
                     maximumBodySize: maxBody,
                     rateLimit: rateLimit == 0 ? .unlimited : .init(requestsPerSecond: rateLimit, burst: rateBurst),
-                    requestTimeout: TimeInterval(requestTimeout), verifierBuild: CMKVersion.current)
+                    requestTimeout: TimeInterval(requestTimeout), verifierBuild: CMKVersion.current,
+                    earAlgorithm: earAlgorithm.algorithm)
                 server = try VerificationServer(configuration: configuration, store: store)
                 for spec in policySpecs {
                     let (tenant, file) = spec.contains("=")
@@ -141,6 +146,19 @@ extension CMK {
                 throw error
             }
             await store?.close()
+        }
+    }
+}
+
+/// `--ear-algorithm es256|es384`.
+enum EARAlgorithmOption: String, ExpressibleByArgument, CaseIterable {
+    case es256
+    case es384
+
+    var algorithm: EARAlgorithm {
+        switch self {
+        case .es256: .es256
+        case .es384: .es384
         }
     }
 }

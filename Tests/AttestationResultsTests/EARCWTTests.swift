@@ -118,7 +118,7 @@ struct EARCWTTests {
         }
     }
 
-    @Test("ES256 and an algorithm in the unprotected header are rejected")
+    @Test("ES256 under a P-384 key, EdDSA, and an algorithm in the unprotected header are rejected")
     func algorithmPinned() throws {
         let payload = try EARFixtures.claims().cborEncoded()
         let kid = CBORMapEntry(.int(4), .bytes(Array(key.keyID.utf8)))

@@ -40,7 +40,7 @@ struct EARJWTTests {
 
     @Test("the key id is the RFC 7638 thumbprint of the public key")
     func keyIDIsThumbprint() throws {
-        let point = Array(key.publicKey.key.x963Representation)
+        let point = Array(key.publicKey.x963Representation)
         let canonical =
             #"{"crv":"P-384","kty":"EC","x":""# + base64url(point[1...48]) + #"","y":""#
             + base64url(point[49...96]) + #""}"#
@@ -58,23 +58,24 @@ struct EARJWTTests {
         #expect(Set(entry.keys) == ["kty", "crv", "x", "y", "alg", "use", "kid"])
         #expect(entry["kty"] == "EC" && entry["crv"] == "P-384" && entry["alg"] == "ES384" && entry["use"] == "sig")
         #expect(entry["kid"] == key.keyID)
-        let point = Array(key.publicKey.key.x963Representation)
+        let point = Array(key.publicKey.x963Representation)
         #expect(unbase64url(entry["x"]!) == Array(point[1...48]))
         #expect(unbase64url(entry["y"]!) == Array(point[49...96]))
         let read = try EARKeySet(jwksJSON: jwks)
         #expect(read.keys.count == 1)
         #expect(read.keys[0].keyID == key.keyID)
-        #expect(read.keys[0].key.rawRepresentation == key.publicKey.key.rawRepresentation)
+        #expect(read.keys[0].x963Representation == key.publicKey.x963Representation)
         let token = try EARJWT.sign(EARFixtures.claims(), with: key)
         #expect(throws: Never.self) { try EARJWT.verify(token, keys: read, now: EARFixtures.now) }
     }
 
     @Test("a JWKS read skips keys of other kinds and names a key without kid by its thumbprint")
     func jwksSkipsOtherKeys() throws {
-        let point = Array(key.publicKey.key.x963Representation)
+        let point = Array(key.publicKey.x963Representation)
         let json =
             #"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"},"#
-            + #"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"},"#
+            + #"{"kty":"EC","crv":"P-521","x":"AA","y":"AA"},"#
+            + #"{"kty":"EC","crv":"P-256","alg":"ES384","x":"AA","y":"AA"},"#
             + #"{"kty":"EC","crv":"P-384","use":"enc","x":"AA","y":"AA"},"#
             + #"{"kty":"EC","crv":"P-384","x":""# + base64url(point[1...48]) + #"","y":""# + base64url(point[49...96])
             + #""}]}"#
@@ -172,6 +173,20 @@ struct EARJWTTests {
         let es256 = try p256.signature(for: Array((es256Header + "." + payload).utf8))
         let es256Token = es256Header + "." + payload + "." + base64url(es256.rawRepresentation)
         #expect(errorCode { try EARJWT.verify(es256Token, keys: keys, now: EARFixtures.now) } == .algorithmNotAllowed)
+
+        // The other way round: a trusted P-256 key is used for ES256 only. A token naming it with ES384 is refused
+        // before any signature check, whatever the signature bytes.
+        let p256Key = EARSigningKey.generate(.es256)
+        let p256Keys = EARKeySet(keys: [p256Key.publicKey])
+        let good = try EARJWT.sign(EARFixtures.claims(), with: p256Key)
+        #expect(errorCode { try EARJWT.verify(good, keys: p256Keys, now: EARFixtures.now) } == nil)
+        let es384Header = base64url(Array((#"{"alg":"ES384","kid":""# + p256Key.keyID + #""}"#).utf8))
+        let es384 = try P384.Signing.PrivateKey().signature(for: Array((es384Header + "." + payload).utf8))
+        let es384Token = es384Header + "." + payload + "." + base64url(es384.rawRepresentation)
+        #expect(errorCode { try EARJWT.verify(es384Token, keys: p256Keys, now: EARFixtures.now) } == .algorithmNotAllowed)
+        // An ES256 signature of the right length but by another P-256 key is a bad signature, not an accepted one.
+        let forged = es256Token.replacingOccurrences(of: es256Header, with: base64url(Array((#"{"alg":"ES256","kid":""# + p256Key.keyID + #""}"#).utf8)))
+        #expect(errorCode { try EARJWT.verify(forged, keys: p256Keys, now: EARFixtures.now) } == .badSignature)
     }
 
     @Test("a critical header extension is rejected")

@@ -57,17 +57,38 @@ struct EARSigningKeyTests {
         }
     }
 
-    @Test("a file that is not a P-384 key is refused without echoing its contents")
+    @Test("a P-256 key file signs with ES256; a new key takes the asked algorithm; a stored key keeps its own")
+    func algorithmFollowsTheKey() throws {
+        try withTemporaryFolder { folder in
+            let created = try EARSigningKey.loadOrCreate(directory: folder, algorithm: .es256)
+            #expect(created.algorithm == .es256)
+            #expect(created.publicKey.jwk.contains(#""crv":"P-256""#) && created.publicKey.jwk.contains(#""alg":"ES256""#))
+            let again = try EARSigningKey.loadOrCreate(directory: folder, algorithm: .es384)
+            #expect(again.algorithm == .es256)
+            #expect(again.keyID == created.keyID)
+            let token = try EARJWT.sign(EARFixtures.claims(), with: again)
+            let keys = EARKeySet(keys: [created.publicKey])
+            #expect(throws: Never.self) { try EARJWT.verify(token, keys: keys, now: EARFixtures.now) }
+            let cwt = try EARCWT.sign(EARFixtures.claims(), with: again)
+            #expect(throws: Never.self) { try EARCWT.verify(cwt, keys: keys, now: EARFixtures.now) }
+            // The JWK Set round-trips the P-256 key with its algorithm.
+            let read = try EARKeySet(jwksJSON: keys.jwksJSON())
+            #expect(read.keys.map(\.algorithm) == [.es256])
+            #expect(read.keys.first?.keyID == created.keyID)
+        }
+    }
+
+    @Test("a file that is not a P-384 or P-256 key is refused without echoing its contents")
     func refusesOtherContent() throws {
         try withTemporaryFolder { folder in
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             let file = folder.appendingPathComponent(EARSigningKey.defaultFileName)
-            let p256 = P256.Signing.PrivateKey().pemRepresentation
-            try p256.write(to: file, atomically: false, encoding: .utf8)
+            let p521 = P521.Signing.PrivateKey().pemRepresentation
+            try p521.write(to: file, atomically: false, encoding: .utf8)
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
             do {
                 _ = try EARSigningKey.load(file: file)
-                Issue.record("a P-256 key was loaded as the EAR signing key")
+                Issue.record("a P-521 key was loaded as the EAR signing key")
             } catch let error as AttestationResultsError {
                 #expect(error.code == .keyFile)
                 #expect(!error.reason.contains("BEGIN"))

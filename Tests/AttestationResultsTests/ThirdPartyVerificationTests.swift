@@ -16,12 +16,13 @@ enum ThirdPartyVerifier {
         jwks_text, token, dialect, expected_policy, expected_simulated = sys.argv[1:6]
         keys = KeySet.import_key_set(json.loads(jwks_text))
         try:
-            decoded = jwt.decode(token, keys, algorithms=["ES384"])
+            decoded = jwt.decode(token, keys, algorithms=["ES384", "ES256"])
         except Exception as error:
             print(f"verification failed: {type(error).__name__}: {error}", file=sys.stderr)
             sys.exit(3)
         header = decoded.header
-        assert header["alg"] == "ES384" and header["typ"] == "JWT", header
+        curve = keys.get_by_kid(header["kid"]).as_dict()["crv"]
+        assert header["alg"] == {"P-384": "ES384", "P-256": "ES256"}[curve] and header["typ"] == "JWT", header
         assert keys.get_by_kid(header["kid"]).thumbprint() == header["kid"], "kid is not the RFC 7638 thumbprint"
         claims = decoded.claims
         jwt.JWTClaimsRegistry(now=claims["iat"] + 1, iat={"essential": True}, exp={"essential": True}).validate(claims)
@@ -43,12 +44,14 @@ enum ThirdPartyVerifier {
         from cryptography.hazmat.primitives.serialization import load_der_public_key
         from pycose.messages import Sign1Message
         from pycose.keys import EC2Key
-        from pycose.keys.curves import P384
-        from pycose.algorithms import Es384
+        from pycose.keys.curves import P256, P384
+        from pycose.algorithms import Es256, Es384
         from pycose.headers import Algorithm, KID
         token_hex, spki_hex, dialect, expected_policy, expected_simulated = sys.argv[1:6]
         token = bytes.fromhex(token_hex)
-        numbers = load_der_public_key(bytes.fromhex(spki_hex)).public_numbers()
+        public_key = load_der_public_key(bytes.fromhex(spki_hex))
+        numbers = public_key.public_numbers()
+        curve, algorithm, size = {"secp384r1": (P384, Es384, 48), "secp256r1": (P256, Es256, 32)}[public_key.curve.name]
         try:
             outer = cbor2.loads(token)
             assert isinstance(outer, cbor2.CBORTag) and outer.tag == 18, "not a tagged COSE_Sign1"
@@ -57,8 +60,8 @@ enum ThirdPartyVerifier {
             protected, unprotected, payload, signature = outer.value
             message = Sign1Message.from_cose_obj([protected, dict(unprotected), payload, signature], True)
             assert isinstance(message, Sign1Message), type(message)
-            assert message.phdr.get(Algorithm) is Es384, message.phdr
-            message.key = EC2Key(crv=P384, x=numbers.x.to_bytes(48, "big"), y=numbers.y.to_bytes(48, "big"))
+            assert message.phdr.get(Algorithm) is algorithm, message.phdr
+            message.key = EC2Key(crv=curve, x=numbers.x.to_bytes(size, "big"), y=numbers.y.to_bytes(size, "big"))
             valid = message.verify_signature()
         except Exception as error:
             print(f"verification failed: {type(error).__name__}: {error}", file=sys.stderr)
@@ -134,6 +137,40 @@ struct ThirdPartyVerificationTests {
         #expect(printed["policy"] as? String == EARFixtures.expectedPolicyID)
         #expect(printed["simulated"] as? Bool == simulated)
         #expect(printed["profile"] as? String == profile.rawValue)
+    }
+
+    @Test("an ES256 (P-256) key's JWT and CWT verify in joserfc and pycose; a flipped signature byte fails both", .timeLimit(.minutes(4)))
+    func es256VerifiesInThirdPartyTools() throws {
+        let p256 = EARSigningKey.generate(.es256)
+        #expect(p256.algorithm == .es256)
+        let jwt = try EARJWT.sign(EARFixtures.claims(), with: p256)
+        let jwks = EARKeySet(keys: [p256.publicKey]).jwksJSON().utf8String
+        let cwt = try EARCWT.sign(EARFixtures.claims(), with: p256)
+        let spki = hex(p256.publicKey.derRepresentation)
+        let jose = try ThirdPartyVerifier.run(
+            ThirdPartyVerifier.joserfcScript, [jwks, jwt, "deployed", EARFixtures.expectedPolicyID, "true"])
+        #expect(jose.status == 0, "\(jose.standardError)")
+        #expect(try ThirdPartyVerifier.printed(jose)["kid"] as? String == p256.keyID)
+        let cose = try ThirdPartyVerifier.run(
+            ThirdPartyVerifier.pycoseScript, [hex(cwt), spki, "deployed", EARFixtures.expectedPolicyID, "true"])
+        #expect(cose.status == 0, "\(cose.standardError)")
+        var parts = jwt.split(separator: ".").map(String.init)
+        var signature = try #require(unbase64url(parts[2]))
+        signature[5] ^= 0x01
+        parts[2] = base64url(signature)
+        let badJWT = try ThirdPartyVerifier.run(
+            ThirdPartyVerifier.joserfcScript, [jwks, parts.joined(separator: "."), "deployed", EARFixtures.expectedPolicyID, "true"])
+        #expect(badJWT.status == 3, "\(badJWT.standardOutput) \(badJWT.standardError)")
+        let message = try COSESign1(encoded: cwt)
+        var cwtSignature = message.signature
+        cwtSignature[5] ^= 0x01
+        let badCWT = try COSESign1(
+            protectedHeader: message.protectedHeader, unprotectedHeader: message.unprotectedHeader,
+            payload: message.payload, signature: cwtSignature
+        ).encoded()
+        let badCOSE = try ThirdPartyVerifier.run(
+            ThirdPartyVerifier.pycoseScript, [hex(badCWT), spki, "deployed", EARFixtures.expectedPolicyID, "true"])
+        #expect(badCOSE.status == 3, "\(badCOSE.standardOutput) \(badCOSE.standardError)")
     }
 
     @Test("joserfc rejects a JWT with a flipped payload or signature byte", .timeLimit(.minutes(4)))

@@ -18,9 +18,10 @@ struct ServiceFlowTests {
         from joserfc.jwk import KeySet
         jwks_text, token, nonce_hex = sys.argv[1:4]
         keys = KeySet.import_key_set(json.loads(jwks_text))
-        decoded = jwt.decode(token, keys, algorithms=["ES384"])
+        expected_alg = sys.argv[4] if len(sys.argv) > 4 else "ES384"
+        decoded = jwt.decode(token, keys, algorithms=[expected_alg])
         claims = decoded.claims
-        assert decoded.header["alg"] == "ES384", decoded.header
+        assert decoded.header["alg"] == expected_alg, decoded.header
         import base64
         nonce = claims["eat_nonce"]
         padded = nonce + "=" * (-len(nonce) % 4)
@@ -29,11 +30,13 @@ struct ServiceFlowTests {
         """#
 
     /// Verifies `token` with joserfc against the JWKS the server publishes; returns joserfc's view of it.
-    static func verifyWithJoserfc(_ live: LiveServer, token: String, nonce: String, tenant: String) async throws -> [String: Any] {
+    static func verifyWithJoserfc(
+        _ live: LiveServer, token: String, nonce: String, tenant: String, algorithm: String = "ES384"
+    ) async throws -> [String: Any] {
         let jwks = try await live.request("GET", "/.well-known/jwks.json?tenant=\(tenant)")
         #expect(jwks.status == 200)
         let output = try await offPool {
-            try ExternalTool.run(ExternalTool.python, ["-c", Self.joserfc, jwks.text, token, nonce])
+            try ExternalTool.run(ExternalTool.python, ["-c", Self.joserfc, jwks.text, token, nonce, algorithm])
         }
         #expect(output.status == 0, "joserfc rejected the EAR: \(output.standardError)")
         return (try? JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8))) as? [String: Any] ?? [:]
@@ -63,6 +66,32 @@ struct ServiceFlowTests {
 
     static var developmentPolicy: String {
         get throws { try String(contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8) }
+    }
+
+    @Test("a server configured for ES256 creates P-256 tenant keys, publishes them, and its EARs verify with joserfc (ES256 only)")
+    func es256Flow() async throws {
+        let live = try await LiveServer.start { $0.earAlgorithm = .es256 }
+        defer { Task { await live.stop() } }
+        #expect(try await live.putPolicy(try Self.developmentPolicy, id: "development").status == 201)
+        let nonce = try await live.challenge()
+        let key = Array(P256.KeyAgreement.PrivateKey().publicKey.rawRepresentation)
+        try await Self.warmSimulatedPlatform()
+        let result = try await live.request("POST", "/v1/attest", json: try Self.simulatedRequest(nonce: nonce, publicKey: key))
+        #expect(result.status == 200, "\(result.text)")
+        let token = try #require(result.object["ear"] as? String)
+        let verified = try await Self.verifyWithJoserfc(live, token: token, nonce: nonce, tenant: "alpha", algorithm: "ES256")
+        #expect(verified["kid"] as? String == result.object["kid"] as? String)
+        let jwks = try await live.request("GET", "/.well-known/jwks.json?tenant=alpha")
+        let entry = try #require((jwks.object["keys"] as? [[String: Any]])?.first)
+        #expect(entry["crv"] as? String == "P-256" && entry["alg"] as? String == "ES256")
+        let identity = try await live.request("GET", "/v1/verifier")
+        #expect(identity.object["algorithm"] as? String == "ES256")
+        #expect((identity.object["tenant_algorithms"] as? [String: String])?["alpha"] == "ES256")
+        // The check can fail: the same token is refused by a verifier that takes ES384 only.
+        let strict = try await offPool {
+            try ExternalTool.run(ExternalTool.python, ["-c", Self.joserfc, jwks.text, token, nonce, "ES384"])
+        }
+        #expect(strict.status != 0)
     }
 
     @Test("simulated SEV-SNP evidence under the development policy is admitted; the EAR verifies with joserfc; the nonce is single use")
