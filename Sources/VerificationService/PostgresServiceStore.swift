@@ -97,7 +97,9 @@ public final class PostgresServiceStore: ServiceStore {
         let deadline = ContinuousClock.now + timeout
         while true {
             do {
-                try await ping()
+                // A slow first answer (a loaded host, a server still starting) counts as long as it comes before
+                // the deadline; only a refused or failed connection is retried.
+                try await ping(limit: max(.seconds(1), deadline - ContinuousClock.now))
                 return
             } catch {
                 if ContinuousClock.now >= deadline { throw error }

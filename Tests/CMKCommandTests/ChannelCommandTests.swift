@@ -23,8 +23,12 @@ struct ChannelCommandTests: CommandSuite {
     }
 
     func launch(_ name: String, peers: [String]) async throws {
+        // The heartbeat is not this test's subject (InstanceWatchTests and the lifecycle tests cover it): on the CI
+        // host, with other tests' children booting under TCG on the same 2 cores, a 700 ms answer timeout once
+        // failed chan-a before the channel was opened. 5 s keeps a dead agent found within seconds.
         let launch = try await cmk([
             "launch", "--name", name, "--policy", try policy(name, peers: peers), "--allow-shared-cores",
+            "--heartbeat-timeout", "5000",
         ])
         try #require(launch.status == 0, "\(launch.standardError)")
     }
@@ -51,6 +55,11 @@ struct ChannelCommandTests: CommandSuite {
 
         // The handshake: each child checks the other's report itself (same platform key, binding, manifest).
         let open = try await cmk(["channel", "open", "chan-a", "chan-b", "--name", "ab", "--json"])
+        if open.status != 0 {
+            // Say why an instance is not admitted (its failure reason is in `cmk ls`).
+            let listed = try await cmk(["ls", "--json"])
+            Issue.record("cmk channel open failed; cmk ls: \(listed.standardOutput)")
+        }
         #expect(open.status == 0, "\(open.standardOutput)\n\(open.standardError)")
         let summary = try object(open)
         #expect(summary["state"] as? String == "open")

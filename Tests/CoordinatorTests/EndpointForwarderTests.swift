@@ -105,7 +105,11 @@ struct EndpointForwarderTests {
             }
             while slow.calls.load(ordering: .relaxed) == 0 { Thread.sleep(forTimeInterval: 0.005) }
             let drained = forwarder.hold(timeout: .seconds(10))
-            let inFlightDone = inFlight.withLock { $0 != nil }
+            // The hold returned once the forwarder had the backend's answer; the client thread stores it just after
+            // (on a loaded host it may be descheduled in between), so wait for that, boundedly, and check the answer.
+            let answerDeadline = Date().addingTimeInterval(10)
+            while inFlight.withLock({ $0 == nil }), Date() < answerDeadline { Thread.sleep(forTimeInterval: 0.005) }
+            let inFlightDone = inFlight.withLock { $0?.hasPrefix("OK 1 slow A") ?? false }
             let waiter = Mutex<String?>(nil)
             let started = Date()
             Thread.detachNewThread {
