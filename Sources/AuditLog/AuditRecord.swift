@@ -109,20 +109,11 @@ public struct AuditRecord: Sendable, Hashable, Encodable {
         appraisalJSON: String?, resultTokenDigest: String?, detailsJSON: String?, previousHash: String,
         hash: String
     ) throws {
-        self.sequence = sequence
-        self.time = time
-        self.actor = actor
-        self.tenant = tenant
-        self.instance = instance
-        self.kind = kind
-        self.appraisalJSON = appraisalJSON
-        self.resultTokenDigest = resultTokenDigest
-        self.detailsJSON = detailsJSON
-        self.previousHash = previousHash
-        self.hash = hash
-        let decoded = try Self.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: sequence)
-        self.appraisal = decoded.appraisal
-        self.details = decoded.details
+        self.init(
+            sequence: sequence, time: time, actor: actor, tenant: tenant, instance: instance, kind: kind,
+            appraisalJSON: appraisalJSON, resultTokenDigest: resultTokenDigest, detailsJSON: detailsJSON,
+            previousHash: previousHash, hash: hash,
+            decoded: try Self.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: sequence))
     }
 
     /// The appraisal and details as decoded from their stored texts.
