@@ -45,13 +45,14 @@ public struct NoiseCipherState: Sendable {
     /// EncryptWithAd(ad, type ‖ body) of a record, written by `engine` straight into its frame
     /// (`u32be length ‖ ciphertext ‖ tag`); only with a key. `keyEpoch` changes whenever the key does (a rekey).
     mutating func sealRecord(
-        ad: [UInt8], type: UInt8, body: [UInt8], engine: RecordCipher, keyEpoch: Int
+        adPrefix: [UInt8], type: UInt8, body: [UInt8], engine: RecordCipher, keyEpoch: Int
     ) throws(SealedChannelError) -> [UInt8] {
         guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
         guard nonce < UInt64.max else {
             throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
         }
-        let frame = try engine.sealFrame(key: key, epoch: keyEpoch, nonce: nonce, ad: ad, type: type, body: body)
+        let frame = try engine.sealFrame(
+            key: key, epoch: keyEpoch, nonce: nonce, adPrefix: adPrefix, type: type, body: body)
         nonce += 1
         return frame
     }
@@ -59,13 +60,16 @@ public struct NoiseCipherState: Sendable {
     /// DecryptWithAd(ad, ciphertext) of a record by `engine`: its type byte and body. The nonce moves on only when
     /// the ciphertext authenticates.
     mutating func openRecord(
-        ad: [UInt8], slice ciphertext: ArraySlice<UInt8>, engine: RecordCipher, keyEpoch: Int
+        adPrefix: [UInt8], slice ciphertext: ArraySlice<UInt8>, engine: RecordCipher, keyEpoch: Int
     ) throws(SealedChannelError) -> (type: UInt8, body: [UInt8]) {
         guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
         guard nonce < UInt64.max else {
             throw SealedChannelError(.nonceExhausted, "the cipher state used every nonce; rekeying does not reset it")
         }
-        guard let opened = engine.openRecord(key: key, epoch: keyEpoch, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
+        guard
+            let opened = engine.openRecord(
+                key: key, epoch: keyEpoch, nonce: nonce, adPrefix: adPrefix, ciphertext: ciphertext)
+        else {
             throw SealedChannelError(.handshakeAuthentication, "a ciphertext did not authenticate under nonce \(nonce)")
         }
         nonce += 1

@@ -53,8 +53,12 @@ public final class ChannelEndpoint: Sendable {
         self.handshakeHash = transport.handshakeHash
         state = Mutex(
             RecordState(
-                sending: Direction(cipher: transport.sending, role: role, encrypting: true),
-                receiving: Direction(cipher: transport.receiving, role: role.peer, encrypting: false),
+                sending: Direction(
+                    cipher: transport.sending, role: role, encrypting: true,
+                    associatedDataPrefix: Self.associatedDataPrefix(descriptor: descriptor, sender: role)),
+                receiving: Direction(
+                    cipher: transport.receiving, role: role.peer, encrypting: false,
+                    associatedDataPrefix: Self.associatedDataPrefix(descriptor: descriptor, sender: role.peer)),
                 decoder: SealedFrameDecoder(maximumCiphertext: descriptor.limits.maximumCiphertext)))
     }
 
@@ -182,14 +186,21 @@ public final class ChannelEndpoint: Sendable {
     public static func associatedData(
         descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int
     ) -> [UInt8] {
-        var ad = recordLabel
-        ad.reserveCapacity(recordLabel.count + 1 + descriptor.channelID.utf8.count + 1 + 8 + 4)
-        ad.append(UInt8(descriptor.channelID.utf8.count))
-        ad += descriptor.channelID.utf8
-        ad.append(sender.wireValue)
+        var ad = associatedDataPrefix(descriptor: descriptor, sender: sender)
         ad.appendBigEndian(counter)
         ad.appendBigEndian(UInt32(length))
         return ad
+    }
+
+    /// The part of a record's associated data that is the same for every record of one direction: label, channel
+    /// id and sender. The record layer feeds it, then the 12 bytes of counter and length from the stack, as two
+    /// updates of one AAD (the bytes MACed are the same as ``associatedData(descriptor:sender:counter:length:)``'s).
+    static func associatedDataPrefix(descriptor: ChannelDescriptor, sender: ChannelRole) -> [UInt8] {
+        var prefix = recordLabel
+        prefix.append(UInt8(descriptor.channelID.utf8.count))
+        prefix += descriptor.channelID.utf8
+        prefix.append(sender.wireValue)
+        return prefix
     }
 }
 
@@ -204,9 +215,13 @@ struct Direction: Sendable {
     var bytesSinceRekey: UInt64 = 0
     var epoch = 0
 
-    init(cipher: NoiseCipherState, role: ChannelRole, encrypting: Bool) {
+    /// Label ‖ channel id ‖ sender: the associated data every record of this direction starts with.
+    let associatedDataPrefix: [UInt8]
+
+    init(cipher: NoiseCipherState, role: ChannelRole, encrypting: Bool, associatedDataPrefix: [UInt8]) {
         self.cipher = cipher
         self.role = role
+        self.associatedDataPrefix = associatedDataPrefix
         engine = RecordCipher(cipher.cipher, encrypting: encrypting)
     }
 
@@ -273,14 +288,12 @@ struct RecordState: Sendable {
             throw SealedChannelError(.channelClosed, "the channel was torn down: \(failure.reason) [\(failure.code)]")
         }
         guard !sendClosed else { throw SealedChannelError(.channelClosed, "this side has closed the channel") }
-        let length = 1 + body.count + NoiseCipher.tagLength
-        let ad = ChannelEndpoint.associatedData(
-            descriptor: descriptor, sender: sending.role, counter: sending.cipher.nonce, length: length)
         let frame: [UInt8]
         do throws(SealedChannelError) {
             // type ‖ body is sealed straight into the frame (RecordCipher): no plaintext copy to make or wipe.
             frame = try sending.cipher.sealRecord(
-                ad: ad, type: type.rawValue, body: body, engine: try sending.requireEngine(), keyEpoch: sending.epoch)
+                adPrefix: sending.associatedDataPrefix, type: type.rawValue, body: body,
+                engine: try sending.requireEngine(), keyEpoch: sending.epoch)
             try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
@@ -294,12 +307,11 @@ struct RecordState: Sendable {
         _ ciphertext: ArraySlice<UInt8>, descriptor: ChannelDescriptor
     ) throws(SealedChannelError) -> ChannelRecord {
         let counter = receiving.cipher.nonce
-        let ad = ChannelEndpoint.associatedData(
-            descriptor: descriptor, sender: receiving.role, counter: counter, length: ciphertext.count)
         var opened: (type: UInt8, body: [UInt8])
         do throws(SealedChannelError) {
             opened = try receiving.cipher.openRecord(
-                ad: ad, slice: ciphertext, engine: try receiving.requireEngine(), keyEpoch: receiving.epoch)
+                adPrefix: receiving.associatedDataPrefix, slice: ciphertext, engine: try receiving.requireEngine(),
+                keyEpoch: receiving.epoch)
         } catch  where error.code == .handshakeAuthentication {
             throw fail(
                 SealedChannelError(

@@ -53,40 +53,50 @@ final class RecordCipher: @unchecked Sendable {
 
     /// Sets the 96-bit nonce of one record (Noise's layout: 32 zero bits, then the counter little-endian for
     /// ChaChaPoly, big-endian for AESGCM), and the key when `epoch` is not the one the context holds, and feeds the
-    /// associated data.
-    private func begin(key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8]) -> Bool {
-        var iv: (UInt64, UInt32) = (0, 0)
-        let started = withUnsafeMutableBytes(of: &iv) { ivBytes -> Bool in
+    /// associated data: `adPrefix` (label, channel id, sender), then the counter and the ciphertext length
+    /// big-endian, 12 bytes on the stack — two AAD updates of one message, MACed as one string (the AEAD pads the
+    /// whole AAD once, before the first data update). Nothing here allocates.
+    private func begin(key: SymmetricKey, epoch: Int, nonce: UInt64, adPrefix: [UInt8], length: Int) -> Bool {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12) { iv -> Bool in
+            iv.initialize(repeating: 0)
             for index in 0..<8 {
                 let byte = UInt8(truncatingIfNeeded: nonce >> (8 * UInt64(index)))
                 switch cipher {
-                case .chaChaPoly: ivBytes[4 + index] = byte
-                case .aesGCM: ivBytes[11 - index] = byte
+                case .chaChaPoly: iv[4 + index] = byte
+                case .aesGCM: iv[11 - index] = byte
                 }
             }
-            let ivPointer = ivBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let ivPointer = iv.baseAddress!
+            let started: Bool
             if keyedEpoch == epoch {
-                return EVP_CipherInit_ex(context, nil, nil, nil, ivPointer, encrypting ? 1 : 0) == 1
+                started = EVP_CipherInit_ex(context, nil, nil, nil, ivPointer, encrypting ? 1 : 0) == 1
+            } else {
+                keyedEpoch = nil
+                started = key.withUnsafeBytes { keyBytes in
+                    EVP_CipherInit_ex(
+                        context, nil, nil, keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self), ivPointer,
+                        encrypting ? 1 : 0) == 1
+                }
             }
-            keyedEpoch = nil
-            return key.withUnsafeBytes { keyBytes in
-                EVP_CipherInit_ex(
-                    context, nil, nil, keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self), ivPointer,
-                    encrypting ? 1 : 0) == 1
+            guard started else {
+                keyedEpoch = nil
+                return false
             }
+            keyedEpoch = epoch
+            // The counter and length, big-endian, reuse the IV's buffer (OpenSSL copied the IV).
+            for index in 0..<8 { iv[index] = UInt8(truncatingIfNeeded: nonce >> (56 - 8 * UInt64(index))) }
+            let length32 = UInt32(truncatingIfNeeded: length)
+            for index in 0..<4 { iv[8 + index] = UInt8(truncatingIfNeeded: length32 >> (24 - 8 * UInt32(index))) }
+            var written: Int32 = 0
+            return adPrefix.withUnsafeBufferPointer {
+                EVP_CipherUpdate(context, nil, &written, $0.baseAddress, Int32($0.count)) == 1
+            } && EVP_CipherUpdate(context, nil, &written, ivPointer, 12) == 1
         }
-        guard started else {
-            keyedEpoch = nil
-            return false
-        }
-        keyedEpoch = epoch
-        var written: Int32 = 0
-        return ad.withUnsafeBufferPointer { EVP_CipherUpdate(context, nil, &written, $0.baseAddress, Int32($0.count)) } == 1
     }
 
     /// `u32be length ‖ ENCRYPT(k, n, ad, type ‖ body)`, the ciphertext followed by the 16-byte tag.
     func sealFrame(
-        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], type: UInt8, body: [UInt8]
+        key: SymmetricKey, epoch: Int, nonce: UInt64, adPrefix: [UInt8], type: UInt8, body: [UInt8]
     ) throws(SealedChannelError)
         -> [UInt8]
     {
@@ -101,7 +111,7 @@ final class RecordCipher: @unchecked Sendable {
             let out = buffer.baseAddress! + 4
             var written: Int32 = 0
             var typeByte = type
-            guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
+            guard begin(key: key, epoch: epoch, nonce: nonce, adPrefix: adPrefix, length: length),
                 EVP_CipherUpdate(context, out, &written, &typeByte, 1) == 1, written == 1,
                 body.withUnsafeBufferPointer({
                     $0.isEmpty
@@ -123,7 +133,7 @@ final class RecordCipher: @unchecked Sendable {
     /// DECRYPT(k, n, ad, ciphertext ‖ tag) of a record: its type byte and body, or nil when the tag does not
     /// authenticate (nothing decrypted is returned then: the body is wiped before it is dropped).
     func openRecord(
-        key: SymmetricKey, epoch: Int, nonce: UInt64, ad: [UInt8], ciphertext: ArraySlice<UInt8>
+        key: SymmetricKey, epoch: Int, nonce: UInt64, adPrefix: [UInt8], ciphertext: ArraySlice<UInt8>
     ) -> (type: UInt8, body: [UInt8])? {
         let bodyLength = ciphertext.count - 1 - NoiseCipher.tagLength
         guard bodyLength >= 0 else { return nil }
@@ -134,19 +144,15 @@ final class RecordCipher: @unchecked Sendable {
             ciphertext.withUnsafeBufferPointer { input in
                 let inputBase = input.baseAddress!
                 var written: Int32 = 0
-                // The tag goes in before Final; OpenSSL keeps its own copy.
-                var tag = (UInt64(0), UInt64(0))
-                withUnsafeMutableBytes(of: &tag) {
-                    $0.copyMemory(from: UnsafeRawBufferPointer(start: inputBase + 1 + bodyLength, count: NoiseCipher.tagLength))
-                }
-                guard begin(key: key, epoch: epoch, nonce: nonce, ad: ad),
+                // The tag goes in before Final; OpenSSL copies it (the control takes a non-const pointer but only
+                // reads through it).
+                let tag = UnsafeMutableRawPointer(mutating: inputBase + 1 + bodyLength)
+                guard begin(key: key, epoch: epoch, nonce: nonce, adPrefix: adPrefix, length: ciphertext.count),
                     EVP_CipherUpdate(context, &type, &written, inputBase, 1) == 1, written == 1,
                     bodyLength == 0
                         || (EVP_CipherUpdate(context, buffer.baseAddress, &written, inputBase + 1, Int32(bodyLength)) == 1
                             && written == Int32(bodyLength)),
-                    withUnsafeMutableBytes(of: &tag, {
-                        EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_TAG, Int32(NoiseCipher.tagLength), $0.baseAddress)
-                    }) == 1
+                    EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_TAG, Int32(NoiseCipher.tagLength), tag) == 1
                 else { return }
                 // An AEAD's Final writes nothing; it checks the tag. A byte of its own keeps the pointer valid.
                 var finalWritten: Int32 = 0
