@@ -36,6 +36,24 @@ func handshakeManifest(_ name: String, peer: String, platform: String) -> [UInt8
             + #""name":"\#(name)","platform":"\#(platform)","policyID":"bench"}"#).utf8)
 }
 
+/// A simulated SEV-SNP child named `name` that lists `peer`: its manifest (HOST_DATA is its SHA-256) and an evidence
+/// provider whose reports the simulated firmware signs for the binding asked.
+func simulatedSNPChild(
+    _ name: String, peer: String, amd: SimulatedAMDSecureProcessor, firmware: [UInt8], kernel: [UInt8]
+) throws -> (manifest: [UInt8], provider: InProcessProvider) {
+    let manifest = handshakeManifest(name, peer: peer, platform: "simulated-sev-snp")
+    let launch = try amd.launch(
+        SimulatedSNPLaunch.Inputs(
+            firmware: firmware, kernel: kernel, cmdline: "console=ttyS0", vcpus: 2, vcpuType: "EPYC-Genoa",
+            guestPolicy: 0x30000, hostData: Array(SHA256.hash(data: manifest))))
+    let provider = InProcessProvider(name: "simulated-snp") { reportData in
+        Evidence(
+            kind: .sevSNP, evidence: try launch.attestationReport(reportData: reportData, vmpl: 0),
+            auxiliary: launch.certificateTable)
+    }
+    return (manifest, provider)
+}
+
 @MainActor func benchmarkHandshake() throws {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-bench-handshake-\(UUID().uuidString)")
     defer { try? FileManager.default.removeItem(at: folder) }
@@ -50,17 +68,8 @@ func handshakeManifest(_ name: String, peer: String, platform: String) -> [UInt8
     let intel = try SimulatedTDXModule(directory: folder.appendingPathComponent("intel"))
 
     func snpChild(_ name: String, peer: String) throws -> GuestChannelParty {
-        let manifest = handshakeManifest(name, peer: peer, platform: "simulated-sev-snp")
-        let launch = try amd.launch(
-            SimulatedSNPLaunch.Inputs(
-                firmware: firmware, kernel: kernel, cmdline: "console=ttyS0", vcpus: 2, vcpuType: "EPYC-Genoa",
-                guestPolicy: 0x30000, hostData: Array(SHA256.hash(data: manifest))))
-        let provider = InProcessProvider(name: "simulated-snp") { reportData in
-            Evidence(
-                kind: .sevSNP, evidence: try launch.attestationReport(reportData: reportData, vmpl: 0),
-                auxiliary: launch.certificateTable)
-        }
-        return try GuestChannelParty(provider: provider, manifest: manifest)
+        let child = try simulatedSNPChild(name, peer: peer, amd: amd, firmware: firmware, kernel: kernel)
+        return try GuestChannelParty(provider: child.provider, manifest: child.manifest)
     }
     func tdxChild(_ name: String, peer: String) throws -> GuestChannelParty {
         let manifest = handshakeManifest(name, peer: peer, platform: "simulated-tdx")

@@ -134,17 +134,7 @@ struct RelayBenchChildren {
 
     /// The manifest and an evidence provider for a child named `name` that lists `peer`.
     func child(_ name: String, peer: String) throws -> (manifest: [UInt8], provider: InProcessProvider) {
-        let manifest = handshakeManifest(name, peer: peer, platform: "simulated-sev-snp")
-        let launch = try amd.launch(
-            SimulatedSNPLaunch.Inputs(
-                firmware: firmware, kernel: kernel, cmdline: "console=ttyS0", vcpus: 2, vcpuType: "EPYC-Genoa",
-                guestPolicy: 0x30000, hostData: Array(SHA256.hash(data: manifest))))
-        let provider = InProcessProvider(name: "simulated-snp") { reportData in
-            Evidence(
-                kind: .sevSNP, evidence: try launch.attestationReport(reportData: reportData, vmpl: 0),
-                auxiliary: launch.certificateTable)
-        }
-        return (manifest, provider)
+        try simulatedSNPChild(name, peer: peer, amd: amd, firmware: firmware, kernel: kernel)
     }
 
     /// Starts a real agent named `name` on a new control socket at `path`; returns the host end after the agent's

@@ -33,6 +33,15 @@ enum PoolExit {
         }
         return ExitCode(status)
     }
+
+    /// The files of pool `name`, or exit 6 `unknown-pool` when no pool of that name was created.
+    static func existingPool(_ name: String, state: CMKStateDirectory, json: Bool) throws -> PoolFiles {
+        let files = PoolFiles(state: state, name: name)
+        guard FileManager.default.fileExists(atPath: files.spec.path) else {
+            throw fail("unknown-pool", "no pool named \(name)", status: unknownPool, json: json)
+        }
+        return files
+    }
 }
 
 
@@ -286,10 +295,7 @@ extension CMK.PoolCommand {
 
         func run() async throws {
             let stateDirectory = state.state
-            let files = PoolFiles(state: stateDirectory, name: name)
-            guard FileManager.default.fileExists(atPath: files.spec.path) else {
-                throw PoolExit.fail("unknown-pool", "no pool named \(name)", status: PoolExit.unknownPool, json: json)
-            }
+            let files = try PoolExit.existingPool(name, state: stateDirectory, json: json)
             var stoppedByHand: [String] = []
             if let pid = files.runningController() {
                 kill(pid, SIGTERM)
@@ -349,10 +355,7 @@ extension CMK.PoolCommand {
 
         func run() async throws {
             let stateDirectory = state.state
-            let files = PoolFiles(state: stateDirectory, name: name)
-            guard FileManager.default.fileExists(atPath: files.spec.path) else {
-                throw PoolExit.fail("unknown-pool", "no pool named \(name)", status: PoolExit.unknownPool, json: json)
-            }
+            let files = try PoolExit.existingPool(name, state: stateDirectory, json: json)
             if let pid = files.runningController() {
                 throw PoolExit.fail("controller-running", "the controller of pool \(name) runs (pid \(pid)); nothing to resume",
                                     status: PoolExit.exists, json: json)
