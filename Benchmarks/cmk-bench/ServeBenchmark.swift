@@ -134,7 +134,7 @@ func residentMemoryMiB() -> Double {
     var portIterator = ports.makeAsyncIterator()
     guard let port = await portIterator.next() else { throw ServiceError("the server did not start") }
 
-    let connections = 16
+    let connections = options.connections
     let requestsPerRound = max(2000, Int(options.seconds * 1500))
     let reportB64 = Data(reportBytes).base64EncodedString()
     let vcekB64 = Data(vcekBytes).base64EncodedString()

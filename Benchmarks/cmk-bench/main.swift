@@ -49,8 +49,10 @@ struct Options {
     var qemu = false
     /// `serve` only: a PostgreSQL URL; the server then keeps its nonces, policies and audit log there.
     var database: String?
-    /// `serve` only: the EAR signing key's algorithm (ES384 by default, as `cmk serve`'s).
-    var earAlgorithm = EARAlgorithm.es384
+    /// `serve` only: the EAR signing key's algorithm (ES256 by default, as `cmk serve`'s).
+    var earAlgorithm = EARAlgorithm.es256
+    /// `serve` only: how many keep-alive client connections send requests at once.
+    var connections = 16
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -63,6 +65,12 @@ struct Options {
             case "--json": json = true
             case "--qemu": qemu = true
             case "--database": database = iterator.next()
+            case "--connections":
+                guard let count = Int(iterator.next() ?? ""), (1...256).contains(count) else {
+                    FileHandle.standardError.write(Data("--connections takes a number from 1 to 256\n".utf8))
+                    exit(2)
+                }
+                connections = count
             case "--ear-algorithm":
                 guard let name = iterator.next(), let algorithm = EARAlgorithm(rawValue: name.uppercased()) else {
                     FileHandle.standardError.write(Data("--ear-algorithm takes es256 or es384\n".utf8))
@@ -71,7 +79,7 @@ struct Options {
                 earAlgorithm = algorithm
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...] [--ear-algorithm es256|es384]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...] [--ear-algorithm es256|es384] [--connections N]\n".utf8))
                 exit(2)
             }
         }

@@ -101,9 +101,10 @@ public final class AuditLog: Sendable {
     /// a failure mid-append leaves no trace.
     func append(_ entry: AuditEntry, beforeCommit: () throws -> Void) throws -> AuditRecord {
         let prepared = try prepare(entry)
-        return try Self.database("append to the audit log") {
+        let appended = try Self.database("append to the audit log") {
             try commit([prepared], beforeCommit: beforeCommit)[0]
         }
+        return prepared.record(appended)
     }
 
     /// Appends several records in one SQL transaction, in order (group commit: one durable commit for all), with
@@ -125,86 +126,103 @@ public final class AuditLog: Sendable {
             }
         }
         if !prepared.isEmpty {
-            let records = try Self.database("append to the audit log") {
+            let appended = try Self.database("append to the audit log") {
                 try commit(prepared.map { $0.entry }, beforeCommit: {})
             }
-            for (item, record) in zip(prepared, records) { results[item.index] = .success(record) }
+            for (item, appended) in zip(prepared, appended) { results[item.index] = .success(item.entry.record(appended)) }
         }
         return results.map { $0! }
     }
 
-    /// An entry checked and encoded outside the write lock; `appraisal` and `details` are decoded back from the very
-    /// texts the hash covers, so the returned record says what a later read says.
+    /// Appends entries encoded already (by whoever appends, outside the write lock) in one SQL transaction, in order,
+    /// with checkpoints where due, and returns where each landed. Nothing is decoded back: a caller that needs the
+    /// record as stored makes it with ``AuditRecord/init(_:appended:)``. A database failure appends none and throws.
+    public func append(encoded entries: [EncodedAuditEntry]) throws -> [AuditAppend] {
+        guard signingKey != nil else {
+            throw AuditLogError(.noSigningKey, "the audit log was opened without a signing key; it cannot append")
+        }
+        let prepared = entries.map {
+            PreparedEntry(encoded: $0, timeMilliseconds: Timestamp.milliseconds($0.entry.time ?? options.clock()), decoded: nil)
+        }
+        return try Self.database("append to the audit log") { try commit(prepared, beforeCommit: {}) }
+    }
+
+    /// An entry checked and encoded outside the write lock, with its time; `decoded` holds the appraisal and details
+    /// decoded back from the very texts the hash covers, so a returned record says what a later read says (nil when
+    /// the caller wants only where the entry landed).
     struct PreparedEntry {
-        let entry: AuditEntry
-        let appraisalJSON: String?
-        let detailsJSON: String?
+        let encoded: EncodedAuditEntry
         let timeMilliseconds: Int64
-        let columns: IndexedAppraisalColumns
-        let decoded: AuditRecord.Decoded
+        let decoded: AuditRecord.Decoded?
+
+        func record(_ appended: AuditAppend) -> AuditRecord {
+            let entry = encoded.entry
+            return AuditRecord(
+                sequence: appended.head.sequence, time: appended.time,
+                actor: entry.actor, tenant: entry.tenant, instance: entry.instance, kind: entry.kind,
+                appraisalJSON: encoded.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
+                detailsJSON: encoded.detailsJSON, previousHash: appended.previousHash, hash: appended.head.hash,
+                decoded: decoded ?? AuditRecord.Decoded(appraisal: nil, details: [:]))
+        }
     }
 
     func prepare(_ entry: AuditEntry) throws -> PreparedEntry {
         guard signingKey != nil else {
             throw AuditLogError(.noSigningKey, "the audit log was opened without a signing key; it cannot append")
         }
-        try Self.validate(entry)
-        let appraisalJSON = try entry.appraisal.map { try CanonicalJSON.string($0) }
-        let detailsJSON = entry.details.isEmpty ? nil : try CanonicalJSON.string(entry.details)
+        let encoded = try EncodedAuditEntry(entry)
         return PreparedEntry(
-            entry: entry, appraisalJSON: appraisalJSON, detailsJSON: detailsJSON,
-            timeMilliseconds: Timestamp.milliseconds(entry.time ?? options.clock()),
-            columns: IndexedAppraisalColumns(entry.appraisal),
-            decoded: try AuditRecord.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: nil))
+            encoded: encoded, timeMilliseconds: Timestamp.milliseconds(entry.time ?? options.clock()),
+            decoded: try AuditRecord.decode(
+                appraisalJSON: encoded.appraisalJSON, detailsJSON: encoded.detailsJSON, sequence: nil))
     }
 
-    /// Inserts the prepared entries after the head in one `BEGIN IMMEDIATE` transaction; returns them as stored once
-    /// the transaction has committed.
-    private func commit(_ entries: [PreparedEntry], beforeCommit: () throws -> Void) throws -> [AuditRecord] {
+    /// Inserts the prepared entries after the head in one `BEGIN IMMEDIATE` transaction; returns where each landed
+    /// once the transaction has committed.
+    private func commit(_ entries: [PreparedEntry], beforeCommit: () throws -> Void) throws -> [AuditAppend] {
         guard let signingKey else {
             throw AuditLogError(.noSigningKey, "the audit log was opened without a signing key; it cannot append")
         }
         let interval = Int64(options.checkpointInterval)
         let clock = options.clock
         return try pool.writeWithoutTransaction { db in
-            var stored: [AuditRecord] = []
+            var stored: [AuditAppend] = []
             try db.inTransaction(.immediate) {
                 stored = []
                 var head = try Self.head(db)
                 for prepared in entries {
-                    let entry = prepared.entry
+                    let entry = prepared.encoded.entry
                     let sequence = head.sequence + 1
                     let encoding = AuditRecord.canonicalEncoding(
                         sequence: sequence, timeMilliseconds: prepared.timeMilliseconds, actor: entry.actor,
                         tenant: entry.tenant, instance: entry.instance, kind: entry.kind.rawValue,
-                        appraisalJSON: prepared.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
-                        detailsJSON: prepared.detailsJSON, previousHash: head.hash)
+                        appraisalJSON: prepared.encoded.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
+                        detailsJSON: prepared.encoded.detailsJSON, previousHash: head.hash)
                     let hash = Digest.sha256Hex(encoding)
-                    let columns = prepared.columns
-                    try db.execute(
+                    let columns = prepared.encoded.columns
+                    let insert = try db.cachedStatement(
                         sql: """
                             INSERT INTO audit_record (
                                 sequence, time_ms, actor, tenant, instance, kind, appraisal_json,
                                 result_token_digest, details_json, previous_hash, record_hash,
                                 policy_id, policy_version, policy_digest, verdict, evidence_type, simulated)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
-                            sequence, prepared.timeMilliseconds, entry.actor, entry.tenant, entry.instance,
-                            entry.kind.rawValue, prepared.appraisalJSON, entry.resultTokenDigest, prepared.detailsJSON,
-                            head.hash, hash, columns.policyID, columns.policyVersion, columns.policyDigest,
-                            columns.verdict, columns.evidenceType, columns.simulated,
-                        ])
+                            """)
+                    try insert.execute(arguments: [
+                        sequence, prepared.timeMilliseconds, entry.actor, entry.tenant, entry.instance,
+                        entry.kind.rawValue, prepared.encoded.appraisalJSON, entry.resultTokenDigest,
+                        prepared.encoded.detailsJSON, head.hash, hash, columns.policyID, columns.policyVersion,
+                        columns.policyDigest, columns.verdict, columns.evidenceType, columns.simulated,
+                    ])
                     if interval > 0, sequence % interval == 0 {
                         _ = try Self.insertCheckpoint(
                             db, head: AuditHead(sequence: sequence, hash: hash), time: clock(), key: signingKey)
                     }
-                    stored.append(AuditRecord(
-                        sequence: sequence, time: Timestamp.date(milliseconds: prepared.timeMilliseconds),
-                        actor: entry.actor, tenant: entry.tenant, instance: entry.instance, kind: entry.kind,
-                        appraisalJSON: prepared.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
-                        detailsJSON: prepared.detailsJSON, previousHash: head.hash, hash: hash, decoded: prepared.decoded))
-                    head = AuditHead(sequence: sequence, hash: hash)
+                    let appended = AuditHead(sequence: sequence, hash: hash)
+                    stored.append(AuditAppend(
+                        head: appended, previousHash: head.hash,
+                        time: Timestamp.date(milliseconds: prepared.timeMilliseconds)))
+                    head = appended
                 }
                 try beforeCommit()
                 return .commit
@@ -315,6 +333,41 @@ public final class AuditLog: Sendable {
 }
 
 /// The newest record's position in the chain.
+/// An audit entry checked and put in its canonical JSON, once, by whoever appends (outside any write lock): the
+/// appraisal and details texts are the exact bytes the record stores and its hash covers, so a caller may also hand
+/// them on (`cmk serve` writes the same appraisal text in its answer).
+public struct EncodedAuditEntry: Sendable, Hashable {
+    public let entry: AuditEntry
+    /// The appraisal's canonical JSON (nil for entries without one).
+    public let appraisalJSON: String?
+    /// The details' canonical JSON (nil when there are none).
+    public let detailsJSON: String?
+    let columns: IndexedAppraisalColumns
+
+    /// Checks the entry as ``AuditLog/append(_:)`` does (actor, tenant, kind, digest form) and encodes it.
+    public init(_ entry: AuditEntry) throws {
+        try AuditLog.validate(entry)
+        self.entry = entry
+        appraisalJSON = try entry.appraisal.map { try CanonicalJSON.string($0) }
+        detailsJSON = entry.details.isEmpty ? nil : try CanonicalJSON.string(entry.details)
+        columns = IndexedAppraisalColumns(entry.appraisal)
+    }
+}
+
+/// Where an appended entry landed: the new head (its sequence number and record hash), the hash it extends, and
+/// the record's time (whole milliseconds).
+public struct AuditAppend: Sendable, Hashable {
+    public let head: AuditHead
+    public let previousHash: String
+    public let time: Date
+
+    public init(head: AuditHead, previousHash: String, time: Date) {
+        self.head = head
+        self.previousHash = previousHash
+        self.time = time
+    }
+}
+
 public struct AuditHead: Sendable, Hashable, Codable {
     /// The number of records (the newest record's sequence number; 0 when empty).
     public let sequence: Int64

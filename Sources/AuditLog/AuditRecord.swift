@@ -116,6 +116,17 @@ public struct AuditRecord: Sendable, Hashable, Encodable {
             decoded: try Self.decode(appraisalJSON: appraisalJSON, detailsJSON: detailsJSON, sequence: sequence))
     }
 
+    /// The record an encoded entry became, its texts decoded back (an appraisal or details that do not decode is a
+    /// `malformed-record` error).
+    public init(_ encoded: EncodedAuditEntry, appended: AuditAppend) throws {
+        let entry = encoded.entry
+        try self.init(
+            sequence: appended.head.sequence, time: appended.time,
+            actor: entry.actor, tenant: entry.tenant, instance: entry.instance, kind: entry.kind,
+            appraisalJSON: encoded.appraisalJSON, resultTokenDigest: entry.resultTokenDigest,
+            detailsJSON: encoded.detailsJSON, previousHash: appended.previousHash, hash: appended.head.hash)
+    }
+
     /// The appraisal and details as decoded from their stored texts.
     struct Decoded {
         let appraisal: Appraisal?
@@ -210,7 +221,7 @@ public struct AuditRecord: Sendable, Hashable, Encodable {
 }
 
 /// The columns kept beside a record's appraisal so queries need not decode JSON; verify() checks they agree.
-struct IndexedAppraisalColumns: Hashable {
+struct IndexedAppraisalColumns: Sendable, Hashable {
     var policyID: String?
     var policyVersion: Int64?
     var policyDigest: String?

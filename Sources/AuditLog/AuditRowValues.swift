@@ -51,24 +51,34 @@ public struct AuditRowValues: Sendable, Hashable {
     /// The record that extends `head` with `entry` (validated as ``AuditLog/append(_:)`` validates it), at `time`
     /// unless the entry carries its own.
     public static func appending(_ entry: AuditEntry, after head: AuditHead, time: Date) throws -> AuditRowValues {
-        try AuditLog.validate(entry)
-        let appraisalJSON = try entry.appraisal.map { try CanonicalJSON.string($0) }
-        let detailsJSON = entry.details.isEmpty ? nil : try CanonicalJSON.string(entry.details)
+        appending(try EncodedAuditEntry(entry), after: head, time: time)
+    }
+
+    /// The record that extends `head` with an entry encoded already, at `time` unless the entry carries its own.
+    public static func appending(_ encoded: EncodedAuditEntry, after head: AuditHead, time: Date) -> AuditRowValues {
+        let entry = encoded.entry
         let milliseconds = Timestamp.milliseconds(entry.time ?? time)
         let sequence = head.sequence + 1
-        let columns = IndexedAppraisalColumns(entry.appraisal)
+        let columns = encoded.columns
         let hash = Digest.sha256Hex(
             AuditRecord.canonicalEncoding(
                 sequence: sequence, timeMilliseconds: milliseconds, actor: entry.actor, tenant: entry.tenant,
-                instance: entry.instance, kind: entry.kind.rawValue, appraisalJSON: appraisalJSON,
-                resultTokenDigest: entry.resultTokenDigest, detailsJSON: detailsJSON, previousHash: head.hash))
+                instance: entry.instance, kind: entry.kind.rawValue, appraisalJSON: encoded.appraisalJSON,
+                resultTokenDigest: entry.resultTokenDigest, detailsJSON: encoded.detailsJSON, previousHash: head.hash))
         return AuditRowValues(
             sequence: sequence, timeMilliseconds: milliseconds, actor: entry.actor, tenant: entry.tenant,
-            instance: entry.instance, kind: entry.kind.rawValue, appraisalJSON: appraisalJSON,
-            resultTokenDigest: entry.resultTokenDigest, detailsJSON: detailsJSON, previousHash: head.hash,
+            instance: entry.instance, kind: entry.kind.rawValue, appraisalJSON: encoded.appraisalJSON,
+            resultTokenDigest: entry.resultTokenDigest, detailsJSON: encoded.detailsJSON, previousHash: head.hash,
             recordHash: hash, policyID: columns.policyID, policyVersion: columns.policyVersion,
             policyDigest: columns.policyDigest, verdict: columns.verdict, evidenceType: columns.evidenceType,
             simulated: columns.simulated)
+    }
+
+    /// Where the record landed.
+    public var appended: AuditAppend {
+        AuditAppend(
+            head: AuditHead(sequence: sequence, hash: recordHash), previousHash: previousHash,
+            time: Timestamp.date(milliseconds: timeMilliseconds))
     }
 
     /// The record, decoded (an appraisal or details that do not decode is a `malformed-record` error).

@@ -59,11 +59,14 @@ struct AttestRequest: Decodable, Sendable {
         var attestationKey: String
         /// The TCG crypto-agile event log that explains the quoted PCRs.
         var eventLog: String
+        /// What the TPM's ActivateCredential returned for the credential `POST /v1/challenge` made with the nonce.
+        var activatedSecret: String?
 
         enum CodingKeys: String, CodingKey {
             case quote, signature
             case attestationKey = "attestation_key"
             case eventLog = "event_log"
+            case activatedSecret = "activated_secret"
         }
     }
 
@@ -197,7 +200,7 @@ extension AttestRequest {
             let endorsement: AttestationCertificate?
             if let der = try Field.optionalBase64(evidence.vcek, "evidence.vcek") {
                 do {
-                    endorsement = try AttestationCertificate(der: der)
+                    endorsement = try AttestationCertificate.reusing(der: der)
                 } catch {
                     throw Problem.unprocessable("bad-certificate", "'evidence.vcek' is not a DER certificate: \(error.reason)")
                 }

@@ -2,6 +2,7 @@ import AttestationPolicy
 public import AuditLog
 public import Foundation
 import Logging
+import NIOCore
 import PostgresNIO
 
 /// The shared store of `cmk serve` replicas: nonces, policies and every tenant's audit log in one PostgreSQL
@@ -179,10 +180,12 @@ public final class PostgresServiceStore: ServiceStore {
         CREATE TRIGGER cmk_audit_checkpoint_append_only BEFORE UPDATE OR DELETE ON cmk_audit_checkpoint
         FOR EACH ROW EXECUTE FUNCTION cmk_audit_append_only()
         """,
+        // Version 2: the TPM credential made with a nonce, erased when the nonce is spent.
+        "ALTER TABLE cmk_nonce ADD COLUMN IF NOT EXISTS credential BYTEA",
     ]
 
     /// The schema version this build writes; a database written by a newer cmk is refused.
-    static let schemaVersion: Int64 = 1
+    static let schemaVersion: Int64 = 2
     /// The first key of every advisory lock this store takes (the second says what is locked).
     static let lockSpace: Int32 = 0x636D_6B00  // "cmk\0"
 
@@ -269,12 +272,15 @@ public final class PostgresServiceStore: ServiceStore {
 
     // MARK: Nonces
 
-    public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws {
+    public func issueNonce(
+        _ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date, credential: [UInt8]?
+    ) async throws {
+        let credential = credential.map { ByteBuffer(bytes: $0) }
         try await database("store a nonce") { [self] in
             try await client.query(
                 """
-                INSERT INTO cmk_nonce (nonce, tenant, issued_at, expires_at)
-                VALUES (\(nonce), \(tenant), \(Self.milliseconds(issuedAt)), \(Self.milliseconds(expiresAt)))
+                INSERT INTO cmk_nonce (nonce, tenant, issued_at, expires_at, credential)
+                VALUES (\(nonce), \(tenant), \(Self.milliseconds(issuedAt)), \(Self.milliseconds(expiresAt)), \(credential))
                 """, logger: logger)
         }
     }
@@ -284,16 +290,20 @@ public final class PostgresServiceStore: ServiceStore {
         return try await database("spend a nonce") { [self] in
             // One statement: of several replicas presenting the same nonce at once, exactly one updates the row.
             // Spent even when expired, so an expired nonce is never "fresh" later by a clock step.
-            var spent: (Int64, Int64)?
+            // The credential stored with it is returned and erased by the same statement (the old row's value).
+            var spent: (Int64, Int64, ByteBuffer?)?
             for try await row in try await client.query(
                 """
-                UPDATE cmk_nonce SET used_at = \(now)
-                WHERE nonce = \(nonce) AND tenant = \(tenant) AND used_at IS NULL
-                RETURNING issued_at, expires_at
+                UPDATE cmk_nonce AS n SET used_at = \(now), credential = NULL
+                FROM (SELECT nonce, credential FROM cmk_nonce WHERE nonce = \(nonce) FOR UPDATE) AS old
+                WHERE n.nonce = old.nonce AND n.tenant = \(tenant) AND n.used_at IS NULL
+                RETURNING n.issued_at, n.expires_at, old.credential
                 """, logger: logger
-            ).decode((Int64, Int64).self) { spent = row }
+            ).decode((Int64, Int64, ByteBuffer?).self) { spent = row }
             if let spent {
-                return now >= spent.1 ? .expired : .fresh(issuedAt: SQLiteServiceStore.date(spent.0))
+                let credential = spent.2.map { Array($0.readableBytesView) }
+                return now >= spent.1
+                    ? .expired : .fresh(issuedAt: SQLiteServiceStore.date(spent.0), credential: credential)
             }
             var known = false
             for try await _ in try await client.query(
@@ -428,9 +438,10 @@ struct PostgresTenantAuditLog: TenantAuditLog {
             simulated: try optionalInteger("simulated"))
     }
 
-    func append(_ entry: AuditEntry) async throws -> AuditRecord {
-        guard entry.tenant == tenant else {
-            throw AuditLogError(.invalidArgument, "an entry of tenant '\(entry.tenant)' cannot go into the log of '\(tenant)'")
+    func append(encoded entry: EncodedAuditEntry) async throws -> AuditAppend {
+        guard entry.entry.tenant == tenant else {
+            throw AuditLogError(
+                .invalidArgument, "an entry of tenant '\(entry.entry.tenant)' cannot go into the log of '\(tenant)'")
         }
         let logger = store.logger
         let tenant = self.tenant
@@ -450,7 +461,7 @@ struct PostgresTenantAuditLog: TenantAuditLog {
                     ORDER BY sequence DESC LIMIT 1
                     """, logger: logger
                 ).decode((Int64, String).self) { head = AuditHead(sequence: sequence, hash: hash) }
-                let row = try AuditRowValues.appending(entry, after: head, time: now)
+                let row = AuditRowValues.appending(entry, after: head, time: now)
                 try await connection.query(
                     """
                     INSERT INTO cmk_audit_record (\(unescaped: Self.columns))
@@ -467,7 +478,7 @@ struct PostgresTenantAuditLog: TenantAuditLog {
                 return row
             }
         }
-        return try row.record()
+        return row.appended
     }
 
     static func insertCheckpoint(

@@ -110,12 +110,44 @@ extension VerificationServer {
         default: throw Problem.badRequest("malformed-json", "'tenant' must be a string")
         }
         let tenant = try tenants.resources(tenantName).tenant
-        let issued = try await challenges.issue(tenant: tenant.name)
-        return Self.json([
+        let credential: TPMCredentialChallenge?
+        switch object["tpm"] {
+        case nil: credential = nil
+        case let keys as [String: Any]: credential = try Self.credential(for: keys)
+        default:
+            throw Problem.badRequest("malformed-json", "'tpm' must be an object with 'endorsement_key' and 'attestation_key'")
+        }
+        let issued = try await challenges.issue(tenant: tenant.name, credential: credential.map(IssuedCredential.init))
+        var answer: [String: Any] = [
             "nonce": issued.nonce, "tenant": tenant.name, "issued_at": Self.time(issued.issuedAt),
             "expires_at": Self.time(issued.expiresAt),
             "report_data": "SHA-512(\"cmk/report-data/v1\\0\" || nonce || public_key)",
-        ], status: .created)
+        ]
+        if let credential {
+            answer["tpm_credential"] = [
+                "credential_blob": Data(credential.credentialBlob).base64EncodedString(),
+                "encrypted_secret": Data(credential.encryptedSecret).base64EncodedString(),
+                "tpm2_tools": Data(credential.tpm2ToolsFile).base64EncodedString(),
+            ]
+        }
+        return Self.json(answer, status: .created)
+    }
+
+    /// MakeCredential for `POST /v1/challenge`'s `tpm` object: the EK and AK public areas (base64 TPM2B_PUBLIC or
+    /// TPMT_PUBLIC), a fresh secret sealed to the EK for the AK's Name. A key that is not a public area, or an EK
+    /// that cannot receive a credential, is a 422 naming why.
+    static func credential(for keys: [String: Any]) throws(Problem) -> TPMCredentialChallenge {
+        guard let ek = keys["endorsement_key"] as? String, let ak = keys["attestation_key"] as? String else {
+            throw Problem.badRequest(
+                "malformed-json", "'tpm' needs 'endorsement_key' and 'attestation_key', each a base64 TPM public area")
+        }
+        let endorsementKey = try Field.base64(ek, "tpm.endorsement_key")
+        let attestationKey = try Field.base64(ak, "tpm.attestation_key")
+        do {
+            return try TPMCredentialChallenge.random(endorsementKey: endorsementKey, attestationKey: attestationKey)
+        } catch {
+            throw Problem.unprocessable("bad-tpm-key", "no credential can be made for these keys: \(error.reason)")
+        }
     }
 
     func attest(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
@@ -124,6 +156,7 @@ extension VerificationServer {
         let nonce = try Field.nonce(parsed.nonce)
         let evidence = try parsed.presentedEvidence()
         let tpm = try parsed.presentedTPM()
+        let activatedSecret = try Field.optionalBase64(parsed.tpm?.activatedSecret, "tpm.activated_secret")
         let boundKey = try Field.optionalBase64(parsed.publicKey, "public_key")
         let manifest = try Field.optionalBase64(parsed.manifest, "manifest")
         if let instance = parsed.instance, instance.utf8.count > 128 || TenantRegistry.printable(instance) != instance {
@@ -154,12 +187,15 @@ extension VerificationServer {
         async let spending = store.consumeNonce(spentNonce, tenant: tenantName, at: now)
         let verified = Result { () throws -> AppraisalInput in
             try verifiedInput(
-                evidence, tpm: tpm, policy: policy,
+                evidence, policy: policy,
                 context: AppraisalContext(evaluationTime: now, nonce: nonce, boundKey: boundKey, manifest: manifest))
         }
         let issuedAt: Date
+        let storedCredential: [UInt8]?
         switch try await spending {
-        case .fresh(let time): issuedAt = time
+        case .fresh(let time, let credential):
+            issuedAt = time
+            storedCredential = credential
         case .expired:
             throw Problem.badRequest("nonce-expired", "the nonce has expired; ask POST /v1/challenge for a new one")
         case .reused: throw Problem(.conflict, "nonce-reused", "the nonce was already used; each nonce is good for one attestation")
@@ -168,28 +204,92 @@ extension VerificationServer {
         }
         var input = try verified.get()
         input.context.collectedAt = issuedAt
+        if let tpm {
+            // The quote is checked once the nonce is spent: the credential made with it (if any) is known only then.
+            var activation: TPMCredentialActivation?
+            if let activatedSecret {
+                guard let issued = storedCredential.flatMap(IssuedCredential.init(encoded:)) else {
+                    throw Problem.badRequest(
+                        "no-tpm-credential",
+                        "'tpm.activated_secret' was sent, but no TPM credential was issued with this nonce; "
+                            + "send 'tpm' with the keys to POST /v1/challenge")
+                }
+                activation = TPMCredentialActivation(
+                    endorsementKey: issued.endorsementKey, attestationKeyName: issued.attestationKeyName,
+                    secret: issued.secret, activatedSecret: activatedSecret)
+            }
+            Self.verifyTPM(tpm, into: &input, nonce: nonce, activation: activation)
+        }
         let appraisal = policy.evaluate(input)
         let claims = try EARClaims(
             appraisal: appraisal, verifierID: .cmk(version: configuration.verifierBuild), issuedAt: now,
             expiresAt: now.addingTimeInterval(configuration.resultLifetime), issuer: "cmk serve", nonce: nonce)
         let token = try EARJWT.sign(claims, with: tenant.signingKey)
-        let record = try await tenant.auditLog.append(.appraisal(
+        // Encoded here, in parallel with other requests, once: the audit record stores and hashes these very bytes,
+        // and the answer carries them as its `appraisal`.
+        let entry = try EncodedAuditEntry(.appraisal(
             appraisal, actor: "api:\(context.client)",
             tenant: tenant.tenant.name, instance: parsed.instance, resultToken: token, time: now))
+        let appended = try await tenant.auditLog.append(encoded: entry)
         metrics.verdict(
             tenant: tenant.tenant.name, policy: policy.id, verdict: appraisal.verdict.rawValue,
             reason: appraisal.failures.first?.rule ?? "admitted")
-        return try Self.encoded(AttestResponse(
-            verdict: appraisal.verdict.rawValue, ear: token, mediaType: EARJWT.mediaType, keyID: tenant.signingKey.keyID,
-            appraisal: appraisal, audit: .init(sequence: record.sequence, hash: record.hash)))
+        return Self.attestResponse(
+            verdict: appraisal.verdict.rawValue, ear: token, keyID: tenant.signingKey.keyID,
+            appraisalJSON: entry.appraisalJSON ?? "null", audit: appended.head)
+    }
+
+    /// The answer to an attestation (the schema `AttestResponse`): compact JSON, keys sorted, the `appraisal` being
+    /// byte for byte the audit record's `appraisal_json` (so a relying party can recompute the record's hash).
+    static func attestResponse(
+        verdict: String, ear: String, keyID: String, appraisalJSON: String, audit: AuditHead
+    ) -> Response {
+        var out: [UInt8] = []
+        out.reserveCapacity(appraisalJSON.utf8.count + ear.utf8.count + 256)
+        out += Array(#"{"appraisal":"#.utf8)
+        out += appraisalJSON.utf8
+        out += Array(#","audit":{"hash":"#.utf8)
+        appendJSONString(audit.hash, to: &out)
+        out += Array(#","sequence":"#.utf8)
+        out += String(audit.sequence).utf8
+        out += Array(#"},"ear":"#.utf8)
+        appendJSONString(ear, to: &out)
+        out += Array(#","kid":"#.utf8)
+        appendJSONString(keyID, to: &out)
+        out += Array(#","media_type":"#.utf8)
+        appendJSONString(EARJWT.mediaType, to: &out)
+        out += Array(#","verdict":"#.utf8)
+        appendJSONString(verdict, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
+    }
+
+    /// A JSON string literal as JSONEncoder writes it with `.withoutEscapingSlashes`.
+    static func appendJSONString(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), byte]
+            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0x08: out += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
+            case 0x0C: out += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
+            case 0..<0x20:
+                let digits = Array("0123456789abcdef".utf8)
+                out += Array("\\u00".utf8) + [digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]]
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 
     /// The verification half of an attestation: the evidence completed from the caches and verified, the vTPM quote
     /// checked; a 422 for collateral missing from both the request and the cache.
     func verifiedInput(
-        _ evidence: PresentedEvidence, tpm: TPMEvidence?, policy: Policy, context appraisalContext: AppraisalContext
+        _ evidence: PresentedEvidence, policy: Policy, context appraisalContext: AppraisalContext
     ) throws -> AppraisalInput {
-        let nonce = appraisalContext.nonce ?? []
         let completed = try withCachedCollateral(evidence)
         if case .tdx(_, let collateral, _) = completed {
             // The TDX verifier reports absent collateral as failed checks; the API names it as a 422 instead, since
@@ -208,19 +308,25 @@ extension VerificationServer {
                     missing: missing)
             }
         }
-        var input = appraiser.input(completed, revocation: policy.trust.crl, context: appraisalContext)
+        let input = appraiser.input(completed, revocation: policy.trust.crl, context: appraisalContext)
         if case .failure(let error) = input.verification, error.code == AttestationError.Code.missingCollateral {
             throw Problem.unprocessable("missing-collateral", error.reason, missing: Self.missingItems(error.reason, evidence: evidence))
         }
-        if let tpm {
-            // The quote against this request's nonce and the verified TEE report's REPORT_DATA (which must bind
-            // SHA-256 of the AK); a failure is the `tpm.verified` outcome, so the rejection says why.
-            let reportData = input.claims?.reportData
-            input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
-                try TPMVerifier().verify(tpm, options: TPMVerificationOptions(nonce: nonce, teeReportData: reportData))
-            }
-        }
         return input
+    }
+
+    /// The vTPM quote against this request's nonce, the verified TEE report's REPORT_DATA (which must bind SHA-256
+    /// of the AK) and, when the nonce came with a credential and the attester returned its secret, the activation
+    /// that binds the AK to the EK; a failure is the `tpm.verified` outcome, so the rejection says why.
+    static func verifyTPM(
+        _ tpm: TPMEvidence, into input: inout AppraisalInput, nonce: [UInt8]?, activation: TPMCredentialActivation?
+    ) {
+        let reportData = input.claims?.reportData
+        input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
+            try TPMVerifier().verify(
+                tpm,
+                options: TPMVerificationOptions(nonce: nonce ?? [], teeReportData: reportData, credentialActivation: activation))
+        }
     }
 
     /// SEV-SNP evidence without a VCEK or certificate table is completed from the offline cache by the verifier; TDX
@@ -283,25 +389,6 @@ extension VerificationServer {
         }
         if items.isEmpty { items.append(evidence.evidenceType == "tdx" ? "collateral" : "vcek") }
         return items
-    }
-
-    struct AttestResponse: Encodable {
-        struct AuditReference: Encodable {
-            let sequence: Int64
-            let hash: String
-        }
-        let verdict: String
-        let ear: String
-        let mediaType: String
-        let keyID: String
-        let appraisal: Appraisal
-        let audit: AuditReference
-
-        enum CodingKeys: String, CodingKey {
-            case verdict, ear, appraisal, audit
-            case mediaType = "media_type"
-            case keyID = "kid"
-        }
     }
 
     // MARK: Keys and identity

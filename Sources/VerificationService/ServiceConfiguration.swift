@@ -78,8 +78,9 @@ public struct ServiceConfiguration: Sendable {
     public var requestTimeout: TimeInterval
     /// The verifier's build, in every EAR's `ear.verifier-id`.
     public var verifierBuild: String
-    /// The algorithm of a tenant's EAR signing key when the server creates it (a stored key keeps its own): ES384
-    /// (P-384, the default) or ES256 (P-256, whose signature costs about a fortieth of a P-384 one here).
+    /// The algorithm of a tenant's EAR signing key when the server creates it (a stored key keeps its own): ES256
+    /// (P-256, the default, as Trustee and Veraison use; its signature costs about a fortieth of a P-384 one here)
+    /// or ES384 (P-384).
     public var earAlgorithm: EARAlgorithm
     /// The clock every time-based decision reads (nonce expiry, evaluation time, token times); tests pin it.
     public var clock: @Sendable () -> Date
@@ -89,7 +90,7 @@ public struct ServiceConfiguration: Sendable {
         snpCollateral: URL? = nil, tdxCollateral: URL? = nil, nonceLifetime: TimeInterval = 120,
         resultLifetime: TimeInterval = 300, maximumBodySize: Int = 256 * 1024,
         rateLimit: RateLimit = RateLimit(requestsPerSecond: 100, burst: 200), requestTimeout: TimeInterval = 30,
-        verifierBuild: String = "cmk", earAlgorithm: EARAlgorithm = .es384, clock: @escaping @Sendable () -> Date = { Date() }
+        verifierBuild: String = "cmk", earAlgorithm: EARAlgorithm = .es256, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.host = host
         self.port = port

@@ -8,9 +8,11 @@ import GRDB
 /// Two implementations: ``SQLiteServiceStore`` (embedded, one host) and ``PostgresServiceStore`` (shared by every
 /// replica behind a load balancer). A nonce is spent once across every replica that shares the store.
 public protocol ServiceStore: Sendable {
-    /// Records a freshly issued nonce (hex) for `tenant`.
-    func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws
-    /// Marks the nonce used, once: the result says whether it was fresh, expired, already used or unknown.
+    /// Records a freshly issued nonce (hex) for `tenant`, with the TPM credential made with it (opaque bytes the
+    /// store keeps until the nonce is spent, then forgets).
+    func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date, credential: [UInt8]?) async throws
+    /// Marks the nonce used, once: the result says whether it was fresh (with the credential issued with it, which
+    /// the store erases in the same write), expired, already used or unknown.
     func consumeNonce(_ nonce: String, tenant: String, at time: Date) async throws -> NonceConsumption
     /// Deletes nonces that expired before `time`; returns how many.
     func purgeNonces(expiredBefore time: Date) async throws -> Int
@@ -36,16 +38,29 @@ public protocol ServiceStore: Sendable {
 public protocol TenantAuditLog: Sendable {
     /// The key that verifies the log's checkpoints.
     var checkpointKey: CheckpointKey? { get }
-    /// Appends one record (and a signed checkpoint when due) and returns it as stored.
-    @discardableResult
-    func append(_ entry: AuditEntry) async throws -> AuditRecord
+    /// Appends one record encoded already (and a signed checkpoint when due) and returns where it landed.
+    func append(encoded entry: EncodedAuditEntry) async throws -> AuditAppend
     /// One page of the records `query` selects.
     func records(matching query: AuditQuery) async throws -> AuditPage
     /// Re-computes every hash and link and checks every checkpoint (``AuditLog/verify(trustedKey:externalCheckpoints:)``).
     func verify() async throws -> AuditVerification
 }
 
+extension ServiceStore {
+    /// Records a freshly issued nonce without a TPM credential.
+    public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws {
+        try await issueNonce(nonce, tenant: tenant, issuedAt: issuedAt, expiresAt: expiresAt, credential: nil)
+    }
+}
+
 extension TenantAuditLog {
+    /// Appends one record (and a signed checkpoint when due) and returns it as stored, its texts decoded back.
+    @discardableResult
+    public func append(_ entry: AuditEntry) async throws -> AuditRecord {
+        let encoded = try EncodedAuditEntry(entry)
+        return try AuditRecord(encoded, appended: try await append(encoded: encoded))
+    }
+
     /// Every record `query` selects (its limit and cursor ignored), page by page.
     public func allRecords(matching query: AuditQuery) async throws -> [AuditRecord] {
         var query = query
@@ -69,20 +84,22 @@ extension TenantAuditLog {
 final class SQLiteTenantAuditLog: TenantAuditLog {
     let log: AuditLog
     let tenant: String
-    private let appends: GroupCommitter<AuditEntry, AuditRecord>
+    private let appends: GroupCommitter<EncodedAuditEntry, AuditAppend>
 
+    /// Entries come encoded (by the request, in parallel): the committer's one thread only inserts and commits.
     init(log: AuditLog, tenant: String) {
         self.log = log
         self.tenant = tenant
         appends = GroupCommitter(label: "cmk.serve.audit.\(tenant)") { batch in
-            try log.append(batch: batch).map { $0.mapError { $0 as any Error } }
+            try log.append(encoded: batch).map { .success($0) }
         }
     }
 
     var checkpointKey: CheckpointKey? { log.checkpointKey }
-    func append(_ entry: AuditEntry) async throws -> AuditRecord {
-        guard entry.tenant == tenant else {
-            throw AuditLogError(.invalidArgument, "an entry of tenant '\(entry.tenant)' cannot go into the log of '\(tenant)'")
+    func append(encoded entry: EncodedAuditEntry) async throws -> AuditAppend {
+        guard entry.entry.tenant == tenant else {
+            throw AuditLogError(
+                .invalidArgument, "an entry of tenant '\(entry.entry.tenant)' cannot go into the log of '\(tenant)'")
         }
         return try await appends.submit(entry)
     }
@@ -92,8 +109,9 @@ final class SQLiteTenantAuditLog: TenantAuditLog {
 
 /// The outcome of presenting a nonce.
 public enum NonceConsumption: Sendable, Equatable {
-    /// Issued to this tenant, unexpired and unused: now spent. `issuedAt` is when it was issued.
-    case fresh(issuedAt: Date)
+    /// Issued to this tenant, unexpired and unused: now spent. `issuedAt` is when it was issued; `credential` is
+    /// what was stored with it (a TPM credential's secret and keys), now erased from the store.
+    case fresh(issuedAt: Date, credential: [UInt8]? = nil)
     case expired
     case reused
     /// Never issued, or issued to another tenant (the two are not told apart).
@@ -147,7 +165,7 @@ public final class SQLiteServiceStore: ServiceStore {
     private let nonceWrites: GroupCommitter<NonceWrite, NonceConsumption?>
 
     enum NonceWrite: Sendable {
-        case issue(nonce: String, tenant: String, issuedAt: Date, expiresAt: Date)
+        case issue(nonce: String, tenant: String, issuedAt: Date, expiresAt: Date, credential: [UInt8]?)
         case spend(nonce: String, tenant: String, time: Date)
     }
 
@@ -189,6 +207,10 @@ public final class SQLiteServiceStore: ServiceStore {
                 );
                 """)
         }
+        migrator.registerMigration("v2-tpm-credential") { db in
+            // The TPM credential made with a nonce (POST /v1/challenge with `tpm`), erased when the nonce is spent.
+            try db.execute(sql: "ALTER TABLE nonces ADD COLUMN credential BLOB")
+        }
         try migrator.migrate(pool)
     }
 
@@ -212,8 +234,11 @@ public final class SQLiteServiceStore: ServiceStore {
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
     static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
 
-    public func issueNonce(_ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date) async throws {
-        _ = try await nonceWrites.submit(.issue(nonce: nonce, tenant: tenant, issuedAt: issuedAt, expiresAt: expiresAt))
+    public func issueNonce(
+        _ nonce: String, tenant: String, issuedAt: Date, expiresAt: Date, credential: [UInt8]?
+    ) async throws {
+        _ = try await nonceWrites.submit(
+            .issue(nonce: nonce, tenant: tenant, issuedAt: issuedAt, expiresAt: expiresAt, credential: credential))
     }
 
     public func consumeNonce(_ nonce: String, tenant: String, at time: Date) async throws -> NonceConsumption {
@@ -225,10 +250,10 @@ public final class SQLiteServiceStore: ServiceStore {
 
     static func apply(_ write: NonceWrite, _ db: Database) throws -> NonceConsumption? {
         switch write {
-        case .issue(let nonce, let tenant, let issuedAt, let expiresAt):
-            try db.execute(
-                sql: "INSERT INTO nonces (nonce, tenant, issued_at, expires_at) VALUES (?, ?, ?, ?)",
-                arguments: [nonce, tenant, milliseconds(issuedAt), milliseconds(expiresAt)])
+        case .issue(let nonce, let tenant, let issuedAt, let expiresAt, let credential):
+            try db.cachedStatement(
+                sql: "INSERT INTO nonces (nonce, tenant, issued_at, expires_at, credential) VALUES (?, ?, ?, ?, ?)"
+            ).execute(arguments: [nonce, tenant, milliseconds(issuedAt), milliseconds(expiresAt), credential.map { Data($0) }])
             return nil
         case .spend(let nonce, let tenant, let time):
             return try consume(db, nonce: nonce, tenant: tenant, time: time)
@@ -237,16 +262,19 @@ public final class SQLiteServiceStore: ServiceStore {
 
     /// One spend inside the batch's transaction; a nonce presented twice in one batch is fresh once, then reused.
     static func consume(_ db: Database, nonce: String, tenant: String, time: Date) throws -> NonceConsumption {
-        guard let row = try Row.fetchOne(
-            db, sql: "SELECT tenant, issued_at, expires_at, used_at FROM nonces WHERE nonce = ?", arguments: [nonce]),
-            (row["tenant"] as String) == tenant
+        // Cached statements: prepared once per connection, not once per spend.
+        let select = try db.cachedStatement(
+            sql: "SELECT tenant, issued_at, expires_at, used_at, credential FROM nonces WHERE nonce = ?")
+        guard let row = try Row.fetchOne(select, arguments: [nonce]), (row["tenant"] as String) == tenant
         else { return .unknown }
         if (row["used_at"] as Int64?) != nil { return .reused }
-        // Spent even when expired, so an expired nonce is never "fresh" later by a clock step.
+        // Spent even when expired, so an expired nonce is never "fresh" later by a clock step; the credential is
+        // erased with the spend (it is good for this one attestation).
         let now = milliseconds(time)
-        try db.execute(sql: "UPDATE nonces SET used_at = ? WHERE nonce = ?", arguments: [now, nonce])
+        try db.cachedStatement(sql: "UPDATE nonces SET used_at = ?, credential = NULL WHERE nonce = ?")
+            .execute(arguments: [now, nonce])
         if now >= (row["expires_at"] as Int64) { return .expired }
-        return .fresh(issuedAt: date(row["issued_at"]))
+        return .fresh(issuedAt: date(row["issued_at"]), credential: (row["credential"] as Data?).map { [UInt8]($0) })
     }
 
     public func purgeNonces(expiredBefore time: Date) throws -> Int {
@@ -276,11 +304,13 @@ public final class SQLiteServiceStore: ServiceStore {
         try pool.read { db in
             if let version {
                 return try Row.fetchOne(
-                    db, sql: "SELECT * FROM policies WHERE tenant = ? AND id = ? AND version = ?", arguments: [tenant, id, version]
+                    db.cachedStatement(sql: "SELECT * FROM policies WHERE tenant = ? AND id = ? AND version = ?"),
+                    arguments: [tenant, id, version]
                 ).map(Self.policy)
             }
             return try Row.fetchOne(
-                db, sql: "SELECT * FROM policies WHERE tenant = ? AND id = ? ORDER BY version DESC LIMIT 1", arguments: [tenant, id]
+                db.cachedStatement(sql: "SELECT * FROM policies WHERE tenant = ? AND id = ? ORDER BY version DESC LIMIT 1"),
+                arguments: [tenant, id]
             ).map(Self.policy)
         }
     }

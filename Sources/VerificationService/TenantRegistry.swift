@@ -15,7 +15,7 @@ final class TenantRegistry: Sendable {
     let byName: [String: Resources]
 
     init(
-        tenants: [Tenant], stateDirectory: URL, store: any ServiceStore, earAlgorithm: EARAlgorithm = .es384,
+        tenants: [Tenant], stateDirectory: URL, store: any ServiceStore, earAlgorithm: EARAlgorithm = .es256,
         clock: @escaping @Sendable () -> Date
     ) throws {
         var byName: [String: Resources] = [:]

@@ -135,13 +135,54 @@ struct ChallengeIssuer: Sendable {
     let lifetime: TimeInterval
     let clock: @Sendable () -> Date
 
-    func issue(tenant: String) async throws -> (nonce: String, issuedAt: Date, expiresAt: Date) {
+    func issue(
+        tenant: String, credential: IssuedCredential? = nil
+    ) async throws -> (nonce: String, issuedAt: Date, expiresAt: Date) {
         var generator = SystemRandomNumberGenerator()
         let nonce = Hex.encode((0..<Self.nonceSize).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = clock()
         let expires = now.addingTimeInterval(lifetime)
-        try await store.issueNonce(nonce, tenant: tenant, issuedAt: now, expiresAt: expires)
+        try await store.issueNonce(nonce, tenant: tenant, issuedAt: now, expiresAt: expires, credential: credential?.encoded)
         return (nonce, now, expires)
+    }
+}
+
+/// What the service keeps with a nonce it issued with a TPM credential (`POST /v1/challenge` with `tpm`): the EK
+/// and the AK Name the credential was made for, and its secret. Stored as three fields, each a u16 big-endian
+/// length then the bytes; the store erases it when the nonce is spent, so it serves one attestation at most.
+struct IssuedCredential: Sendable, Equatable {
+    let endorsementKey: [UInt8]
+    let attestationKeyName: [UInt8]
+    let secret: [UInt8]
+
+    init(_ challenge: TPMCredentialChallenge) {
+        endorsementKey = challenge.endorsementKey
+        attestationKeyName = challenge.attestationKeyName
+        secret = challenge.secret
+    }
+
+    var encoded: [UInt8] {
+        [endorsementKey, attestationKeyName, secret].flatMap { field in
+            [UInt8(truncatingIfNeeded: field.count >> 8), UInt8(truncatingIfNeeded: field.count)] + field
+        }
+    }
+
+    /// Nil unless `bytes` is exactly three such fields (what ``encoded`` wrote).
+    init?(encoded bytes: [UInt8]) {
+        var fields: [[UInt8]] = []
+        var index = 0
+        while index < bytes.count {
+            guard index + 2 <= bytes.count else { return nil }
+            let length = Int(bytes[index]) << 8 | Int(bytes[index + 1])
+            index += 2
+            guard length <= bytes.count - index else { return nil }
+            fields.append(Array(bytes[index..<index + length]))
+            index += length
+        }
+        guard fields.count == 3, !fields[2].isEmpty else { return nil }
+        endorsementKey = fields[0]
+        attestationKeyName = fields[1]
+        secret = fields[2]
     }
 }
 

@@ -69,8 +69,8 @@ extension CMK {
         @Option(help: "The shared PostgreSQL store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: $CMK_SERVE_DATABASE_URL, else SQLite in --data-dir).")
         var database: String?
 
-        @Option(help: "The algorithm of the EAR signing keys this server creates: es384 (P-384) or es256 (P-256, a much cheaper signature). A tenant's stored key keeps its own.")
-        var earAlgorithm: EARAlgorithmOption = .es384
+        @Option(help: "The algorithm of the EAR signing keys this server creates: es256 (P-256, the default: the JOSE and EAR ecosystems' common algorithm, a signature ~25× cheaper than P-384's) or es384 (P-384). A tenant's stored key keeps its own.")
+        var earAlgorithm: EARAlgorithmOption = .es256
 
         @OptionGroup var state: StateOptions
 

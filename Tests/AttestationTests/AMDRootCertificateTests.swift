@@ -107,6 +107,24 @@ struct AMDRootCertificateTests {
             }
         }
     }
+
+    @Test("a certificate reused by its DER is the one parsed; a changed byte is parsed afresh; bad DER fails every time")
+    func reusedParses() throws {
+        let der = try Self.certificate("genoa_ask").der
+        let first = try AttestationCertificate.reusing(der: der)
+        #expect(first == (try AttestationCertificate(der: der)))
+        #expect(try AttestationCertificate.reusing(der: der) == first)
+        // One bit of the signature changed: another certificate, parsed from its own bytes (and not verifying).
+        var flipped = der
+        flipped[flipped.count - 1] ^= 0x01
+        let other = try AttestationCertificate.reusing(der: flipped)
+        #expect(other.der == flipped && other.signature != first.signature && other.fingerprint != first.fingerprint)
+        for _ in 0..<2 {
+            #expect { try AttestationCertificate.reusing(der: der + [0]) } throws: {
+                ($0 as? AttestationError)?.code == .malformedCertificate
+            }
+        }
+    }
 }
 
 /// SHA-256 for fingerprint checks, through the same swift-crypto the store uses.

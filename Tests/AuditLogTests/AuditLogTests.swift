@@ -46,6 +46,34 @@ struct AuditLogTests {
         #expect(page.records == [stored])
     }
 
+    @Test("entries encoded by the caller land where a later read finds them, with the same texts, hashes and chain")
+    func appendsEncodedEntries() throws {
+        let folder = try TemporaryFolder()
+        let log = try Fixture.log(in: folder)
+        let first = try log.append(Fixture.entry(Fixture.appraisal(policy: "web", failing: []), tenant: "tenant-a"))
+        let entries = try [
+            EncodedAuditEntry(Fixture.entry(Fixture.appraisal(policy: "web", failing: ["snp.debug"]), tenant: "tenant-a")),
+            EncodedAuditEntry(AuditEntry(actor: "cli:root", kind: .policyChange, details: ["policy": "web"])),
+        ]
+        let appended = try log.append(encoded: entries)
+        #expect(appended.map(\.head.sequence) == [2, 3])
+        #expect(appended[0].previousHash == first.hash && appended[1].previousHash == appended[0].head.hash)
+        let stored = try log.records(matching: AuditQuery(order: .oldestFirst)).records
+        #expect(stored.count == 3)
+        for (index, encoded) in entries.enumerated() {
+            let record = stored[index + 1]
+            #expect(record.hash == appended[index].head.hash && record.hash == record.computedHash)
+            #expect(record.appraisalJSON == encoded.appraisalJSON && record.detailsJSON == encoded.detailsJSON)
+            #expect(try AuditRecord(encoded, appended: appended[index]) == record)
+        }
+        #expect(try log.verify().isIntact)
+        // Validation happens when the entry is encoded: nothing invalid reaches the log.
+        #expect(throws: AuditLogError.self) { try EncodedAuditEntry(AuditEntry(actor: "", kind: .policyChange)) }
+        #expect(throws: AuditLogError.self) {
+            try EncodedAuditEntry(AuditEntry(actor: "a", kind: .appraisal, resultTokenDigest: "not-hex"))
+        }
+    }
+
     @Test("the record hash is SHA-256 over the documented length-prefixed encoding")
     func recordHashEncoding() throws {
         let folder = try TemporaryFolder()

@@ -1,4 +1,5 @@
 import AttestationResults
+import AuditLog
 import CMKTesting
 import Crypto
 import Foundation
@@ -18,7 +19,7 @@ struct ServiceFlowTests {
         from joserfc.jwk import KeySet
         jwks_text, token, nonce_hex = sys.argv[1:4]
         keys = KeySet.import_key_set(json.loads(jwks_text))
-        expected_alg = sys.argv[4] if len(sys.argv) > 4 else "ES384"
+        expected_alg = sys.argv[4] if len(sys.argv) > 4 else "ES256"
         decoded = jwt.decode(token, keys, algorithms=[expected_alg])
         claims = decoded.claims
         assert decoded.header["alg"] == expected_alg, decoded.header
@@ -31,7 +32,7 @@ struct ServiceFlowTests {
 
     /// Verifies `token` with joserfc against the JWKS the server publishes; returns joserfc's view of it.
     static func verifyWithJoserfc(
-        _ live: LiveServer, token: String, nonce: String, tenant: String, algorithm: String = "ES384"
+        _ live: LiveServer, token: String, nonce: String, tenant: String, algorithm: String = "ES256"
     ) async throws -> [String: Any] {
         let jwks = try await live.request("GET", "/.well-known/jwks.json?tenant=\(tenant)")
         #expect(jwks.status == 200)
@@ -68,9 +69,9 @@ struct ServiceFlowTests {
         get throws { try String(contentsOf: SharedVectors.repositoryRoot.appendingPathComponent("policies/development.yaml"), encoding: .utf8) }
     }
 
-    @Test("a server configured for ES256 creates P-256 tenant keys, publishes them, and its EARs verify with joserfc (ES256 only)")
-    func es256Flow() async throws {
-        let live = try await LiveServer.start { $0.earAlgorithm = .es256 }
+    @Test("a server configured for ES384 creates P-384 tenant keys, publishes them, and its EARs verify with joserfc (ES384 only)")
+    func es384Flow() async throws {
+        let live = try await LiveServer.start { $0.earAlgorithm = .es384 }
         defer { Task { await live.stop() } }
         #expect(try await live.putPolicy(try Self.developmentPolicy, id: "development").status == 201)
         let nonce = try await live.challenge()
@@ -79,19 +80,30 @@ struct ServiceFlowTests {
         let result = try await live.request("POST", "/v1/attest", json: try Self.simulatedRequest(nonce: nonce, publicKey: key))
         #expect(result.status == 200, "\(result.text)")
         let token = try #require(result.object["ear"] as? String)
-        let verified = try await Self.verifyWithJoserfc(live, token: token, nonce: nonce, tenant: "alpha", algorithm: "ES256")
+        let verified = try await Self.verifyWithJoserfc(live, token: token, nonce: nonce, tenant: "alpha", algorithm: "ES384")
         #expect(verified["kid"] as? String == result.object["kid"] as? String)
         let jwks = try await live.request("GET", "/.well-known/jwks.json?tenant=alpha")
         let entry = try #require((jwks.object["keys"] as? [[String: Any]])?.first)
-        #expect(entry["crv"] as? String == "P-256" && entry["alg"] as? String == "ES256")
+        #expect(entry["crv"] as? String == "P-384" && entry["alg"] as? String == "ES384")
         let identity = try await live.request("GET", "/v1/verifier")
-        #expect(identity.object["algorithm"] as? String == "ES256")
-        #expect((identity.object["tenant_algorithms"] as? [String: String])?["alpha"] == "ES256")
-        // The check can fail: the same token is refused by a verifier that takes ES384 only.
+        #expect(identity.object["algorithm"] as? String == "ES384")
+        #expect((identity.object["tenant_algorithms"] as? [String: String])?["alpha"] == "ES384")
+        // The check can fail: the same token is refused by a verifier that takes ES256 only.
         let strict = try await offPool {
-            try ExternalTool.run(ExternalTool.python, ["-c", Self.joserfc, jwks.text, token, nonce, "ES384"])
+            try ExternalTool.run(ExternalTool.python, ["-c", Self.joserfc, jwks.text, token, nonce, "ES256"])
         }
         #expect(strict.status != 0)
+    }
+
+    @Test("by default the server creates P-256 tenant keys and signs ES256 EARs, which joserfc refuses as ES384")
+    func defaultAlgorithm() async throws {
+        let live = try await LiveServer.start()
+        defer { Task { await live.stop() } }
+        let jwks = try await live.request("GET", "/.well-known/jwks.json")
+        let keys = try #require(jwks.object["keys"] as? [[String: Any]])
+        #expect(!keys.isEmpty && keys.allSatisfy { $0["crv"] as? String == "P-256" && $0["alg"] as? String == "ES256" })
+        let identity = try await live.request("GET", "/v1/verifier")
+        #expect(identity.object["algorithm"] as? String == "ES256")
     }
 
     @Test("simulated SEV-SNP evidence under the development policy is admitted; the EAR verifies with joserfc; the nonce is single use")
@@ -120,6 +132,20 @@ struct ServiceFlowTests {
         let verified = try await Self.verifyWithJoserfc(live, token: token, nonce: nonce, tenant: "alpha")
         #expect(verified["kid"] as? String == object["kid"] as? String)
         #expect(verified["status"] as? String != nil)
+
+        // The answer's appraisal is the audit record's stored text byte for byte, and the record is the one named.
+        let opening = #"{"appraisal":"#
+        let audit = try #require(object["audit"] as? [String: Any])
+        let answered = try #require(result.text.range(of: #","audit":{"hash":""#).map {
+            String(result.text[result.text.index(result.text.startIndex, offsetBy: opening.count)..<$0.lowerBound])
+        })
+        #expect(result.text.hasPrefix(opening))
+        let log = try AuditLog(
+            path: live.directory.appendingPathComponent("state/tenants/alpha/audit.sqlite"), signingKey: nil)
+        let stored = try #require(try log.records(matching: AuditQuery(kind: .appraisal, limit: 1)).records.first)
+        #expect(Int(stored.sequence) == audit["sequence"] as? Int && stored.hash == audit["hash"] as? String)
+        #expect(stored.appraisalJSON == answered)
+        #expect(stored.resultTokenDigest == AuditRecord.resultTokenDigest(of: token))
 
         // The same nonce again: refused, whatever the evidence.
         let replay = try await live.request("POST", "/v1/attest", json: body)

@@ -43,6 +43,31 @@ struct StoreTests {
         await Self.close(stores, folder)
     }
 
+    @Test("a credential stored with a nonce comes back with its one fresh spend, through another store, and never again", arguments: StoreKind.allCases)
+    func nonceCredential(kind: StoreKind) async throws {
+        let folder = Self.folder()
+        let stores = try await kind.open(2, folder: folder)
+        let (a, b) = (stores[0], stores[1])
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let credential = (0..<300).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let nonce = Self.nonce()
+        try await a.issueNonce(nonce, tenant: "alpha", issuedAt: now, expiresAt: now.addingTimeInterval(60), credential: credential)
+        #expect(try await b.consumeNonce(nonce, tenant: "beta", at: now) == .unknown)
+        #expect(
+            try await b.consumeNonce(nonce, tenant: "alpha", at: now.addingTimeInterval(1))
+                == .fresh(issuedAt: now, credential: credential))
+        #expect(try await a.consumeNonce(nonce, tenant: "alpha", at: now.addingTimeInterval(2)) == .reused)
+        // An expired nonce's credential is erased by the spend that reports it expired, and not returned.
+        let late = Self.nonce()
+        try await a.issueNonce(late, tenant: "alpha", issuedAt: now, expiresAt: now.addingTimeInterval(60), credential: credential)
+        #expect(try await b.consumeNonce(late, tenant: "alpha", at: now.addingTimeInterval(61)) == .expired)
+        // Without one: fresh with none.
+        let plain = Self.nonce()
+        try await b.issueNonce(plain, tenant: "alpha", issuedAt: now, expiresAt: now.addingTimeInterval(60))
+        #expect(try await a.consumeNonce(plain, tenant: "alpha", at: now) == .fresh(issuedAt: now, credential: nil))
+        await Self.close(stores, folder)
+    }
+
     @Test("of many concurrent presentations of one nonce through two stores, exactly one is fresh", arguments: StoreKind.allCases)
     func concurrentSpend(kind: StoreKind) async throws {
         let folder = Self.folder()

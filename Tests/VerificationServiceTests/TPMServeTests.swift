@@ -73,6 +73,29 @@ final class SoftwareTPM: @unchecked Sendable {
         return try read("ak.pub")
     }
 
+    /// tpm2_activatecredential of a credential file (`tpm2_makecredential`'s format) for the AK under the EK, in a
+    /// policy session satisfying the EK's PolicySecret(endorsement); returns the recovered secret.
+    func activate(credential: [UInt8], label: String) throws -> [UInt8] {
+        try Data(credential).write(to: directory.appendingPathComponent("\(label).cred"))
+        let session = path("\(label).session")
+        let environment = ["TPM2TOOLS_TCTI": tcti, "PATH": "/usr/bin:/bin", "HOME": directory.path]
+        for (name, arguments) in [
+            ("tpm2_startauthsession", ["--policy-session", "-S", session]),
+            ("tpm2_policysecret", ["-S", session, "-c", "e"]),
+            ("tpm2_activatecredential", [
+                "-c", path("ak.ctx"), "-C", path("ek.ctx"), "-i", path("\(label).cred"), "-o", path("\(label).secret"),
+                "-P", "session:\(session)",
+            ]),
+            ("tpm2_flushcontext", [session]),
+            ("tpm2_flushcontext", ["-t"]),
+        ] {
+            let output = try ExternalTool.run(
+                URL(fileURLWithPath: "/usr/bin/\(name)"), arguments, environment: environment, timeout: 60)
+            guard output.status == 0 else { throw ServiceError("\(name) \(arguments): \(output.standardError)") }
+        }
+        return try read("\(label).secret")
+    }
+
     /// Quotes SHA-256 PCRs 0-7 with `nonce` as extraData: (TPMS_ATTEST, TPMT_SIGNATURE).
     func quote(nonce: [UInt8], label: String) throws -> (quote: [UInt8], signature: [UInt8]) {
         try run("tpm2_quote", [
@@ -181,5 +204,88 @@ struct TPMServeTests {
         #expect(bad.status == 400)
         #expect(bad.problemCode == "bad-base64")
         #expect((bad.object["detail"] as? String)?.contains("tpm.signature") == true)
+    }
+
+    @Test("credential activation over the API: the challenge seals a secret to the EK for the AK, swtpm's TPM recovers it, the attestation binds AK to EK; a wrong, missing or unissued secret is refused")
+    func credentialActivation() async throws {
+        let live = try await LiveServer.start()
+        defer { Task { await live.stop() } }
+        let policy = Self.policy.replacingOccurrences(of: "id: development-tpm", with: "id: development-tpm-ek")
+            .replacingOccurrences(of: "ak-bound-to-ek: false", with: "ak-bound-to-ek: true")
+        #expect(try await live.putPolicy(policy, id: "development-tpm-ek").status == 201)
+        try await ServiceFlowTests.warmSimulatedPlatform()
+        let tpm = try await offPool { try SoftwareTPM() }
+        defer { tpm.stop() }
+        let akPublic = try await offPool { try tpm.createAttestationKey() }
+        let ekPublic = try tpm.read("ek.pub")
+        let akDigest = Array(SHA256.hash(data: Array(akPublic.dropFirst(2))))
+        let log = try Self.specIDOnlyLog()
+        let keys = ["endorsement_key": Data(ekPublic).base64EncodedString(), "attestation_key": Data(akPublic).base64EncodedString()]
+
+        /// A challenge (with the TPM keys, or without), the TPM's answer to its credential, and an attestation.
+        func attest(label: String, credential: Bool, secret: (([UInt8]) -> [UInt8]?)? = nil) async throws -> HTTPResult {
+            var challengeBody: [String: Any] = ["tenant": "alpha"]
+            if credential { challengeBody["tpm"] = keys }
+            let challenge = try await live.request("POST", "/v1/challenge", json: challengeBody)
+            #expect(challenge.status == 201, "\(challenge.text)")
+            let nonce = try #require(challenge.object["nonce"] as? String)
+            var activated: [UInt8]?
+            if credential {
+                let made = try #require(challenge.object["tpm_credential"] as? [String: String])
+                let file = try #require(made["tpm2_tools"].flatMap { Data(base64Encoded: $0) })
+                #expect(made["credential_blob"] != nil && made["encrypted_secret"] != nil)
+                activated = try await offPool { try tpm.activate(credential: [UInt8](file), label: label) }
+                #expect(activated?.count == 32)
+            } else {
+                #expect(challenge.object["tpm_credential"] == nil)
+            }
+            if let secret { activated = secret(activated ?? []) }
+            let quoted = try await offPool { try tpm.quote(nonce: Array(Data(hexString: nonce)), label: label) }
+            var body = try ServiceFlowTests.simulatedRequest(nonce: nonce, publicKey: akDigest, policy: "development-tpm-ek")
+            var fields: [String: Any] = [
+                "quote": Data(quoted.quote).base64EncodedString(), "signature": Data(quoted.signature).base64EncodedString(),
+                "attestation_key": Data(akPublic).base64EncodedString(), "event_log": Data(log).base64EncodedString(),
+            ]
+            if let activated { fields["activated_secret"] = Data(activated).base64EncodedString() }
+            body["tpm"] = fields
+            return try await live.request("POST", "/v1/attest", json: body)
+        }
+        func outcome(_ result: HTTPResult, _ rule: String) -> String? {
+            let list = (result.object["appraisal"] as? [String: Any])?["outcomes"] as? [[String: Any]] ?? []
+            return list.first { $0["rule"] as? String == rule }?["status"] as? String
+        }
+
+        let admitted = try await attest(label: "activated", credential: true)
+        #expect(admitted.status == 200, "\(admitted.text)")
+        #expect(admitted.object["verdict"] as? String == "admit", "\(admitted.text.prefix(600))")
+        #expect(outcome(admitted, "tpm.ak-bound-to-ek") == "pass")
+        #expect(outcome(admitted, "tpm.ak-bound-to-tee") == "pass")
+
+        // One byte of the recovered secret changed: the quote does not verify, so the attestation is rejected.
+        let wrong = try await attest(label: "wrong", credential: true) { secret in
+            var secret = secret
+            secret[0] ^= 0x01
+            return secret
+        }
+        #expect(wrong.status == 200)
+        #expect(wrong.object["verdict"] as? String == "reject")
+        #expect(outcome(wrong, "tpm.verified") == "fail", "\(wrong.text.prefix(600))")
+
+        // The credential issued, but no secret returned: the binding was not shown, and the policy requires it.
+        let unanswered = try await attest(label: "unanswered", credential: true) { _ in nil }
+        #expect(unanswered.object["verdict"] as? String == "reject")
+        #expect(outcome(unanswered, "tpm.ak-bound-to-ek") == "fail")
+
+        // A secret for a nonce issued without a credential (the first secret replayed): a 400 naming why.
+        let first = try await attest(label: "replayed", credential: false) { _ in [UInt8](repeating: 7, count: 32) }
+        #expect(first.status == 400)
+        #expect(first.problemCode == "no-tpm-credential")
+
+        // Keys that are not TPM public areas: a 422 at the challenge.
+        let badKeys = try await live.request(
+            "POST", "/v1/challenge",
+            json: ["tenant": "alpha", "tpm": ["endorsement_key": Data([1, 2, 3]).base64EncodedString(), "attestation_key": keys["attestation_key"]!]])
+        #expect(badKeys.status == 422)
+        #expect(badKeys.problemCode == "bad-tpm-key")
     }
 }

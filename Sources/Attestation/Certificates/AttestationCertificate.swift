@@ -2,6 +2,7 @@ public import Foundation
 public import X509
 public import SwiftASN1
 import Crypto
+import Synchronization
 
 /// An X.509 certificate as attestation chains carry it (RFC 5280 §4.1), with the exact signed bytes kept.
 ///
@@ -42,6 +43,19 @@ public struct AttestationCertificate: Sendable, Hashable {
     public let subjectCommonName: String?
     /// The issuer's common name, if it has one.
     public let issuerCommonName: String?
+
+    /// ``init(der:)`` for certificates that come again and again (a relying party sends its VCEK, ASK and ARK
+    /// with every report): the parsed form is kept by its exact DER bytes, so a certificate seen before is not
+    /// parsed again. Bounded (emptied when full); what fails to parse is never kept and fails each time.
+    public static func reusing(der: [UInt8]) throws(AttestationError) -> AttestationCertificate {
+        if let known = ParsedCertificates.shared.entries.withLock({ $0[der] }) { return known }
+        let parsed = try AttestationCertificate(der: der)
+        ParsedCertificates.shared.entries.withLock { entries in
+            if entries.count >= ParsedCertificates.capacity { entries.removeAll() }
+            entries[der] = parsed
+        }
+        return parsed
+    }
 
     /// Parses a DER certificate; rejects trailing bytes, unknown signature algorithms and
     /// mismatched inner/outer algorithm identifiers.
@@ -274,4 +288,11 @@ extension Optional {
         guard let value = self else { throw error }
         return value
     }
+}
+
+/// The certificates ``AttestationCertificate/reusing(der:)`` parsed, by their DER bytes.
+private final class ParsedCertificates: Sendable {
+    static let shared = ParsedCertificates()
+    static let capacity = 1024
+    let entries = Mutex<[[UInt8]: AttestationCertificate]>([:])
 }

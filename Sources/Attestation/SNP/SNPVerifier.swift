@@ -29,9 +29,9 @@ public struct SNPEvidence: Sendable {
         }
         var chain: [AttestationCertificate] = []
         for guid in [SNPCertificateTable.GUID.ask, SNPCertificateTable.GUID.ark] {
-            if let der = certificateTable.data(for: guid) { chain.append(try AttestationCertificate(der: der)) }
+            if let der = certificateTable.data(for: guid) { chain.append(try AttestationCertificate.reusing(der: der)) }
         }
-        self.init(report: report, endorsementCertificate: try AttestationCertificate(der: leaf), presentedChain: chain)
+        self.init(report: report, endorsementCertificate: try AttestationCertificate.reusing(der: leaf), presentedChain: chain)
     }
 }
 

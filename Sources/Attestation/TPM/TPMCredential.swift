@@ -91,6 +91,22 @@ public struct TPMCredentialChallenge: Sendable, Hashable {
         encryptedSecret = Self.sized(encryptedSeed)
     }
 
+    /// A credential with a fresh random 32-byte secret and a fresh seed of the EK name algorithm's digest size
+    /// (the system's cryptographic random generator).
+    public static func random(endorsementKey: [UInt8], attestationKey: [UInt8]) throws(AttestationError) -> TPMCredentialChallenge {
+        let nameAlgorithm: UInt16
+        do {
+            nameAlgorithm = try TPMTPublic(marshalled: endorsementKey).nameAlgorithm
+        } catch {
+            throw AttestationError(.malformedEvidence, "the EK is not a TPM public area: \(error)")
+        }
+        var generator = SystemRandomNumberGenerator()
+        func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) } }
+        return try TPMCredentialChallenge(
+            endorsementKey: endorsementKey, attestationKey: attestationKey, secret: bytes(32),
+            seed: bytes(TPMHash.size(nameAlgorithm) ?? 32))
+    }
+
     /// What the verifier checks once the attester answered: a ``TPMCredentialActivation`` for ``TPMVerifier``.
     public func activation(returned: [UInt8]) -> TPMCredentialActivation {
         TPMCredentialActivation(
