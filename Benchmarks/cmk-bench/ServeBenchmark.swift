@@ -6,6 +6,7 @@ import Attestation
 import AttestationResults
 import Crypto
 import Foundation
+import CoreFoundation
 import Hummingbird
 import Logging
 import SEVSNP

@@ -53,6 +53,8 @@ struct Options {
     var earAlgorithm = EARAlgorithm.es256
     /// `serve` only: how many keep-alive client connections send requests at once.
     var connections = 16
+    /// `records` only: the body sizes measured (64, 1024 and 16384 unless `--record-size` names one).
+    var recordSizes = [64, 1024, 16384]
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -65,6 +67,12 @@ struct Options {
             case "--json": json = true
             case "--qemu": qemu = true
             case "--database": database = iterator.next()
+            case "--record-size":
+                guard let size = Int(iterator.next() ?? ""), (1...65_000).contains(size) else {
+                    FileHandle.standardError.write(Data("--record-size takes a body size from 1 to 65000 bytes\n".utf8))
+                    exit(2)
+                }
+                recordSizes = [size]
             case "--connections":
                 guard let count = Int(iterator.next() ?? ""), (1...256).contains(count) else {
                     FileHandle.standardError.write(Data("--connections takes a number from 1 to 256\n".utf8))
@@ -79,7 +87,7 @@ struct Options {
                 earAlgorithm = algorithm
             default:
                 FileHandle.standardError.write(Data(
-                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...] [--ear-algorithm es256|es384] [--connections N]\n".utf8))
+                    "usage: cmk-bench [verify|tdx|measure|channel|records|handshake|relay|launch|serve|all] [--vectors DIR] [--seconds S] [--rounds N] [--json] [--qemu] [--database postgres://...] [--ear-algorithm es256|es384] [--connections N] [--record-size N]\n".utf8))
                 exit(2)
             }
         }
@@ -310,7 +318,7 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
     }
     let key = SymmetricKey(size: .bits256)
     let nonce = ChaChaPoly.Nonce()
-    for size in [64, 1024, 16384] {
+    for size in options.recordSizes {
         let body = [UInt8](repeating: 0x5A, count: size)
         let (a, b) = try pair()
         let (raw, records) = try alternate(rounds: options.rounds, label: "channel \(size)", quiet: options.json, {
