@@ -353,17 +353,6 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
             },
             { try cpuRate(seconds: options.seconds) { _ = try sender.seal(body) } * Double(size) / 1e6 })
         let chacha: Double? = chachaMedian.isNaN ? nil : chachaMedian
-        // The same, with openssl encrypting exactly the bytes a record's cipher does: the type byte and the body
-        // (`-bytes size+1`). OpenSSL's own rate moves with the length alone (a length off its 64-byte blocks costs
-        // its ChaCha20 and Poly1305 a tail), so this is the like-for-like pairing; the line above is the one asked for.
-        let (recordLengthMedian, sealPairedRecordLength) = try alternate(
-            rounds: options.rounds, label: "openssl \(size + 1)", quiet: options.json,
-            {
-                OpenSSLSpeed.megabytesPerSecond(cipher: "chacha20-poly1305", bytes: size + 1, seconds: options.seconds)
-                    ?? .nan
-            },
-            { try cpuRate(seconds: options.seconds) { _ = try sender.seal(body) } * Double(size) / 1e6 })
-        let chachaRecordLength: Double? = recordLengthMedian.isNaN ? nil : recordLengthMedian
         // The same cipher in openssl's TLS-like AEAD sequence (-aead: nonce, 13 bytes of associated data, update,
         // final and tag per message), the work a record does; for reference.
         let chachaAEAD = OpenSSLSpeed.megabytesPerSecond(
@@ -382,9 +371,6 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
             "seal_ratio_to_openssl_chacha20_poly1305_aead": chachaAEAD.map { sealPaired / $0 } ?? -1,
             "raw_seal_ratio_to_openssl_chacha20_poly1305": chacha.map { rawSeal / $0 } ?? -1,
             "openssl_chacha20_poly1305_mb_per_second": chacha ?? -1, "openssl_aes_256_gcm_mb_per_second": gcm ?? -1,
-            "openssl_chacha20_poly1305_record_length_mb_per_second": chachaRecordLength ?? -1,
-            "seal_ratio_to_openssl_chacha20_poly1305_record_length":
-                chachaRecordLength.map { sealPairedRecordLength * Double(size + 1) / Double(size) / $0 } ?? -1,
             "raw_us_per_record": Double(size) / raw, "channel_us_per_record": Double(size) / records,
         ])
         if !options.json {
@@ -401,14 +387,6 @@ struct SelfAssertedBinding: ChannelAttester, PeerEvidenceVerifier {
                         chacha, sealPaired, sealPaired / chacha * 100))
             } else {
                 print("  openssl chacha20-poly1305: openssl speed did not run")
-            }
-            if let chachaRecordLength {
-                // Compared as bytes through the cipher: the record encrypts size + 1 bytes per body of size.
-                let cipherRate = sealPairedRecordLength * Double(size + 1) / Double(size)
-                print(
-                    String(
-                        format: "  openssl at %d bytes (type + body) %8.1f MB/s   channel seal %.1f MB/s of cipher input alternated with it: %.1f %%",
-                        size + 1, chachaRecordLength, cipherRate, cipherRate / chachaRecordLength * 100))
             }
             for (name, value) in [("openssl chacha20-poly1305 -aead", chachaAEAD), ("openssl aes-256-gcm", gcm)] {
                 if let value {

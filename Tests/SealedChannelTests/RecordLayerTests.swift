@@ -20,12 +20,73 @@ struct RecordLayerTests {
         #expect(b.recordCounts == (20, 21))
     }
 
-    @Test("a frame is u32be length ‖ ciphertext of type, body and a 16-byte tag")
+    @Test("a frame is u32be length ‖ type ‖ ciphertext of the body ‖ 16-byte tag")
     func frameLayout() throws {
         let (a, _) = try recordPair()
         let frame = try a.seal(Self.data("hello"))
         #expect(frame.count == 4 + 1 + 5 + 16)
         #expect(Array(frame[..<4]) == [0, 0, 0, 22])
+        #expect(frame[4] == 0x01)
+        #expect(Array(frame[5..<10]) != Self.data("hello"))
+        let close = try a.close(reason: "bye")
+        #expect(close.count == 4 + 1 + 4 + 16)
+        #expect(close[4] == 0x02)
+    }
+
+    /// A frame built outside the record layer: swift-crypto's ChaChaPoly through Noise's EncryptWithAd over the
+    /// sender's transport key, from the layout in docs/channels.md.
+    static func handBuiltFrame(
+        type: UInt8, body: [UInt8], sending: inout NoiseCipherState, descriptor: ChannelDescriptor
+    ) throws -> [UInt8] {
+        let length = 1 + body.count + NoiseCipher.tagLength
+        let ad = ChannelEndpoint.associatedData(
+            descriptor: descriptor, sender: .initiator, counter: sending.nonce, length: length, type: type)
+        let ciphertext = try sending.encrypt(ad: ad, body)
+        return [0, 0, UInt8(length >> 8), UInt8(length & 0xFF), type] + ciphertext
+    }
+
+    @Test("the record type is authenticated: a data frame retyped as a close fails, an unknown type is malformed")
+    func recordType() throws {
+        let descriptor = try ChannelDescriptor(channelID: "records", initiator: "a", responder: "b")
+        var initiator = try NoiseHandshakeState(
+            .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: NoiseKeyPair())
+        var responder = try NoiseHandshakeState(
+            .cmkChannel, initiator: false, prologue: descriptor.prologue, staticKey: NoiseKeyPair())
+        _ = try responder.readMessage(try initiator.writeMessage(payload: []).message)
+        _ = try initiator.readMessage(try responder.writeMessage(payload: []).message)
+        let (message3, initiatorKeys) = try initiator.writeMessage(payload: [])
+        var sending = try #require(initiatorKeys).sending
+        let responderKeys = try #require(try responder.readMessage(message3).transport)
+        let peer = VerifiedPeer(
+            instance: "a", evidenceType: "none", measurement: "", reportData: [], evidenceDigest: "", simulated: true)
+        func receiver() -> ChannelEndpoint {
+            ChannelEndpoint(descriptor: descriptor, role: .responder, peer: peer, transport: responderKeys)
+        }
+
+        // Built independently of RecordCipher, a data and a close frame open as such.
+        var independent = sending
+        let b = receiver()
+        let dataFrame = try Self.handBuiltFrame(
+            type: 0x01, body: Self.data("by hand"), sending: &independent, descriptor: descriptor)
+        #expect(try b.open(frame: dataFrame) == .data(Self.data("by hand")))
+        let closeFrame = try Self.handBuiltFrame(
+            type: 0x02, body: [0] + Self.data("done"), sending: &independent, descriptor: descriptor)
+        #expect(try b.open(frame: closeFrame) == .closed(reason: "done"))
+
+        // The host rewrites the clear type byte of a data record whose body reads as a close record's: refused.
+        var retyped = try Self.handBuiltFrame(
+            type: 0x01, body: [0] + Self.data("done"), sending: &sending, descriptor: descriptor)
+        retyped[4] = 0x02
+        let c = receiver()
+        expectChannelError(.recordAuthentication) { try c.open(frame: retyped) }
+
+        // A peer holding the key that sends a type this layer does not know: authenticated, then refused.
+        var keyHolder = try #require(initiatorKeys).sending
+        let unknown = try Self.handBuiltFrame(
+            type: 0x7F, body: Self.data("?"), sending: &keyHolder, descriptor: descriptor)
+        let d = receiver()
+        let error = expectChannelError(.recordMalformed) { try d.open(frame: unknown) }
+        #expect(error?.reason.contains("unknown type 127") == true)
     }
 
     @Test("the two directions use different keys: a frame sent back to its sender fails")
@@ -106,12 +167,14 @@ struct RecordLayerTests {
         expectChannelError(.recordAuthentication) { try d.open(frame: try a.seal(Self.data("a1"))) }
     }
 
-    @Test("the associated data binds channel id, direction, counter and length")
+    @Test("the associated data binds channel id, direction, counter, length and type")
     func associatedData() throws {
         let descriptor = try ChannelDescriptor(channelID: "chan", initiator: "a", responder: "b")
-        let ad = ChannelEndpoint.associatedData(descriptor: descriptor, sender: .responder, counter: 258, length: 17)
+        let ad = ChannelEndpoint.associatedData(
+            descriptor: descriptor, sender: .responder, counter: 258, length: 17, type: 2)
         #expect(
-            ad == ChannelEndpoint.recordLabel + [4] + Array("chan".utf8) + [0x52, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 17])
+            ad == Array("cmk/channel/record/v2".utf8) + [0, 4] + Array("chan".utf8)
+                + [0x52, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 17, 2])
     }
 
     @Test("truncated frames: every prefix waits, the end of the stream inside a frame fails")

@@ -18,7 +18,7 @@ import warnings
 
 from noise.connection import Keypair, NoiseConnection
 
-RECORD_LABEL = b"cmk/channel/record/v1\x00"
+RECORD_LABEL = b"cmk/channel/record/v2\x00"
 ROLE = {"initiator": b"I", "responder": b"R"}
 
 
@@ -65,7 +65,7 @@ def run(case):
 
 
 def records(spec, initiator, responder):
-    """cmk records per docs/channels.md: frame = u32be len || AEAD(k, n, ad, type || body)."""
+    """cmk records per docs/channels.md: frame = u32be len || type || AEAD(k, n, ad || type, body)."""
     channel_id = spec["channel_id"].encode()
     state = {}
     for role, conn in (("initiator", initiator), ("responder", responder)):
@@ -73,13 +73,14 @@ def records(spec, initiator, responder):
     frames = []
     for record in spec["records"]:
         direction = state[record["from"]]
-        plaintext = bytes([record["type"]]) + bytes.fromhex(record["body"])
-        length = len(plaintext) + 16
+        body = bytes.fromhex(record["body"])
+        length = 1 + len(body) + 16
         counter = direction["cipher"].n
-        ad = RECORD_LABEL + bytes([len(channel_id)]) + channel_id + ROLE[record["from"]] + struct.pack(">QI", counter, length)
-        ciphertext = direction["cipher"].encrypt_with_ad(ad, plaintext)
-        assert len(ciphertext) == length
-        frames.append(dict(record, frame=(struct.pack(">I", length) + ciphertext).hex()))
+        ad = (RECORD_LABEL + bytes([len(channel_id)]) + channel_id + ROLE[record["from"]]
+              + struct.pack(">QIB", counter, length, record["type"]))
+        ciphertext = direction["cipher"].encrypt_with_ad(ad, body)
+        assert 1 + len(ciphertext) == length
+        frames.append(dict(record, frame=(struct.pack(">IB", length, record["type"]) + ciphertext).hex()))
         direction["records"] += 1
         direction["bytes"] += length
         if direction["records"] >= spec["rekey_after_records"] or direction["bytes"] >= spec["rekey_after_bytes"]:

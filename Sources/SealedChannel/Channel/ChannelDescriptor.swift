@@ -16,8 +16,9 @@ public enum ChannelRole: String, Sendable, Hashable, CaseIterable {
 /// The record layer's limits, agreed by being part of the prologue: two ends configured differently fail the
 /// handshake instead of falling out of step at the first rekey.
 public struct RecordLimits: Sendable, Hashable {
-    /// The largest record body one frame carries. A frame's ciphertext is the body, one type byte and the tag, and
-    /// Noise caps a transport message at 65535 bytes, so the body is at most 65518 bytes.
+    /// The largest record body one frame carries. A frame after its length prefix is one type byte, the body's
+    /// ciphertext and the tag, and it is kept within Noise's 65535-byte transport message, so the body is at most
+    /// 65518 bytes.
     public var maximumRecordBody: Int
     /// Rekey a direction after this many records under one key.
     public var rekeyAfterRecords: UInt64
@@ -62,7 +63,7 @@ public struct RecordLimits: Sendable, Hashable {
 /// makes the handshake fail.
 public struct ChannelDescriptor: Sendable, Hashable {
     /// The protocol label at the start of the prologue.
-    public static let protocolLabel = Array("cmk-sealed-channel/v1".utf8) + [0]
+    public static let protocolLabel = Array("cmk-sealed-channel/v2".utf8) + [0]
 
     /// The channel's identifier (UTF-8, 1 to 255 bytes), unique per channel the coordinator sets up.
     public let channelID: String

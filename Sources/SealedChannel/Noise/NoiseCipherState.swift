@@ -42,8 +42,8 @@ public struct NoiseCipherState: Sendable {
         return sealed
     }
 
-    /// EncryptWithAd(ad, type ‖ body) of a record, written by `engine` straight into its frame
-    /// (`u32be length ‖ ciphertext ‖ tag`); only with a key. `keyEpoch` changes whenever the key does (a rekey).
+    /// EncryptWithAd(ad ‖ type, body) of a record, written by `engine` straight into its frame
+    /// (`u32be length ‖ type ‖ ciphertext ‖ tag`); only with a key. `keyEpoch` changes whenever the key does (a rekey).
     mutating func sealRecord(
         adPrefix: [UInt8], type: UInt8, body: [UInt8], engine: RecordCipher, keyEpoch: Int
     ) throws(SealedChannelError) -> [UInt8] {
@@ -57,10 +57,10 @@ public struct NoiseCipherState: Sendable {
         return frame
     }
 
-    /// DecryptWithAd(ad, ciphertext) of a record by `engine`: its type byte and body. The nonce moves on only when
-    /// the ciphertext authenticates.
+    /// DecryptWithAd(ad ‖ type, ciphertext) of a record by `engine`, given the frame after its length prefix
+    /// (`type ‖ ciphertext ‖ tag`): its type byte and body. The nonce moves on only when the record authenticates.
     mutating func openRecord(
-        adPrefix: [UInt8], slice ciphertext: ArraySlice<UInt8>, engine: RecordCipher, keyEpoch: Int
+        adPrefix: [UInt8], payload: ArraySlice<UInt8>, engine: RecordCipher, keyEpoch: Int
     ) throws(SealedChannelError) -> (type: UInt8, body: [UInt8]) {
         guard let key else { throw SealedChannelError(.invalidState, "a record without a key") }
         guard nonce < UInt64.max else {
@@ -68,7 +68,7 @@ public struct NoiseCipherState: Sendable {
         }
         guard
             let opened = engine.openRecord(
-                key: key, epoch: keyEpoch, nonce: nonce, adPrefix: adPrefix, ciphertext: ciphertext)
+                key: key, epoch: keyEpoch, nonce: nonce, adPrefix: adPrefix, payload: payload)
         else {
             throw SealedChannelError(.handshakeAuthentication, "a ciphertext did not authenticate under nonce \(nonce)")
         }

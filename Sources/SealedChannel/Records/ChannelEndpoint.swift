@@ -16,11 +16,14 @@ public enum ChannelRecord: Sendable, Hashable {
 
 /// One end of an established sealed channel: the record layer over the keys of Noise's Split().
 ///
-/// A frame is `u32be length ‖ ChaChaPoly(k, n, ad, type ‖ body)`. Each direction has its own key (Split()) and its own
-/// 64-bit counter `n`, the Noise nonce, never sent: the receiver expects exactly the next one. The associated data is
-/// `"cmk/channel/record/v1" ‖ 0 ‖ u8 len ‖ channel id ‖ direction ‖ u64be n ‖ u32be length`, so a frame authenticates
-/// only in this channel, in this direction, at this position, at this length. A replayed, dropped, reordered,
-/// truncated or spliced frame fails to authenticate at the first frame out of place.
+/// A frame is `u32be length ‖ type ‖ ChaChaPoly(k, n, ad, body)`: the record type (data or close) travels in clear
+/// and is authenticated as the last byte of the associated data, so the cipher's input is the body alone. Each
+/// direction has its own key (Split()) and its own 64-bit counter `n`, the Noise nonce, never sent: the receiver
+/// expects exactly the next one. The associated data is
+/// `"cmk/channel/record/v2" ‖ 0 ‖ u8 len ‖ channel id ‖ direction ‖ u64be n ‖ u32be length ‖ type`, so a frame
+/// authenticates only in this channel, in this direction, at this position, at this length, as this type. A
+/// replayed, dropped, reordered, truncated, retyped or spliced frame fails to authenticate at the first frame out of
+/// place.
 ///
 /// Every direction rekeys (Noise Rekey()) after the limits' record or byte budget, both ends counting the same
 /// frames, so they stay in step without a message. `close(reason:)` sends an authenticated close; the first bad
@@ -29,7 +32,7 @@ public enum ChannelRecord: Sendable, Hashable {
 /// frames under one nonce.
 public final class ChannelEndpoint: Sendable {
     /// The associated data's label.
-    public static let recordLabel = Array("cmk/channel/record/v1".utf8) + [0]
+    public static let recordLabel = Array("cmk/channel/record/v2".utf8) + [0]
     /// The longest close reason sent.
     public static let maximumCloseReason = 1024
 
@@ -108,14 +111,14 @@ public final class ChannelEndpoint: Sendable {
             guard state.decoder.pendingByteCount == 0 else {
                 throw state.fail(SealedChannelError(.invalidState, "open(frame:) while streamed bytes are pending"))
             }
-            let ciphertext: ArraySlice<UInt8>
+            let payload: ArraySlice<UInt8>
             do throws(SealedChannelError) {
-                ciphertext = try SealedFrameDecoder.single(
+                payload = try SealedFrameDecoder.single(
                     frame, maximumCiphertext: descriptor.limits.maximumCiphertext)
             } catch {
                 throw state.fail(error)
             }
-            return try state.open(ciphertext, descriptor: descriptor)
+            return try state.open(payload, descriptor: descriptor)
         }
     }
 
@@ -140,8 +143,8 @@ public final class ChannelEndpoint: Sendable {
             } catch {
                 throw state.fail(error)
             }
-            guard let ciphertext = next else { return nil }
-            return try state.open(ciphertext[...], descriptor: descriptor)
+            guard let payload = next else { return nil }
+            return try state.open(payload[...], descriptor: descriptor)
         }
     }
 
@@ -182,19 +185,22 @@ public final class ChannelEndpoint: Sendable {
         return bytes
     }
 
-    /// The associated data of record `counter` sent by `sender`, `length` bytes of ciphertext.
+    /// The associated data of record `counter` sent by `sender`: a frame of `length` bytes after its prefix (the type
+    /// byte, the ciphertext and the tag) carrying a record of type `type`.
     public static func associatedData(
-        descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int
+        descriptor: ChannelDescriptor, sender: ChannelRole, counter: UInt64, length: Int, type: UInt8
     ) -> [UInt8] {
         var ad = associatedDataPrefix(descriptor: descriptor, sender: sender)
         ad.appendBigEndian(counter)
         ad.appendBigEndian(UInt32(length))
+        ad.append(type)
         return ad
     }
 
     /// The part of a record's associated data that is the same for every record of one direction: label, channel
-    /// id and sender. The record layer feeds it, then the 12 bytes of counter and length from the stack, as two
-    /// updates of one AAD (the bytes MACed are the same as ``associatedData(descriptor:sender:counter:length:)``'s).
+    /// id and sender. The record layer feeds it, then the 13 bytes of counter, length and type from the stack, as
+    /// two updates of one AAD (the bytes MACed are the same as
+    /// ``associatedData(descriptor:sender:counter:length:type:)``'s).
     static func associatedDataPrefix(descriptor: ChannelDescriptor, sender: ChannelRole) -> [UInt8] {
         var prefix = recordLabel
         prefix.append(UInt8(descriptor.channelID.utf8.count))
@@ -239,9 +245,9 @@ struct Direction: Sendable {
     }
 
     /// Counts one frame and rekeys when a budget is spent; both ends do the same for the same frames.
-    mutating func account(ciphertextLength: Int, limits: RecordLimits) throws(SealedChannelError) {
+    mutating func account(frameLength: Int, limits: RecordLimits) throws(SealedChannelError) {
         recordsSinceRekey += 1
-        bytesSinceRekey += UInt64(ciphertextLength)
+        bytesSinceRekey += UInt64(frameLength)
         if recordsSinceRekey >= limits.rekeyAfterRecords || bytesSinceRekey >= limits.rekeyAfterBytes {
             try cipher.rekey()
             recordsSinceRekey = 0
@@ -290,11 +296,11 @@ struct RecordState: Sendable {
         guard !sendClosed else { throw SealedChannelError(.channelClosed, "this side has closed the channel") }
         let frame: [UInt8]
         do throws(SealedChannelError) {
-            // type ‖ body is sealed straight into the frame (RecordCipher): no plaintext copy to make or wipe.
+            // The body is sealed straight into the frame (RecordCipher): no plaintext copy to make or wipe.
             frame = try sending.cipher.sealRecord(
                 adPrefix: sending.associatedDataPrefix, type: type.rawValue, body: body,
                 engine: try sending.requireEngine(), keyEpoch: sending.epoch)
-            try sending.account(ciphertextLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
+            try sending.account(frameLength: frame.count - SealedFrameDecoder.lengthPrefixSize, limits: descriptor.limits)
         } catch {
             sendClosed = true
             sending.erase()
@@ -304,13 +310,13 @@ struct RecordState: Sendable {
     }
 
     mutating func open(
-        _ ciphertext: ArraySlice<UInt8>, descriptor: ChannelDescriptor
+        _ payload: ArraySlice<UInt8>, descriptor: ChannelDescriptor
     ) throws(SealedChannelError) -> ChannelRecord {
         let counter = receiving.cipher.nonce
         var opened: (type: UInt8, body: [UInt8])
         do throws(SealedChannelError) {
             opened = try receiving.cipher.openRecord(
-                adPrefix: receiving.associatedDataPrefix, slice: ciphertext, engine: try receiving.requireEngine(),
+                adPrefix: receiving.associatedDataPrefix, payload: payload, engine: try receiving.requireEngine(),
                 keyEpoch: receiving.epoch)
         } catch  where error.code == .handshakeAuthentication {
             throw fail(
@@ -322,7 +328,7 @@ struct RecordState: Sendable {
             throw fail(error)
         }
         do throws(SealedChannelError) {
-            try receiving.account(ciphertextLength: ciphertext.count, limits: descriptor.limits)
+            try receiving.account(frameLength: payload.count, limits: descriptor.limits)
         } catch {
             wipe(&opened.body)
             throw fail(error)

@@ -1,10 +1,11 @@
-/// Splits a byte stream into sealed frames: `u32be length ‖ ciphertext`.
+/// Splits a byte stream into sealed frames: `u32be length ‖ type ‖ ciphertext ‖ tag` (the names below call everything
+/// after the length prefix the frame's ciphertext).
 ///
 /// A length outside `minimumCiphertext...maximumCiphertext` fails as soon as its four bytes arrive, before anything
 /// is buffered for it. Reads consume input only when a whole frame is there. A failure is final: a stream cannot be
 /// resynchronised, so the decoder refuses everything after it.
 public struct SealedFrameDecoder: Sendable {
-    /// The smallest ciphertext: one record-type byte and the tag.
+    /// The smallest frame after its length prefix: the record-type byte and the tag (an empty body).
     public static let minimumCiphertext = 1 + NoiseCipher.tagLength
     public static let lengthPrefixSize = 4
 
