@@ -176,7 +176,7 @@ let package = Package(
             name: "cmk-bench",
             dependencies: [
                 "Attestation", "SEVSNP", "TDX", "BinaryFormat", "SealedChannel", "Coordinator", "GuestImage", "GuestProtocol",
-                "GuestAgent", "PlatformSimulator",
+                "GuestAgent", "PlatformSimulator", "COpenSSL",
                 "AttestationPolicy", "AttestationResults", "VerificationService", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
