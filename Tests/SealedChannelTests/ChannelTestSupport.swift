@@ -172,10 +172,11 @@ struct AttestedPair {
 
 /// Record-layer tests need two ends with real Split() keys, not evidence: a plain Noise XX handshake, then the
 /// endpoints built over its transport keys.
-func recordPair(
-    channelID: String = "records", limits: RecordLimits = .standard
-) throws -> (ChannelEndpoint, ChannelEndpoint) {
-    let descriptor = try ChannelDescriptor(channelID: channelID, initiator: "a", responder: "b", limits: limits)
+/// The transport keys of a completed Noise XX handshake (fresh static keys, no payloads) for `descriptor`:
+/// the initiator's, then the responder's.
+func handshakeTransport(
+    _ descriptor: ChannelDescriptor
+) throws -> (initiator: NoiseTransportKeys, responder: NoiseTransportKeys) {
     var initiator = try NoiseHandshakeState(
         .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: NoiseKeyPair())
     var responder = try NoiseHandshakeState(
@@ -184,11 +185,19 @@ func recordPair(
     _ = try initiator.readMessage(try responder.writeMessage(payload: []).message)
     let (message3, initiatorKeys) = try initiator.writeMessage(payload: [])
     let read = try responder.readMessage(message3)
+    return (try #require(initiatorKeys), try #require(read.transport))
+}
+
+func recordPair(
+    channelID: String = "records", limits: RecordLimits = .standard
+) throws -> (ChannelEndpoint, ChannelEndpoint) {
+    let descriptor = try ChannelDescriptor(channelID: channelID, initiator: "a", responder: "b", limits: limits)
+    let keys = try handshakeTransport(descriptor)
     let peer = VerifiedPeer(
         instance: "peer", evidenceType: "none", measurement: "", reportData: [], evidenceDigest: "", simulated: true)
     return (
-        ChannelEndpoint(descriptor: descriptor, role: .initiator, peer: peer, transport: try #require(initiatorKeys)),
-        ChannelEndpoint(descriptor: descriptor, role: .responder, peer: peer, transport: try #require(read.transport))
+        ChannelEndpoint(descriptor: descriptor, role: .initiator, peer: peer, transport: keys.initiator),
+        ChannelEndpoint(descriptor: descriptor, role: .responder, peer: peer, transport: keys.responder)
     )
 }
 

@@ -48,15 +48,9 @@ struct RecordLayerTests {
     @Test("the record type is authenticated: a data frame retyped as a close fails, an unknown type is malformed")
     func recordType() throws {
         let descriptor = try ChannelDescriptor(channelID: "records", initiator: "a", responder: "b")
-        var initiator = try NoiseHandshakeState(
-            .cmkChannel, initiator: true, prologue: descriptor.prologue, staticKey: NoiseKeyPair())
-        var responder = try NoiseHandshakeState(
-            .cmkChannel, initiator: false, prologue: descriptor.prologue, staticKey: NoiseKeyPair())
-        _ = try responder.readMessage(try initiator.writeMessage(payload: []).message)
-        _ = try initiator.readMessage(try responder.writeMessage(payload: []).message)
-        let (message3, initiatorKeys) = try initiator.writeMessage(payload: [])
-        var sending = try #require(initiatorKeys).sending
-        let responderKeys = try #require(try responder.readMessage(message3).transport)
+        let keys = try handshakeTransport(descriptor)
+        var sending = keys.initiator.sending
+        let responderKeys = keys.responder
         let peer = VerifiedPeer(
             instance: "a", evidenceType: "none", measurement: "", reportData: [], evidenceDigest: "", simulated: true)
         func receiver() -> ChannelEndpoint {
@@ -81,7 +75,7 @@ struct RecordLayerTests {
         expectChannelError(.recordAuthentication) { try c.open(frame: retyped) }
 
         // A peer holding the key that sends a type this layer does not know: authenticated, then refused.
-        var keyHolder = try #require(initiatorKeys).sending
+        var keyHolder = keys.initiator.sending
         let unknown = try Self.handBuiltFrame(
             type: 0x7F, body: Self.data("?"), sending: &keyHolder, descriptor: descriptor)
         let d = receiver()
