@@ -28,6 +28,12 @@ struct HandoverHostTests {
         return (try QEMUProcess.start(arguments), qmp)
     }
 
+    /// A file's permission bits, through FileManager rather than stat(2): which C module owns `struct stat` on Linux
+    /// (Glibc or CDispatch) moves with the order the target's files load them in.
+    static func mode(_ path: String) throws -> Int {
+        ((try FileManager.default.attributesOfItem(atPath: path))[.posixPermissions] as? NSNumber)?.intValue ?? -1
+    }
+
     /// Runs blocking work on its own thread (never on the cooperative pool) and awaits its result.
     static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
@@ -79,8 +85,9 @@ struct HandoverHostTests {
         #expect(throws: CoordinatorError.self) { try store.create("data", sizeMiB: 4) }
         #expect(throws: CoordinatorError.self) { try store.resolve("nothing") }
         #expect(throws: CoordinatorError.self) { try store.image(for: "../etc") }
-        var info = stat()
-        #expect(stat(image.path, &info) == 0 && info.st_size == 4 << 20 && info.st_mode & 0o777 == 0o600)
+        let attributes = try FileManager.default.attributesOfItem(atPath: image.path)
+        #expect((attributes[.size] as? NSNumber)?.intValue == 4 << 20)
+        #expect(try Self.mode(image.path) == 0o600)
 
         let (qemu, socket) = try Self.pausedQEMU(vcpus: 1, slots: 1, cpus: [0], folder: folder)
         defer { Task { _ = await qemu.stop(grace: .seconds(2)) } }
@@ -130,9 +137,8 @@ struct HandoverHostTests {
         try store.put("vault:db/credentials", contents: Array("pw".utf8))
         let file = try store.file(for: "vault:db/credentials")
         #expect(file.lastPathComponent == "vault%3Adb%2Fcredentials")
-        var info = stat()
-        #expect(stat(file.path, &info) == 0 && info.st_mode & 0o777 == 0o600)
-        #expect(stat(store.directory.path, &info) == 0 && info.st_mode & 0o777 == 0o700)
+        #expect(try Self.mode(file.path) == 0o600)
+        #expect(try Self.mode(store.directory.path) == 0o700)
         #expect(try store.resolve("vault:db/credentials") == Array("pw".utf8))
         #expect(store.references() == ["vault:db/credentials"])
         #expect { try store.resolve("other") } throws: { "\($0)".contains("cmk secret put other") }

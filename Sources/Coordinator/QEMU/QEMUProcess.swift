@@ -9,7 +9,8 @@ public import Foundation
 ///
 /// QEMU is started with `posix_spawn`, an empty signal mask and default signal dispositions. Foundation's `Process`
 /// passes on the caller's mask, and a Swift process (its Dispatch threads, a test runner) blocks SIGTERM: QEMU then
-/// never sees the SIGTERM that asks it to shut down, and only SIGKILL ends it.
+/// never sees the SIGTERM that asks it to shut down, and only SIGKILL ends it. QEMU gets standard input, output and
+/// error and no other descriptor of the caller's.
 public final class QEMUProcess: Sendable {
     /// The bytes of standard output and standard error kept for diagnosis.
     public static let outputLimit = 64 << 10
@@ -24,6 +25,20 @@ public final class QEMUProcess: Sendable {
         self.commandLine = commandLine
         self.startedAt = startedAt
         self.state = state
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; Swift's Glibc module does not export it),
+    /// looked up once. Nil on an older C library, where the descriptors are passed on as before.
+    private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
+        return unsafeBitCast(
+            symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    /// Closes every descriptor from `lowest` up in the spawned process.
+    static func addCloseFrom(_ actions: inout posix_spawn_file_actions_t, _ lowest: Int32) {
+        _ = closeFrom?(&actions, lowest)
     }
 
     /// Starts `commandLine` (from a ``QEMULaunchCommand``) with standard input from /dev/null and standard output and
@@ -47,6 +62,10 @@ public final class QEMUProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+        // Nothing else the caller has open reaches QEMU: posix_spawn passes on every descriptor not marked
+        // close-on-exec, and a long-lived QEMU holding the write end of someone else's pipe (another child's output,
+        // read to its end on another thread) keeps that reader waiting for as long as QEMU runs.
+        Self.addCloseFrom(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
