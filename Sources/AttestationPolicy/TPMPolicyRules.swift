@@ -22,10 +22,13 @@ extension Policy {
         public var akBoundToTEE: Bool
         /// Whether credential activation must bind the AK to the EK (default true).
         public var akBoundToEK: Bool
+        /// Whether the EK must come with a certificate that chains to the verifier's pinned vTPM root and certifies
+        /// that EK (`ek-certificate`; nil, the default: not required, and left out of the policy's digest).
+        public var ekCertificate: Bool?
 
         public init(
             pcrs: [Int: [HexBytes]] = [:], kernel: [HexBytes] = [], initrd: [HexBytes] = [], loadOptions: [HexBytes] = [],
-            secureBoot: Bool? = nil, akBoundToTEE: Bool = true, akBoundToEK: Bool = true
+            secureBoot: Bool? = nil, akBoundToTEE: Bool = true, akBoundToEK: Bool = true, ekCertificate: Bool? = nil
         ) {
             self.pcrs = pcrs
             self.kernel = kernel
@@ -34,6 +37,7 @@ extension Policy {
             self.secureBoot = secureBoot
             self.akBoundToTEE = akBoundToTEE
             self.akBoundToEK = akBoundToEK
+            self.ekCertificate = ekCertificate
         }
     }
 }
@@ -50,6 +54,11 @@ struct TPMPolicyRules {
         binding("tpm.ak-bound-to-ek", required: rules.akBoundToEK, what: "credential activation under the EK") {
             $0.claims.boundToEndorsementKey
         }
+        binding(
+            "tpm.ek-certificate", required: rules.ekCertificate == true,
+            what: "an EK certificate chaining to the pinned vTPM root",
+            hint: "send the EK certificate with the credential activation; the verifier must pin the vTPM root that issues it"
+        ) { $0.checks["ek_certificate"] != nil }
         for (index, values) in rules.pcrs.sorted(by: { $0.key < $1.key }) {
             event("tpm.pcr.\(index)", values, "replay the event log with `cmk measure replay` to see which event changed") {
                 $0.claims.bank == "sha256" ? $0.claims.pcrValues[String(index)]?.bytes : nil
@@ -92,7 +101,9 @@ struct TPMPolicyRules {
     }
 
     func binding(
-        _ id: String, required: Bool, what: String, _ value: @escaping @Sendable (TPMVerificationResult) -> Bool?
+        _ id: String, required: Bool, what: String,
+        hint: String = "give the verifier the TEE report and the credential activation with the quote",
+        _ value: @escaping @Sendable (TPMVerificationResult) -> Bool?
     ) -> Rule {
         Rule(id, claim: .hardware) { input, rule in
             guard required else { return rule.unchecked(what, because: "the policy does not require it") }
@@ -100,9 +111,7 @@ struct TPMPolicyRules {
             return value(result) == true
                 ? rule.pass(what, "checked")
                 : rule.fail(
-                    what, "not checked by the verifier",
-                    hint: "give the verifier the TEE report and the credential activation with the quote",
-                    value: AR4SI.unrecognized)
+                    what, "not checked by the verifier", hint: hint, value: AR4SI.unrecognized)
         }
     }
 
@@ -137,7 +146,9 @@ struct TPMPolicyRules {
 extension PolicyLoader {
     /// Reads the `tpm` section.
     func readTPM(_ node: PolicyNode) throws(PolicyError) -> Policy.TPMRules {
-        let map = try node.mapping(allowed: ["pcrs", "kernel", "initrd", "load-options", "secure-boot", "ak-bound-to-tee", "ak-bound-to-ek"])
+        let map = try node.mapping(allowed: [
+            "pcrs", "kernel", "initrd", "load-options", "secure-boot", "ak-bound-to-tee", "ak-bound-to-ek", "ek-certificate",
+        ])
         var rules = Policy.TPMRules()
         if let pcrs = map["pcrs"] {
             for (key, value) in try pcrs.anyMapping() {
@@ -153,6 +164,7 @@ extension PolicyLoader {
         if let secureBoot = map["secure-boot"] { rules.secureBoot = try secureBoot.bool() }
         if let tee = map["ak-bound-to-tee"] { rules.akBoundToTEE = try tee.bool() }
         if let ek = map["ak-bound-to-ek"] { rules.akBoundToEK = try ek.bool() }
+        if let certificate = map["ek-certificate"] { rules.ekCertificate = try certificate.bool() }
         return rules
     }
 }

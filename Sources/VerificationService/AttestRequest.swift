@@ -61,12 +61,16 @@ struct AttestRequest: Decodable, Sendable {
         var eventLog: String
         /// What the TPM's ActivateCredential returned for the credential `POST /v1/challenge` made with the nonce.
         var activatedSecret: String?
+        /// The EK's certificate (DER), checked against the server's pinned vTPM chain (`--tpm-ek-chain`); only with
+        /// `activated_secret`, whose credential names the EK it must certify.
+        var ekCertificate: String?
 
         enum CodingKeys: String, CodingKey {
             case quote, signature
             case attestationKey = "attestation_key"
             case eventLog = "event_log"
             case activatedSecret = "activated_secret"
+            case ekCertificate = "ek_certificate"
         }
     }
 

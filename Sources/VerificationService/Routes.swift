@@ -157,6 +157,12 @@ extension VerificationServer {
         let evidence = try parsed.presentedEvidence()
         let tpm = try parsed.presentedTPM()
         let activatedSecret = try Field.optionalBase64(parsed.tpm?.activatedSecret, "tpm.activated_secret")
+        let ekCertificate = try Field.optionalBase64(parsed.tpm?.ekCertificate, "tpm.ek_certificate")
+        if ekCertificate != nil, activatedSecret == nil {
+            throw Problem.badRequest(
+                "ek-certificate-without-activation",
+                "'tpm.ek_certificate' certifies the EK of a credential activation; send it with 'tpm.activated_secret'")
+        }
         let boundKey = try Field.optionalBase64(parsed.publicKey, "public_key")
         let manifest = try Field.optionalBase64(parsed.manifest, "manifest")
         if let instance = parsed.instance, instance.utf8.count > 128 || TenantRegistry.printable(instance) != instance {
@@ -218,7 +224,9 @@ extension VerificationServer {
                     endorsementKey: issued.endorsementKey, attestationKeyName: issued.attestationKeyName,
                     secret: issued.secret, activatedSecret: activatedSecret)
             }
-            Self.verifyTPM(tpm, into: &input, nonce: nonce, activation: activation)
+            Self.verifyTPM(
+                tpm, into: &input, nonce: nonce, activation: activation,
+                endorsementChain: configuration.tpmEndorsementChain, endorsementCertificate: ekCertificate)
         }
         let appraisal = policy.evaluate(input)
         let claims = try EARClaims(
@@ -319,13 +327,16 @@ extension VerificationServer {
     /// of the AK) and, when the nonce came with a credential and the attester returned its secret, the activation
     /// that binds the AK to the EK; a failure is the `tpm.verified` outcome, so the rejection says why.
     static func verifyTPM(
-        _ tpm: TPMEvidence, into input: inout AppraisalInput, nonce: [UInt8]?, activation: TPMCredentialActivation?
+        _ tpm: TPMEvidence, into input: inout AppraisalInput, nonce: [UInt8]?, activation: TPMCredentialActivation?,
+        endorsementChain: [AttestationCertificate] = [], endorsementCertificate: [UInt8]? = nil
     ) {
         let reportData = input.claims?.reportData
         input.tpm = Result { () throws(AttestationError) -> TPMVerificationResult in
             try TPMVerifier().verify(
                 tpm,
-                options: TPMVerificationOptions(nonce: nonce ?? [], teeReportData: reportData, credentialActivation: activation))
+                options: TPMVerificationOptions(
+                    nonce: nonce ?? [], teeReportData: reportData, credentialActivation: activation,
+                    endorsementRoots: endorsementChain, endorsementCertificate: endorsementCertificate))
         }
     }
 

@@ -82,6 +82,10 @@ public struct ServiceConfiguration: Sendable {
     /// (P-256, the default, as Trustee and Veraison use; its signature costs about a fortieth of a P-384 one here)
     /// or ES384 (P-384).
     public var earAlgorithm: EARAlgorithm
+    /// The vTPM EK certificate chain this server pins, leaf-ward (the CA that issues EK certificates, then its
+    /// self-signed root; or the root alone): an EK certificate sent with a credential activation must chain to it.
+    /// Empty: none pinned, and a presented EK certificate fails verification (`tpm-ek-certificate-invalid`).
+    public var tpmEndorsementChain: [AttestationCertificate]
     /// The clock every time-based decision reads (nonce expiry, evaluation time, token times); tests pin it.
     public var clock: @Sendable () -> Date
 
@@ -90,7 +94,8 @@ public struct ServiceConfiguration: Sendable {
         snpCollateral: URL? = nil, tdxCollateral: URL? = nil, nonceLifetime: TimeInterval = 120,
         resultLifetime: TimeInterval = 300, maximumBodySize: Int = 256 * 1024,
         rateLimit: RateLimit = RateLimit(requestsPerSecond: 100, burst: 200), requestTimeout: TimeInterval = 30,
-        verifierBuild: String = "cmk", earAlgorithm: EARAlgorithm = .es256, clock: @escaping @Sendable () -> Date = { Date() }
+        verifierBuild: String = "cmk", earAlgorithm: EARAlgorithm = .es256,
+        tpmEndorsementChain: [AttestationCertificate] = [], clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.host = host
         self.port = port
@@ -106,6 +111,7 @@ public struct ServiceConfiguration: Sendable {
         self.requestTimeout = requestTimeout
         self.verifierBuild = verifierBuild
         self.earAlgorithm = earAlgorithm
+        self.tpmEndorsementChain = tpmEndorsementChain
         self.clock = clock
     }
 }

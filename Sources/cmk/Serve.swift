@@ -72,6 +72,9 @@ extension CMK {
         @Option(help: "The algorithm of the EAR signing keys this server creates: es256 (P-256, the default: the JOSE and EAR ecosystems' common algorithm, a signature ~25× cheaper than P-384's) or es384 (P-384). A tenant's stored key keeps its own.")
         var earAlgorithm: EARAlgorithmOption = .es256
 
+        @Option(help: "A PEM file holding the vTPM EK certificate chain to pin, leaf-ward: the CA that issues EK certificates, then its self-signed root (or the root alone). An EK certificate sent with a credential activation must chain to it.")
+        var tpmEkChain: String?
+
         @OptionGroup var state: StateOptions
 
         func validate() throws {
@@ -99,6 +102,23 @@ extension CMK {
             }
         }
 
+        /// The certificates of `--tpm-ek-chain`, leaf-ward; the last must sign itself.
+        static func endorsementChain(_ path: String) throws -> [AttestationCertificate] {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ServiceError("cannot read the vTPM EK chain '\(path)'")
+            }
+            let chain = try PEMDocuments.certificates(in: String(decoding: data, as: UTF8.self)).map {
+                try AttestationCertificate(der: $0)
+            }
+            guard let root = chain.last else { throw ServiceError("'\(path)' holds no PEM certificate") }
+            do {
+                try root.verifySignature(issuedBy: root)
+            } catch {
+                throw ServiceError("the last certificate of '\(path)' must be a self-signed root: \(error)")
+            }
+            return chain
+        }
+
         func run() async throws {
             let server: VerificationServer
             var store: (any ServiceStore)?
@@ -112,6 +132,7 @@ extension CMK {
                 var anchors = try TrustAnchorStore(directory: TrustAnchorStore.locateDefaultDirectory())
                 for folder in simulated { anchors = try anchors.adding(simulatedDirectory: URL(fileURLWithPath: folder)) }
                 let cache = CMKPaths.resolve().cacheDirectory.appendingPathComponent("collateral")
+                let endorsementChain = try tpmEkChain.map(Self.endorsementChain) ?? []
                 let configuration = ServiceConfiguration(
                     host: host, port: port,
                     stateDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? state.state.url.appendingPathComponent("serve"),
@@ -122,7 +143,7 @@ extension CMK {
                     maximumBodySize: maxBody,
                     rateLimit: rateLimit == 0 ? .unlimited : .init(requestsPerSecond: rateLimit, burst: rateBurst),
                     requestTimeout: TimeInterval(requestTimeout), verifierBuild: CMKVersion.current,
-                    earAlgorithm: earAlgorithm.algorithm)
+                    earAlgorithm: earAlgorithm.algorithm, tpmEndorsementChain: endorsementChain)
                 server = try VerificationServer(configuration: configuration, store: store)
                 for spec in policySpecs {
                     let (tenant, file) = spec.contains("=")

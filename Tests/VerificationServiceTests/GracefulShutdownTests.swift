@@ -54,5 +54,18 @@ struct GracefulShutdownTests {
         let badTenant = try await offPool { try BuiltCMK.run(["serve", "--tenant", "Alpha=/nonexistent", "--port", "0"]) }
         #expect(badTenant.status == 2)
         #expect(badTenant.standardError.contains("token file") || badTenant.standardError.contains("tenant"))
+        // A vTPM EK chain that cannot be read, or that holds no certificate: refused before listening.
+        let chainFolder = FileManager.default.temporaryDirectory.appendingPathComponent("cmk-ekchain-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: chainFolder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: chainFolder) }
+        let empty = chainFolder.appendingPathComponent("empty.pem")
+        try Data("no certificate here\n".utf8).write(to: empty)
+        for (path, reason) in [("/nonexistent/chain.pem", "cannot read"), (empty.path, "no PEM certificate")] {
+            let badChain = try await offPool {
+                try BuiltCMK.run(["serve", "--tpm-ek-chain", path, "--port", "0", "--data-dir", chainFolder.appendingPathComponent("data").path])
+            }
+            #expect(badChain.status == 2)
+            #expect(badChain.standardError.contains(reason), "\(badChain.standardError)")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Attestation
 import CMKTesting
 import Crypto
 import Foundation
@@ -287,5 +288,112 @@ struct TPMServeTests {
             json: ["tenant": "alpha", "tpm": ["endorsement_key": Data([1, 2, 3]).base64EncodedString(), "attestation_key": keys["attestation_key"]!]])
         #expect(badKeys.status == 422)
         #expect(badKeys.problemCode == "bad-tpm-key")
+    }
+
+    /// Runs openssl in `folder`; fails the test's setup with openssl's own message.
+    static func openssl(_ arguments: [String], in folder: URL) throws {
+        let output = try ExternalTool.run(
+            URL(fileURLWithPath: "/usr/bin/openssl"), arguments, environment: ["PATH": "/usr/bin:/bin", "HOME": folder.path],
+            timeout: 60, workingDirectory: folder)
+        guard output.status == 0 else { throw ServiceError("openssl \(arguments): \(output.standardError)") }
+    }
+
+    /// A vTPM CA made here with openssl (a self-signed P-256 root), and DER certificates it issues for a public key in
+    /// PEM (`-force_pubkey`): the shape of swtpm's local CA and the EK certificates it writes into the TPM's NV.
+    static func makeCA(_ name: String, in folder: URL) throws -> [UInt8] {
+        try openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "\(name).key"], in: folder)
+        try openssl([
+            "req", "-x509", "-new", "-key", "\(name).key", "-subj", "/CN=\(name) vTPM EK CA (test)", "-days", "2",
+            "-sha256", "-out", "\(name).pem",
+        ], in: folder)
+        return [UInt8](try Data(contentsOf: folder.appendingPathComponent("\(name).pem")))
+    }
+
+    static func issue(by ca: String, publicKeyPEM: String, label: String, in folder: URL) throws -> [UInt8] {
+        try openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "\(label).csr.key"], in: folder)
+        try openssl(["req", "-new", "-key", "\(label).csr.key", "-subj", "/CN=\(label)", "-out", "\(label).csr"], in: folder)
+        try openssl([
+            "x509", "-req", "-in", "\(label).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial",
+            "-force_pubkey", publicKeyPEM, "-days", "1", "-sha256", "-outform", "DER", "-out", "\(label).der",
+        ], in: folder)
+        return [UInt8](try Data(contentsOf: folder.appendingPathComponent("\(label).der")))
+    }
+
+    @Test("an EK certificate chaining to the pinned vTPM CA and certifying the activated EK passes tpm.ek-certificate; another CA's, another key's, or none is refused")
+    func endorsementCertificate() async throws {
+        let tpm = try await offPool { try SoftwareTPM() }
+        defer { tpm.stop() }
+        let akPublic = try await offPool { try tpm.createAttestationKey() }
+        let ekPublic = try tpm.read("ek.pub")
+        _ = try await offPool { try tpm.run("tpm2_readpublic", ["-c", tpm.path("ek.ctx"), "-f", "pem", "-o", tpm.path("ek.pem")]) }
+        let folder = tpm.directory
+        let pinned = try Self.makeCA("pinned", in: folder)
+        _ = try Self.makeCA("other", in: folder)
+        try Self.openssl(["genrsa", "-out", "stranger.key", "2048"], in: folder)
+        try Self.openssl(["rsa", "-in", "stranger.key", "-pubout", "-out", "stranger.pem"], in: folder)
+        let genuine = try Self.issue(by: "pinned", publicKeyPEM: tpm.path("ek.pem"), label: "genuine", in: folder)
+        let otherCA = try Self.issue(by: "other", publicKeyPEM: tpm.path("ek.pem"), label: "other-ca", in: folder)
+        let otherKey = try Self.issue(by: "pinned", publicKeyPEM: tpm.path("stranger.pem"), label: "other-key", in: folder)
+        let root = try AttestationCertificate(pem: String(decoding: pinned, as: UTF8.self))
+
+        let live = try await LiveServer.start { $0.tpmEndorsementChain = [root] }
+        defer { Task { await live.stop() } }
+        let policy = Self.policy.replacingOccurrences(of: "id: development-tpm", with: "id: development-tpm-ekcert")
+            .replacingOccurrences(of: "ak-bound-to-ek: false", with: "ak-bound-to-ek: true\n  ek-certificate: true")
+        #expect(try await live.putPolicy(policy, id: "development-tpm-ekcert").status == 201)
+        try await ServiceFlowTests.warmSimulatedPlatform()
+        let akDigest = Array(SHA256.hash(data: Array(akPublic.dropFirst(2))))
+        let log = try Self.specIDOnlyLog()
+        let keys = ["endorsement_key": Data(ekPublic).base64EncodedString(), "attestation_key": Data(akPublic).base64EncodedString()]
+
+        func attest(label: String, certificate: [UInt8]?, activate: Bool = true) async throws -> HTTPResult {
+            let challenge = try await live.request("POST", "/v1/challenge", json: ["tenant": "alpha", "tpm": keys])
+            let nonce = try #require(challenge.object["nonce"] as? String)
+            let made = try #require(challenge.object["tpm_credential"] as? [String: String])
+            let file = try #require(made["tpm2_tools"].flatMap { Data(base64Encoded: $0) })
+            let activated = try await offPool { try tpm.activate(credential: [UInt8](file), label: label) }
+            let quoted = try await offPool { try tpm.quote(nonce: Array(Data(hexString: nonce)), label: label) }
+            var body = try ServiceFlowTests.simulatedRequest(nonce: nonce, publicKey: akDigest, policy: "development-tpm-ekcert")
+            var fields: [String: Any] = [
+                "quote": Data(quoted.quote).base64EncodedString(), "signature": Data(quoted.signature).base64EncodedString(),
+                "attestation_key": Data(akPublic).base64EncodedString(), "event_log": Data(log).base64EncodedString(),
+            ]
+            if activate { fields["activated_secret"] = Data(activated).base64EncodedString() }
+            if let certificate { fields["ek_certificate"] = Data(certificate).base64EncodedString() }
+            body["tpm"] = fields
+            return try await live.request("POST", "/v1/attest", json: body)
+        }
+        func outcome(_ result: HTTPResult, _ rule: String) -> [String: Any]? {
+            let list = (result.object["appraisal"] as? [String: Any])?["outcomes"] as? [[String: Any]] ?? []
+            return list.first { $0["rule"] as? String == rule }
+        }
+
+        let admitted = try await attest(label: "genuine", certificate: genuine)
+        #expect(admitted.status == 200, "\(admitted.text)")
+        #expect(admitted.object["verdict"] as? String == "admit", "\(admitted.text.prefix(800))")
+        #expect(outcome(admitted, "tpm.ek-certificate")?["status"] as? String == "pass")
+        #expect(outcome(admitted, "tpm.ak-bound-to-ek")?["status"] as? String == "pass")
+
+        // Issued by a CA the server does not pin: the quote's verification fails, naming the chain.
+        let foreign = try await attest(label: "other-ca", certificate: otherCA)
+        #expect(foreign.object["verdict"] as? String == "reject")
+        #expect(outcome(foreign, "tpm.verified")?["status"] as? String == "fail")
+        #expect("\(outcome(foreign, "tpm.verified") ?? [:])".contains("does not chain"), "\(foreign.text.prefix(800))")
+
+        // Issued by the pinned CA, for another key than the EK the credential was made for.
+        let stranger = try await attest(label: "other-key", certificate: otherKey)
+        #expect(stranger.object["verdict"] as? String == "reject")
+        #expect("\(outcome(stranger, "tpm.verified") ?? [:])".contains("another key"), "\(stranger.text.prefix(800))")
+
+        // No certificate: the credential activation still binds AK to EK, but the policy wants the certificate.
+        let missing = try await attest(label: "missing", certificate: nil)
+        #expect(missing.object["verdict"] as? String == "reject")
+        #expect(outcome(missing, "tpm.ak-bound-to-ek")?["status"] as? String == "pass")
+        #expect(outcome(missing, "tpm.ek-certificate")?["status"] as? String == "fail")
+
+        // A certificate without the activation whose EK it would certify: a 400.
+        let alone = try await attest(label: "alone", certificate: genuine, activate: false)
+        #expect(alone.status == 400)
+        #expect(alone.problemCode == "ek-certificate-without-activation")
     }
 }
