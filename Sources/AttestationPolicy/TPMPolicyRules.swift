@@ -58,7 +58,7 @@ struct TPMPolicyRules {
             "tpm.ek-certificate", required: rules.ekCertificate == true,
             what: "an EK certificate chaining to the pinned vTPM root",
             hint: "send the EK certificate with the credential activation; the verifier must pin the vTPM root that issues it"
-        ) { $0.checks["ek_certificate"] != nil }
+        ) { $0.endorsementCertificateVerified }
         for (index, values) in rules.pcrs.sorted(by: { $0.key < $1.key }) {
             event("tpm.pcr.\(index)", values, "replay the event log with `cmk measure replay` to see which event changed") {
                 $0.claims.bank == "sha256" ? $0.claims.pcrValues[String(index)]?.bytes : nil

@@ -102,7 +102,8 @@ extension CMK {
             }
         }
 
-        /// The certificates of `--tpm-ek-chain`, leaf-ward; the last must sign itself.
+        /// The certificates of `--tpm-ek-chain`, leaf-ward: each must be signed by the next, and the last by itself,
+        /// so a chain that cannot work is refused at start rather than failing every attestation.
         static func endorsementChain(_ path: String) throws -> [AttestationCertificate] {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw ServiceError("cannot read the vTPM EK chain '\(path)'")
@@ -111,10 +112,15 @@ extension CMK {
                 try AttestationCertificate(der: $0)
             }
             guard let root = chain.last else { throw ServiceError("'\(path)' holds no PEM certificate") }
-            do {
-                try root.verifySignature(issuedBy: root)
-            } catch {
-                throw ServiceError("the last certificate of '\(path)' must be a self-signed root: \(error)")
+            for (index, (certificate, issuer)) in zip(chain, chain.dropFirst() + [root]).enumerated() {
+                do {
+                    try certificate.verifySignature(issuedBy: issuer)
+                } catch {
+                    let which = index == chain.count - 1
+                        ? "the last certificate must be a self-signed root"
+                        : "certificate \(index + 1) is not signed by certificate \(index + 2)"
+                    throw ServiceError("'\(path)': \(which) (\(error))")
+                }
             }
             return chain
         }

@@ -60,7 +60,24 @@ struct GracefulShutdownTests {
         defer { try? FileManager.default.removeItem(at: chainFolder) }
         let empty = chainFolder.appendingPathComponent("empty.pem")
         try Data("no certificate here\n".utf8).write(to: empty)
-        for (path, reason) in [("/nonexistent/chain.pem", "cannot read"), (empty.path, "no PEM certificate")] {
+        // Two unrelated self-signed roots as "intermediate, root": the first is not signed by the second.
+        for name in ["first", "second"] {
+            let run = try ExternalTool.run(
+                URL(fileURLWithPath: "/usr/bin/openssl"),
+                ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                 chainFolder.appendingPathComponent("\(name).key").path, "-subj", "/CN=\(name)", "-days", "1", "-out",
+                 chainFolder.appendingPathComponent("\(name).pem").path])
+            try #require(run.status == 0, "\(run.standardError)")
+        }
+        let unrelated = chainFolder.appendingPathComponent("unrelated.pem")
+        try Data(
+            try Data(contentsOf: chainFolder.appendingPathComponent("first.pem"))
+                + Data(contentsOf: chainFolder.appendingPathComponent("second.pem"))
+        ).write(to: unrelated)
+        for (path, reason) in [
+            ("/nonexistent/chain.pem", "cannot read"), (empty.path, "no PEM certificate"),
+            (unrelated.path, "certificate 1 is not signed by certificate 2"),
+        ] {
             let badChain = try await offPool {
                 try BuiltCMK.run(["serve", "--tpm-ek-chain", path, "--port", "0", "--data-dir", chainFolder.appendingPathComponent("data").path])
             }

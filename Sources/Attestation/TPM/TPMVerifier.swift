@@ -122,6 +122,12 @@ public struct TPMVerificationResult: Sendable, Hashable, Codable {
     /// Each check by name and what it found (`quote_signature`, `nonce`, `pcr_digest_replay`, ...).
     public let checks: [String: String]
     public let warnings: [String]
+
+    /// The check an EK certificate passes: it certifies the activated EK and chains to the pinned vTPM root.
+    public static let endorsementCertificateCheck = "ek_certificate"
+
+    /// Whether an EK certificate was presented and verified (absent when none was given).
+    public var endorsementCertificateVerified: Bool { checks[Self.endorsementCertificateCheck] != nil }
 }
 
 /// Verifies TPM 2.0 quotes with their event logs (docs/tpm-verification.md): TPMS_ATTEST via libtss2-mu, the AK's
@@ -296,7 +302,7 @@ public struct TPMVerifier: Sendable {
             checks["ak_bound_to_ek"] = "credential activation returned the secret made for this AK under the EK"
             if let certificate = options.endorsementCertificate {
                 try Self.verifyEndorsementCertificate(certificate, ek: ek, roots: options.endorsementRoots)
-                checks["ek_certificate"] = "the EK certificate chains to the pinned vTPM root and certifies this EK"
+                checks[TPMVerificationResult.endorsementCertificateCheck] = "the EK certificate chains to the pinned vTPM root and certifies this EK"
             } else {
                 warnings.append("no EK certificate given: the EK was not traced to a vTPM root")
             }
